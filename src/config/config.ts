@@ -1,0 +1,119 @@
+/**
+ * The validated configuration SSG runs on, as read from the rule file (see `load_config.ts`).
+ *
+ * The rule file is the single configuration file: the `gateway:` section says what to divert and
+ * how the responder behaves, `smtp:`/`relay:`/`log:` tune bounds, and `rules:` is the policy.
+ * Every field here has already been validated; stages never re-check it.
+ */
+import type { Rule } from "../policy/rule.ts";
+
+/** An IPv4 or IPv6 network, e.g. 198.51.100.0/24 or 2001:db8:25::/64. */
+export interface Cidr {
+  /** 4 for IPv4, 6 for IPv6. */
+  family: 4 | 6;
+  /** Network address bytes (4 or 16), host bits zeroed. */
+  bytes: Uint8Array;
+  /** Prefix length. */
+  prefix: number;
+  /** The text as written, for logs and firewall rules (normalised, e.g. "198.51.100.0/24"). */
+  text: string;
+}
+
+/** What is diverted and where diverted flows are answered. */
+export interface GatewayConfig {
+  /** Internal mail servers: only TCP to these networks (and `ports`) is diverted. */
+  protect: Cidr[];
+  /** Destination ports that are diverted (default [25]). */
+  ports: number[];
+  /** Only divert packets arriving on these interfaces (default: any). */
+  interfaces: string[];
+  /** Name SSG uses in its Received header and its own replies (default: the host name). */
+  hostname: string;
+  /** The local responder that diverted flows are rewritten to. */
+  responder: {
+    /** Local IPv4 address diverted IPv4 flows are rewritten to ("auto": first non-loopback). */
+    ipv4: string | "auto";
+    /** Local IPv6 address diverted IPv6 flows are rewritten to ("auto": first global). */
+    ipv6: string | "auto";
+    /** TCP port the responder listens on (default 10025). */
+    port: number;
+  };
+  /** NFQUEUE settings. */
+  queue: {
+    /** Queue number (default 25). */
+    num: number;
+    /** Kernel queue length in packets (default 4096). */
+    maxlen: number;
+    /** Netlink socket receive buffer in bytes (default 8 MiB). */
+    rcvbuf: number;
+  };
+  /** Flow table bounds. */
+  flows: {
+    /** Most concurrent diverted flows (default 65536); new SYNs past it are not diverted... */
+    max: number;
+    /** Idle expiry in seconds (default 600: longer than the SMTP DATA timeouts). */
+    idleSeconds: number;
+  };
+}
+
+/** Bounds and timeouts of the responder side (RFC 5321 §4.5.3). */
+export interface SmtpConfig {
+  /** Largest message in bytes, advertised in SIZE (default 26214400). */
+  maxMessageBytes: number;
+  /** Most recipients per transaction before 452 (default 100, the RFC minimum). */
+  maxRecipients: number;
+  /** Command line limit in bytes including CRLF (default 512). */
+  maxCommandLine: number;
+  /** Text line limit in bytes including CRLF (default 1000). */
+  maxTextLine: number;
+  /** Bare CR or LF inside DATA: "reject" (default, 550 after the real end) or "normalize". */
+  bareLineEndings: "reject" | "normalize";
+  /** Errors (4xx/5xx replies caused by the client) before 421 and disconnect (default 20). */
+  maxErrors: number;
+  /** Most transactions per session (default 100). */
+  maxTransactions: number;
+  /** Most concurrent sessions (default 500) and per client IP (default 20). */
+  maxSessions: number;
+  maxSessionsPerClient: number;
+  /** Timeouts in seconds. */
+  timeouts: {
+    /** Waiting for the next command (default 300, §4.5.3.2.7). */
+    command: number;
+    /** Waiting for each data block (default 180, §4.5.3.2.5). */
+    data: number;
+    /** Whole session (default 3600). */
+    session: number;
+  };
+  /** Offer PIPELINING (default true). */
+  pipelining: boolean;
+}
+
+/** The relay client towards the original server. */
+export interface RelayConfig {
+  /** Connect timeout in seconds (default 30). */
+  connectTimeout: number;
+  /** Timeout for each reply except the final one, in seconds (default 300). */
+  replyTimeout: number;
+  /** Timeout for the reply to end-of-data, in seconds (default 600, §4.5.3.2.6). */
+  dataTimeout: number;
+}
+
+/** Where and how much to log. */
+export interface LogConfig {
+  /** Log file (append, re-opened on SIGHUP / SIGUSR1); none: stderr only. */
+  file?: string;
+  /** Lowest level written. */
+  level: "debug" | "info" | "warning" | "error";
+}
+
+/** Everything a running SSG needs, validated. */
+export interface SsgConfig {
+  /** Path of the rule file this came from. */
+  file: string;
+  gateway: GatewayConfig;
+  smtp: SmtpConfig;
+  relay: RelayConfig;
+  log: LogConfig;
+  /** The policy, evaluated in order. */
+  rules: Rule[];
+}

@@ -1,0 +1,168 @@
+/**
+ * Structured event log: one line per event, `TIMESTAMP LEVEL event key=value ...`.
+ *
+ * Event names are stable (`flow.new`, `smtp.reject`, `policy.verdict`, `message`); fields always
+ * carry the flow and session ids where one exists. Values are quoted when they contain spaces,
+ * quotes, `=` or control characters, and control characters are escaped, so that an attacker's
+ * subject line can never forge a second log line (Security: untrusted bytes).
+ *
+ * Output goes through logtape (npm:@logtape/logtape), to stderr and, when configured, to a file
+ * opened in append mode and re-opened on SIGHUP/`reopen()` so that `logrotate`/cron can move it.
+ */
+import { configure, getLogger, type LogRecord, reset, type Sink } from "@logtape/logtape";
+
+/** Field values a log event may carry. */
+export type LogValue = string | number | boolean | undefined | null | readonly string[];
+/** Key/value fields of one event. */
+export type LogFields = Record<string, LogValue>;
+/** Severity of an event. */
+export type LogLevel = "debug" | "info" | "warning" | "error";
+
+/** Anything that can record events; the SMTP, policy and divert stages take one of these. */
+export interface EventLog {
+  /** Record event `name` with `fields` at `level` (default info). */
+  event(name: string, fields?: LogFields, level?: LogLevel): void;
+}
+
+// deno-lint-ignore no-control-regex
+const NEEDS_QUOTE = /[\s"=\\\x00-\x1f\x7f]/;
+
+/** Formats one value for a key=value line; never emits a raw newline. */
+export function formatValue(v: LogValue): string {
+  if (v === undefined || v === null) return "-";
+  if (Array.isArray(v)) return formatValue(v.join(","));
+  const s = String(v);
+  if (s === "") return '""';
+  if (!NEEDS_QUOTE.test(s)) return s;
+  // deno-lint-ignore no-control-regex
+  return '"' + s.replace(/[\\"\x00-\x1f\x7f]/g, (c) => {
+    if (c === "\\") return "\\\\";
+    if (c === '"') return '\\"';
+    if (c === "\n") return "\\n";
+    if (c === "\r") return "\\r";
+    if (c === "\t") return "\\t";
+    return "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0");
+  }) + '"';
+}
+
+/** Formats an event as one line (without the trailing newline). */
+export function formatEvent(name: string, fields: LogFields = {}, level: LogLevel = "info"): string {
+  const parts = [new Date().toISOString(), level.toUpperCase(), name];
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined) continue;
+    parts.push(`${k}=${formatValue(v)}`);
+  }
+  return parts.join(" ");
+}
+
+/** An EventLog that keeps events in memory; for tests. */
+export class MemoryLog implements EventLog {
+  /** Every event recorded so far, oldest first. */
+  readonly events: { name: string; fields: LogFields; level: LogLevel }[] = [];
+  event(name: string, fields: LogFields = {}, level: LogLevel = "info"): void {
+    this.events.push({ name, fields, level });
+  }
+  /** The events named `name`. */
+  named(name: string): { name: string; fields: LogFields; level: LogLevel }[] {
+    return this.events.filter((e) => e.name === name);
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** Sink that appends lines to a file and can re-open it after rotation. */
+class ReopeningFileSink {
+  #path: string;
+  #file: Deno.FsFile | undefined;
+  constructor(path: string) {
+    this.#path = path;
+    this.reopen();
+  }
+  reopen(): void {
+    try {
+      this.#file?.close();
+    } catch { /* already closed */ }
+    this.#file = Deno.openSync(this.#path, { append: true, create: true, write: true, mode: 0o640 });
+  }
+  write(line: string): void {
+    const bytes = encoder.encode(line + "\n");
+    let off = 0;
+    while (off < bytes.length && this.#file) off += this.#file.writeSync(bytes.subarray(off));
+  }
+  close(): void {
+    try {
+      this.#file?.close();
+    } catch { /* already closed */ }
+    this.#file = undefined;
+  }
+}
+
+const LEVEL_RANK: Record<LogLevel, number> = { debug: 0, info: 1, warning: 2, error: 3 };
+
+/** Options of the process-wide log. */
+export interface LogOptions {
+  /** Append events to this file as well as stderr. */
+  file?: string;
+  /** Lowest level written (default info). */
+  level?: LogLevel;
+  /** Also write to stderr (default true). */
+  stderr?: boolean;
+}
+
+/** The process-wide event log, backed by logtape. */
+export class AppLog implements EventLog {
+  #file: ReopeningFileSink | undefined;
+  #min: number;
+  #logger = getLogger(["ssg"]);
+  private constructor(opts: LogOptions) {
+    this.#min = LEVEL_RANK[opts.level ?? "info"];
+    if (opts.file) this.#file = new ReopeningFileSink(opts.file);
+  }
+
+  /** Configures logtape and returns the log. Call once per process. */
+  static async open(opts: LogOptions = {}): Promise<AppLog> {
+    const log = new AppLog(opts);
+    const stderr = opts.stderr ?? true;
+    const sink: Sink = (record: LogRecord) => {
+      const line = String(record.message[0]);
+      if (stderr) {
+        try {
+          Deno.stderr.writeSync(encoder.encode(line + "\n"));
+        } catch { /* stderr closed: keep the file log */ }
+      }
+      log.#file?.write(line);
+    };
+    await configure({
+      reset: true,
+      sinks: { ssg: sink },
+      loggers: [
+        { category: ["ssg"], sinks: ["ssg"], lowestLevel: "debug" },
+        { category: ["logtape", "meta"], sinks: [], lowestLevel: "error" },
+      ],
+    });
+    return log;
+  }
+
+  event(name: string, fields: LogFields = {}, level: LogLevel = "info"): void {
+    if (LEVEL_RANK[level] < this.#min) return;
+    const line = formatEvent(name, fields, level);
+    // The line is pre-formatted; logtape carries it as the single message part.
+    const msg = [line] as unknown as TemplateStringsArray;
+    if (level === "debug") this.#logger.debug(msg);
+    else if (level === "info") this.#logger.info(msg);
+    else if (level === "warning") this.#logger.warn(msg);
+    else this.#logger.error(msg);
+  }
+
+  /** Re-opens the log file (after `mv` by logrotate or a cron job). */
+  reopen(): void {
+    this.#file?.reopen();
+  }
+
+  /** Flushes and closes; safe to call twice. */
+  async close(): Promise<void> {
+    this.#file?.close();
+    this.#file = undefined;
+    await reset();
+  }
+}
