@@ -46,6 +46,12 @@ export interface GatewayConfig {
     maxlen: number;
     /** Netlink socket receive buffer in bytes (default 8 MiB). */
     rcvbuf: number;
+    /**
+     * Let the kernel accept packets unrewritten when the queue is full (NFQA_CFG_F_FAIL_OPEN;
+     * default false). Security trade-off: fail-open lets a burst bypass filtering and sends
+     * half-translated packets of diverted flows; fail-closed drops them and TCP retransmits.
+     */
+    failOpen?: boolean;
   };
   /** Flow table bounds. */
   flows: {

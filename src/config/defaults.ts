@@ -1,0 +1,58 @@
+/**
+ * The default value of every setting the rule file may leave out, in one place, so that the
+ * loader, `ssg check`'s summary, `rules/default.yaml` and the README agree.
+ *
+ * Where a number comes from a standard it says so; the rest follow Postfix's defaults or the
+ * foundation issue.
+ */
+import type { GatewayConfig, LogConfig, RelayConfig, SmtpConfig } from "./config.ts";
+
+/** Defaults of `gateway:` (all but `protect`, which has none: the administrator must say). */
+export const GATEWAY_DEFAULTS: Readonly<Omit<GatewayConfig, "protect" | "hostname">> = Object
+  .freeze({
+    ports: [25],
+    interfaces: [],
+    responder: { ipv4: "auto", ipv6: "auto", port: 10025 },
+    // fail_open false: when the queue is full the kernel drops (TCP retransmits) rather than
+    // letting packets of diverted flows past unrewritten.
+    queue: { num: 25, maxlen: 4096, rcvbuf: 8 * 1024 * 1024, failOpen: false },
+    // 600 s: longer than the SMTP command (300 s) and data (180 s) timeouts, so a flow is never
+    // forgotten while its session may still legitimately be waiting.
+    flows: { max: 65536, idleSeconds: 600 },
+  });
+
+/** Defaults of `smtp:` (RFC 5321 §4.5.3 minimums and timeouts). */
+export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
+  maxMessageBytes: 25 * 1024 * 1024,
+  maxRecipients: 100, // §4.5.3.1.8: at least 100 recipients MUST be buffered
+  maxCommandLine: 512, // §4.5.3.1.4
+  maxTextLine: 1000, // §4.5.3.1.6
+  bareLineEndings: "reject",
+  maxErrors: 20,
+  maxTransactions: 100,
+  maxSessions: 500,
+  maxSessionsPerClient: 20,
+  timeouts: { command: 300, data: 180, session: 3600 }, // §4.5.3.2.7, §4.5.3.2.5
+  pipelining: true,
+});
+
+/** Defaults of `relay:` (RFC 5321 §4.5.3.2 client timeouts). */
+export const RELAY_DEFAULTS: Readonly<RelayConfig> = Object.freeze({
+  connectTimeout: 30,
+  replyTimeout: 300, // §4.5.3.2.1-4: 5 minutes for MAIL, RCPT, DATA initiation
+  dataTimeout: 600, // §4.5.3.2.6: 10 minutes for the reply to end-of-data
+});
+
+/** Defaults of `log:`. */
+export const LOG_DEFAULTS: Readonly<LogConfig> = Object.freeze({ level: "info" });
+
+/** The host name SSG names itself by when the rule file gives none. */
+export function defaultHostname(): string {
+  try {
+    const h = Deno.hostname();
+    if (h) return h;
+  } catch {
+    // No --allow-sys: fall back rather than refuse to start over a cosmetic name.
+  }
+  return "localhost";
+}

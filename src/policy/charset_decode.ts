@@ -1,0 +1,44 @@
+/**
+ * Bytes in a declared charset → text, for the parts of a message that SSG decodes itself
+ * (encoded words in header fields, and the fallback path when mailparser gives up).
+ *
+ * Uses the WHATWG Encoding Standard decoders built into Deno (`TextDecoder`), which cover the
+ * charsets mail actually uses (UTF-8, ISO-8859-x, windows-125x, EUC-KR/KS C 5601 — decoded as its
+ * superset windows-949 —, GBK, Big5, Shift_JIS, EUC-JP, ISO-2022-JP, KOI8-R ...). Two exceptions:
+ * - ISO-2022-KR (RFC 1557) is mapped by WHATWG to the "replacement" decoder (one U+FFFD for the
+ *   whole input), so it is decoded here through EUC-KR (`iso_2022_kr.ts`);
+ * - UTF-7 is refused (decoded as UTF-8), as mailparser does, because it smuggles markup past
+ *   filters ("+ADw-script+AD4-").
+ * An unknown charset is decoded as UTF-8 with replacement characters: judged on what is readable.
+ *
+ * Security: untrusted bytes; never throws.
+ */
+import { decodeIso2022KrBytes } from "./iso_2022_kr.ts";
+
+const utf8 = new TextDecoder("utf-8");
+
+/** Names mailers use that WHATWG does not list, mapped to the WHATWG encoding that decodes them. */
+const ALIASES: Record<string, string> = {
+  "cp949": "euc-kr", // Microsoft's Unified Hangul Code, what WHATWG "euc-kr" really is
+  "ms949": "euc-kr",
+  "uhc": "euc-kr",
+  "x-windows-949": "euc-kr",
+  "ks_c_5601": "euc-kr",
+  "x-euc-kr": "euc-kr",
+};
+
+/** Decodes `bytes` as `charset` (any label, case-insensitive); never throws. */
+export function decodeCharset(bytes: Uint8Array, charset: string): string {
+  const label = charset.trim().toLowerCase();
+  if (label === "iso-2022-kr" || label === "csiso2022kr") return decodeIso2022KrBytes(bytes);
+  if (label === "" || /^(?:us-?)?ascii$|^utf-?8$|^utf-?7$|^unicode-1-1-utf-7$/.test(label)) {
+    return utf8.decode(bytes);
+  }
+  try {
+    const d = new TextDecoder(ALIASES[label] ?? label);
+    if (d.encoding === "replacement") return utf8.decode(bytes);
+    return d.decode(bytes);
+  } catch {
+    return utf8.decode(bytes);
+  }
+}
