@@ -46,7 +46,11 @@ export function formatValue(v: LogValue): string {
 }
 
 /** Formats an event as one line (without the trailing newline). */
-export function formatEvent(name: string, fields: LogFields = {}, level: LogLevel = "info"): string {
+export function formatEvent(
+  name: string,
+  fields: LogFields = {},
+  level: LogLevel = "info",
+): string {
   const parts = [new Date().toISOString(), level.toUpperCase(), name];
   for (const [k, v] of Object.entries(fields)) {
     if (v === undefined) continue;
@@ -82,7 +86,12 @@ class ReopeningFileSink {
     try {
       this.#file?.close();
     } catch { /* already closed */ }
-    this.#file = Deno.openSync(this.#path, { append: true, create: true, write: true, mode: 0o640 });
+    this.#file = Deno.openSync(this.#path, {
+      append: true,
+      create: true,
+      write: true,
+      mode: 0o640,
+    });
   }
   write(line: string): void {
     const bytes = encoder.encode(line + "\n");
