@@ -1,0 +1,78 @@
+/**
+ * The one table that maps an SMTP verb to what the responder does with it.
+ *
+ * Dispatch is a lookup in a fixed `Map` whose values call a typed method of `CommandHandlers`;
+ * a verb is never turned into a method name (Haraka's `hook_${verb}` style was rejected: it lets
+ * client text choose code). The table also carries each verb's RFC 2920 §3.1 role: replies to
+ * EHLO, HELO, DATA, VRFY, EXPN, QUIT, NOOP and unknown or unimplemented commands are flushed at
+ * once; replies to RSET, MAIL and RCPT may wait in the output buffer while pipelined input remains.
+ */
+
+/** What the session offers the table; one method per implemented verb. */
+export interface CommandHandlers {
+  ehlo(arg: string): Promise<void>;
+  helo(arg: string): Promise<void>;
+  mail(arg: string): Promise<void>;
+  rcpt(arg: string): Promise<void>;
+  data(arg: string): Promise<void>;
+  rset(arg: string): Promise<void>;
+  noop(arg: string): Promise<void>;
+  quit(arg: string): Promise<void>;
+  vrfy(arg: string): Promise<void>;
+  help(arg: string): Promise<void>;
+  /** A verb SMTP knows that this responder does not implement (502). */
+  notImplemented(verb: string): Promise<void>;
+  /** A verb that marks the peer as not an SMTP client at all (HTTP, proxies): refuse and close. */
+  forbidden(verb: string): Promise<void>;
+}
+
+/** One row of the table. */
+export interface CommandEntry {
+  /** Runs the command. */
+  run(h: CommandHandlers, arg: string, verb: string): Promise<void>;
+  /** Flush the reply at once (RFC 2920 §3.1: the command must be last in a group). */
+  flush: boolean;
+}
+
+const notImplemented: CommandEntry = {
+  run: (h, _arg, verb) => h.notImplemented(verb),
+  flush: true,
+};
+const forbidden: CommandEntry = { run: (h, _arg, verb) => h.forbidden(verb), flush: true };
+
+/**
+ * The dispatch table. Verbs not in it get 500 5.5.1. STARTTLS, AUTH, BDAT (CHUNKING), ETRN and
+ * the rest are known but not offered: 502 5.5.1. CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
+ * or proxy probes and end the session, as Postfix's `smtpd_forbidden_commands` does.
+ */
+export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, CommandEntry>([
+  ["EHLO", { run: (h, a) => h.ehlo(a), flush: true }],
+  ["HELO", { run: (h, a) => h.helo(a), flush: true }],
+  ["MAIL", { run: (h, a) => h.mail(a), flush: false }],
+  ["RCPT", { run: (h, a) => h.rcpt(a), flush: false }],
+  ["DATA", { run: (h, a) => h.data(a), flush: true }],
+  ["RSET", { run: (h, a) => h.rset(a), flush: false }],
+  ["NOOP", { run: (h, a) => h.noop(a), flush: true }],
+  ["QUIT", { run: (h, a) => h.quit(a), flush: true }],
+  ["VRFY", { run: (h, a) => h.vrfy(a), flush: true }],
+  ["HELP", { run: (h, a) => h.help(a), flush: true }],
+  ["EXPN", notImplemented],
+  ["STARTTLS", notImplemented],
+  ["AUTH", notImplemented],
+  ["BDAT", notImplemented],
+  ["ETRN", notImplemented],
+  ["TURN", notImplemented],
+  ["ATRN", notImplemented],
+  ["SEND", notImplemented],
+  ["SOML", notImplemented],
+  ["SAML", notImplemented],
+  ["VERB", notImplemented],
+  ["XCLIENT", notImplemented],
+  ["XFORWARD", notImplemented],
+  ["CONNECT", forbidden],
+  ["GET", forbidden],
+  ["POST", forbidden],
+  ["PUT", forbidden],
+  ["HEAD", forbidden],
+  ["USER", forbidden],
+]);

@@ -1,0 +1,48 @@
+/**
+ * Waiting with a bound: every wait on a peer in `src/smtp/` goes through `raceDeadline`, so that no
+ * read, write or connect can hang a session past its timeout or past the shutdown signal.
+ *
+ * The timer and the abort listener are always removed when the race settles, so a finished session
+ * leaves nothing scheduled behind it (Deno's test sanitizers check this).
+ */
+
+/** How a bounded wait ended when the awaited promise did not win. */
+export type WaitFailure = "timeout" | "aborted";
+
+/** The outcome of `raceDeadline`. */
+export type RaceResult<T> = { ok: true; value: T } | { ok: false; why: WaitFailure };
+
+/**
+ * Waits for `promise` at most `ms` milliseconds and not past `signal`'s abort.
+ *
+ * `ms` may be `Infinity` (no timer). `ms <= 0` still lets an already-settled promise win, because
+ * promise reactions run before timers. The promise must not reject (callers normalise first).
+ * Caution: lifetime — the losing promise keeps running; callers either reuse it or close its source.
+ */
+export function raceDeadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<RaceResult<T>> {
+  if (signal?.aborted) return Promise.resolve({ ok: false, why: "aborted" });
+  return new Promise((resolve) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => finish({ ok: false, why: "aborted" });
+    const finish = (r: RaceResult<T>) => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      signal?.removeEventListener("abort", onAbort);
+      resolve(r);
+    };
+    if (Number.isFinite(ms)) {
+      timer = setTimeout(() => finish({ ok: false, why: "timeout" }), Math.max(0, ms));
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    promise.then((value) => finish({ ok: true, value }));
+  });
+}
+
+/** Converts a timeout in seconds (from the configuration) to milliseconds. */
+export function secondsToMs(seconds: number): number {
+  return Number.isFinite(seconds) ? Math.max(0, seconds * 1000) : Infinity;
+}

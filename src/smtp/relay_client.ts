@@ -1,0 +1,303 @@
+/**
+ * The before-queue relay: an SMTP client towards the protected server, driven command by command
+ * by the session so that the client hears the server's own answers (reliability-anchors §1.7,
+ * model A; Postfix's smtpd_proxy_filter and Exim's cutthrough are the published analogues).
+ *
+ * Trusts: the server's replies only as far as their three-digit code; reply text is sanitised
+ * (control characters, length, line count) before the session shows it to the client
+ * (Security: untrusted bytes — a compromised or confused server must not inject into the client's
+ * stream).
+ *
+ * Bounds: connect within `connectTimeout`; every reply within `replyTimeout`, the reply to the
+ * final "." within `dataTimeout` (RFC 5321 §4.5.3.2.6: 10 minutes); reply lines at most
+ * `MAX_SERVER_LINE` octets and `MAX_REPLY_LINES` lines. Any failure makes the client unusable and
+ * raises `RelayError`; the session then answers 4xx so the sender keeps the message and retries
+ * (RFC 5321 §4.5.4.1) — nothing is lost.
+ *
+ * Sends: EHLO with our host name (HELO if EHLO is refused); SIZE= and BODY= only when the server
+ * advertised SIZE and 8BITMIME; the message dot-stuffed, CRLF only, as one write.
+ */
+import type { RelayConfig } from "../config/config.ts";
+import { raceDeadline, secondsToMs } from "./deadline.ts";
+import { dotStuff } from "./dot_stuff.ts";
+import { LineReader } from "./line_reader.ts";
+import { isEnhancedCode, MAX_REPLY_LINES, sanitizeText, type SmtpReply } from "./reply.ts";
+import { closeQuietly, type SessionIo, setNoDelay } from "./session_io.ts";
+
+/** Longest reply line accepted from the server, CRLF included (RFC 5321 §4.5.3.1.5 says 512;
+ * we allow slack for servers that exceed it, and bound it all the same). */
+export const MAX_SERVER_LINE = 2048;
+
+/** Most lines read of one server reply (only `MAX_REPLY_LINES` are kept); past it the server
+ * is broken or hostile. */
+export const MAX_SERVER_REPLY_LINES = 200;
+
+/** Longest wait for the server's 221 after QUIT, in milliseconds. */
+export const QUIT_WAIT_MS = 5000;
+
+/** Why the relay failed. */
+export type RelayFailure = "connect" | "timeout" | "closed" | "protocol" | "refused";
+
+/** The relay to the server failed; the session answers 4xx. */
+export class RelayError extends Error {
+  /** What went wrong. */
+  readonly kind: RelayFailure;
+  /** The server's reply when the failure was a refusal (e.g. its greeting was 554). */
+  readonly reply?: SmtpReply;
+  constructor(
+    kind: RelayFailure,
+    message: string,
+    options?: { cause?: unknown; reply?: SmtpReply },
+  ) {
+    super(message, { cause: options?.cause });
+    this.name = "RelayError";
+    this.kind = kind;
+    this.reply = options?.reply;
+  }
+}
+
+/** How to reach the server. */
+export interface RelayOptions {
+  /** The protected server (the client's original destination). */
+  server: { ip: string; port: number };
+  /** Our name for EHLO. */
+  hostname: string;
+  /** Opens the TCP connection (main passes Deno.connect; tests pass fakes). */
+  connect: (server: { ip: string; port: number }, timeoutMs: number) => Promise<SessionIo>;
+  /** Timeouts. */
+  config: RelayConfig;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("latin1");
+
+/** One SMTP client connection to the server, reused across the transactions of a session. */
+export class RelayClient {
+  #io: SessionIo;
+  #reader: LineReader;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #config: RelayConfig;
+  #extensions = new Map<string, string>();
+  #usable = true;
+  #closed = false;
+  #greeting: SmtpReply | undefined;
+
+  private constructor(io: SessionIo, config: RelayConfig) {
+    this.#io = io;
+    this.#config = config;
+    setNoDelay(io);
+    this.#reader = new LineReader(io.readable);
+    this.#writer = io.writable.getWriter();
+    // A write to a dead peer rejects; the error is reported by the next reply read instead.
+    this.#writer.closed.catch(() => {});
+  }
+
+  /**
+   * Connects, reads the greeting and says EHLO (HELO if EHLO is refused). Throws `RelayError`:
+   * "connect" (refused/unreachable/connect timeout), "refused" (non-2xx greeting or HELO),
+   * "timeout", "closed", "protocol".
+   */
+  static async open(opts: RelayOptions): Promise<RelayClient> {
+    const connectMs = secondsToMs(opts.config.connectTimeout);
+    const attempt = opts.connect(opts.server, connectMs).then(
+      (io) => ({ io }),
+      (error: unknown) => ({ error }),
+    );
+    const r = await raceDeadline(attempt, connectMs);
+    if (!r.ok) {
+      // Close the connection if it completes after we gave up on it.
+      attempt.then((a) => "io" in a && closeQuietly(a.io));
+      throw new RelayError("connect", `Cannot connect to ${fmt(opts.server)}: timeout`);
+    }
+    if ("error" in r.value) {
+      throw new RelayError("connect", `Cannot connect to ${fmt(opts.server)}`, {
+        cause: r.value.error,
+      });
+    }
+    const client = new RelayClient(r.value.io, opts.config);
+    try {
+      await client.#handshake(opts.hostname);
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+    return client;
+  }
+
+  /** The server's greeting. */
+  get greeting(): SmtpReply | undefined {
+    return this.#greeting;
+  }
+
+  /** EHLO keywords (upper case) the server advertised, with their parameters. */
+  get extensions(): ReadonlyMap<string, string> {
+    return this.#extensions;
+  }
+
+  /** False after any failure, QUIT or close: the session must open a new client. */
+  get usable(): boolean {
+    return this.#usable;
+  }
+
+  /** Sends MAIL FROM, passing SIZE/BODY only when the server advertised them. */
+  mail(address: string, params: { size?: number; body?: string } = {}): Promise<SmtpReply> {
+    let line = `MAIL FROM:<${address}>`;
+    if (params.size !== undefined && this.#extensions.has("SIZE")) line += ` SIZE=${params.size}`;
+    if (params.body !== undefined && this.#extensions.has("8BITMIME")) {
+      line += ` BODY=${params.body}`;
+    }
+    return this.command(line);
+  }
+
+  /** Sends RCPT TO. */
+  rcpt(address: string): Promise<SmtpReply> {
+    return this.command(`RCPT TO:<${address}>`);
+  }
+
+  /** Sends RSET. */
+  rset(): Promise<SmtpReply> {
+    return this.command("RSET");
+  }
+
+  /**
+   * Sends DATA; on 354 sends `content` (canonical CRLF text, not yet stuffed; the parts are
+   * concatenated, e.g. our Received header and the message) dot-stuffed with the
+   * final "." and returns the server's reply to it (waiting up to `dataTimeout`). When DATA itself
+   * is not answered 354, returns that reply and sends nothing.
+   */
+  async data(...content: Uint8Array[]): Promise<SmtpReply> {
+    const go = await this.command("DATA");
+    if (go.code !== 354) return go;
+    const dataMs = secondsToMs(this.#config.dataTimeout);
+    await this.#write(dotStuff(...content), dataMs);
+    return await this.#readReply(dataMs);
+  }
+
+  /** Sends one command line (CRLF added) and reads the reply within `replyTimeout`. */
+  async command(line: string): Promise<SmtpReply> {
+    if (!this.#usable) throw new RelayError("closed", "Relay connection is not usable");
+    const ms = secondsToMs(this.#config.replyTimeout);
+    await this.#write(encoder.encode(line + "\r\n"), ms);
+    return await this.#readReply(ms);
+  }
+
+  /** Sends QUIT, waits briefly for 221, and closes. Never throws. */
+  async quit(): Promise<void> {
+    if (this.#usable) {
+      try {
+        const ms = Math.min(QUIT_WAIT_MS, secondsToMs(this.#config.replyTimeout));
+        await this.#write(encoder.encode("QUIT\r\n"), ms);
+        await this.#readReply(ms);
+      } catch { /* closing anyway */ }
+    }
+    this.close();
+  }
+
+  /** Closes the connection; safe to call twice. */
+  close(): void {
+    this.#usable = false;
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#reader.cancel();
+    closeQuietly(this.#io);
+  }
+
+  async #handshake(hostname: string): Promise<void> {
+    const replyMs = secondsToMs(this.#config.replyTimeout);
+    const greeting = await this.#readReply(replyMs);
+    this.#greeting = greeting;
+    if (greeting.code !== 220) {
+      throw new RelayError("refused", `Server greeting was ${greeting.code}`, { reply: greeting });
+    }
+    const ehlo = await this.command(`EHLO ${hostname}`);
+    if (ehlo.code === 250) {
+      for (const line of ehlo.lines.slice(1)) {
+        const [kw, ...rest] = line.split(" ");
+        if (kw) this.#extensions.set(kw.toUpperCase(), rest.join(" "));
+      }
+      return;
+    }
+    if (ehlo.code >= 500 && ehlo.code <= 599) {
+      const helo = await this.command(`HELO ${hostname}`);
+      if (helo.code === 250) return;
+      throw new RelayError("refused", `Server refused HELO with ${helo.code}`, { reply: helo });
+    }
+    throw new RelayError("refused", `Server refused EHLO with ${ehlo.code}`, { reply: ehlo });
+  }
+
+  async #write(bytes: Uint8Array, ms: number): Promise<void> {
+    const w = this.#writer.write(bytes).then(() => undefined, (e: unknown) => e ?? "write failed");
+    const r = await raceDeadline(w, ms);
+    if (!r.ok) {
+      this.close();
+      throw new RelayError("timeout", "Timed out writing to the server");
+    }
+    if (r.value !== undefined) {
+      this.close();
+      throw new RelayError("closed", "Server connection lost while writing", { cause: r.value });
+    }
+  }
+
+  /** Reads one (possibly multi-line) reply. Enhanced codes are split off the text. */
+  async #readReply(ms: number): Promise<SmtpReply> {
+    const deadline = performance.now() + ms;
+    const texts: string[] = [];
+    let code = -1;
+    let count = 0;
+    for (;;) {
+      const left = Math.max(0, deadline - performance.now());
+      const r = await this.#reader.readLine(MAX_SERVER_LINE, left);
+      if (r.kind !== "line") {
+        this.close();
+        if (r.kind === "timeout") {
+          throw new RelayError("timeout", "Timed out waiting for the server");
+        }
+        if (r.kind === "eof" || r.kind === "aborted") {
+          throw new RelayError("closed", "Server closed the connection");
+        }
+        throw new RelayError("protocol", "Server sent an over-long reply line");
+      }
+      const text = decoder.decode(r.line);
+      const m = /^([2-5][0-9][0-9])([ -]|$)/.exec(text);
+      const lineCode = m ? Number(m[1]) : -1;
+      if (!m || (code !== -1 && lineCode !== code)) {
+        this.close();
+        throw new RelayError(
+          "protocol",
+          `Malformed server reply: ${sanitizeText(text.slice(0, 80))}`,
+        );
+      }
+      code = lineCode;
+      if (++count > MAX_SERVER_REPLY_LINES) {
+        this.close();
+        throw new RelayError("protocol", "Server reply has too many lines");
+      }
+      if (texts.length < MAX_REPLY_LINES) texts.push(text.slice(4));
+      if (m[2] !== "-") break;
+    }
+    return splitEnhanced(code, texts);
+  }
+}
+
+/**
+ * Builds a sanitised reply from the server's code and raw text lines, moving a leading enhanced
+ * status code of the right class (RFC 2034 §4) into `enhanced`.
+ */
+export function splitEnhanced(code: number, texts: string[]): SmtpReply {
+  const cls = String(code)[0];
+  let enhanced: string | undefined;
+  const lines = texts.map((t) => {
+    const sp = t.indexOf(" ");
+    const head = sp < 0 ? t : t.slice(0, sp);
+    if (isEnhancedCode(head) && head[0] === cls) {
+      enhanced ??= head;
+      return sanitizeText(sp < 0 ? "" : t.slice(sp + 1));
+    }
+    return sanitizeText(t);
+  });
+  return { code, enhanced, lines };
+}
+
+function fmt(s: { ip: string; port: number }): string {
+  return s.ip.includes(":") ? `[${s.ip}]:${s.port}` : `${s.ip}:${s.port}`;
+}
