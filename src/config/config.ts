@@ -5,7 +5,7 @@
  * how the responder behaves, `smtp:`/`relay:`/`log:` tune bounds, and `rules:` is the policy.
  * Every field here has already been validated; stages never re-check it.
  */
-import type { Rule } from "../policy/rule.ts";
+import type { Rule, Threshold } from "../policy/rule.ts";
 
 /** An IPv4 or IPv6 network, e.g. 198.51.100.0/24 or 2001:db8:25::/64. */
 export interface Cidr {
@@ -112,6 +112,56 @@ export interface LogConfig {
   level: "debug" | "info" | "warning" | "error";
 }
 
+/** `state:` — where the memory across messages lives (node:sqlite). */
+export interface StateConfig {
+  /** Database file (default /var/lib/ssg/state.db; its directory is created 0700). */
+  file: string;
+  /** Most rows per table; the oldest are evicted past it (default 100000). */
+  maxRows: number;
+}
+
+/**
+ * `allowlist:` / `blacklist:` — static entries. `senders` are lower-case addresses
+ * ("boss@partner.example") or domains written "@partner.example"; a named list's entries are
+ * merged in at load (IPs/CIDRs into `clients`, the rest into `senders`).
+ */
+export interface AccessList {
+  clients: Cidr[];
+  senders: string[];
+  /** The named list merged in, if any (for the summary). */
+  list?: string;
+}
+
+/** `spamtraps:` — addresses nobody uses; mail to one marks its sender and client as spammers. */
+export interface SpamtrapConfig {
+  /** Lower-case addresses. */
+  addresses: string[];
+  /** How long the sender and client stay blacklisted, in seconds (default 24h). */
+  blacklistSeconds: number;
+}
+
+/** `quarantine:` — where quarantined messages are kept. */
+export interface QuarantineConfig {
+  /** Directory (default /var/lib/ssg/quarantine; created 0700). */
+  dir: string;
+  /** Most bytes the directory may hold; unbounded when absent. */
+  maxBytes?: number;
+}
+
+/** `alert:` — how the administrator is told. */
+export interface AlertConfig {
+  /** Admin mailboxes. */
+  to: string[];
+  /** SMTP server that delivers alerts (an internal server; SSG's own connections are never diverted). */
+  relay: { host: string; port: number };
+  /** Header From (the envelope sender is always <>). Default ssg@ + the gateway host name. */
+  from: string;
+  /** At most `count` alert mails per `seconds`, per rule (default 10 per hour). */
+  rate: { count: number; seconds: number };
+  /** Optional JSON POST. */
+  webhook?: { url: string; timeoutSeconds: number };
+}
+
 /** Everything a running SSG needs, validated. */
 export interface SsgConfig {
   /** Path of the rule file this came from. */
@@ -122,4 +172,20 @@ export interface SsgConfig {
   log: LogConfig;
   /** The policy, evaluated in order. */
   rules: Rule[];
+  /** Memory across messages (always set by the loader; defaults when the section is absent). */
+  state?: StateConfig;
+  /** Named lists: name → entries (always set by the loader; empty when absent). */
+  lists?: Record<string, string[]>;
+  /** Static allowlist (always set by the loader). */
+  allowlist?: AccessList;
+  /** Static blacklist (always set by the loader). */
+  blacklist?: AccessList;
+  /** Spamtrap addresses (absent when the section is). */
+  spamtraps?: SpamtrapConfig;
+  /** Quarantine store (always set by the loader; defaults when absent). */
+  quarantine?: QuarantineConfig;
+  /** Admin alerts (absent when the section is: alerts are then logged only). */
+  alert?: AlertConfig;
+  /** Thresholds over the recorded verdicts, in order (always set by the loader). */
+  thresholds?: Threshold[];
 }
