@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# scripts/setup.sh — install what SSG's build, demo and tests need; idempotent, says what it does.
+#
+# On a fresh Debian 12 as root with Node/npm:
+#   - Debian packages (only the missing ones; `apt-get update` first, only if something is missing):
+#     libnetfilter-queue1 (the FFI target), iptables, nftables, iproute2 (diversion rules and test
+#     namespaces), postfix (for smtp-sink and smtp-source only), swaks (the SMTP client used by
+#     tests), python3-aiosmtpd (a scriptable SMTP server for cases smtp-sink cannot express),
+#     tcpdump, openssl, bash, coreutils, gzip, tar.
+#   - Deno 2.9.6 through npm (`npm install -g deno@2.9.6`) if `deno` is missing.
+#   - The npm packages of deno.json into Deno's cache (`deno install --frozen`).
+# Postfix is preseeded to "No configuration" and its daemon is never left running on the host:
+# tests start their own SMTP servers inside network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+DENO_VERSION=2.9.6
+PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks python3-aiosmtpd tcpdump
+  openssl ca-certificates bash coreutils gzip tar procps)
+
+[ "$(id -u)" = 0 ] || die "run as root (installs packages; the tests create network namespaces)"
+
+installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Postfix asks which mail setup to use; "No configuration" leaves it without a main.cf, so
+  # it never starts listening on the host's port 25.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  # Keep package daemons from starting during installation (the standard Debian policy hook);
+  # removed again right after, and only if we created it.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  cleanup_policy() { [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; return 0; }
+  trap cleanup_policy EXIT
+  say "apt-get update"
+  apt-get update -q >/tmp/ssg-setup-apt-update.log 2>&1 || {
+    tail -20 /tmp/ssg-setup-apt-update.log >&2
+    die "apt-get update failed (log: /tmp/ssg-setup-apt-update.log)"
+  }
+  say "apt-get install -y ${missing[*]}"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/ssg-setup-apt-install.log 2>&1 || {
+    tail -30 /tmp/ssg-setup-apt-install.log >&2
+    die "apt-get install failed (log: /tmp/ssg-setup-apt-install.log)"
+  }
+  cleanup_policy
+  trap - EXIT
+else
+  say "Debian packages already installed: ${PACKAGES[*]}"
+fi
+
+# Whatever installed postfix, its daemon must not hold the host's port 25.
+if [ -x /usr/sbin/postfix ] && /usr/sbin/postfix status >/dev/null 2>&1; then
+  say "stopping the postfix daemon on the host (tests run their own SMTP servers in namespaces)"
+  /usr/sbin/postfix stop >/dev/null 2>&1 || true
+fi
+
+for tool in ip iptables ip6tables nft swaks /usr/sbin/smtp-sink /usr/sbin/smtp-source; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing after installation"
+done
+[ -e /usr/lib/x86_64-linux-gnu/libnetfilter_queue.so.1 ] || ldconfig -p | grep -q libnetfilter_queue.so.1 ||
+  die "libnetfilter_queue.so.1 is still missing after installation"
+
+if command -v deno >/dev/null 2>&1; then
+  have=$(deno --version | head -1 | awk '{print $2}')
+  say "deno $have already installed ($(command -v deno))"
+  [ "$have" = "$DENO_VERSION" ] || say "note: SSG is tested with deno $DENO_VERSION"
+else
+  command -v npm >/dev/null 2>&1 || die "deno is missing and so is npm (install Node.js + npm first)"
+  say "installing deno $DENO_VERSION: npm install -g deno@$DENO_VERSION"
+  npm install -g "deno@$DENO_VERSION" >/tmp/ssg-setup-npm.log 2>&1 || {
+    tail -20 /tmp/ssg-setup-npm.log >&2
+    die "npm install -g deno@$DENO_VERSION failed (log: /tmp/ssg-setup-npm.log)"
+  }
+  hash -r
+  command -v deno >/dev/null 2>&1 || die "deno is not on PATH after npm install (npm prefix: $(npm prefix -g))"
+  say "installed $(deno --version | head -1)"
+fi
+
+export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+say "caching the npm packages of deno.json into Deno's cache (deno install --frozen)"
+if ! timeout 600 deno install --frozen >/tmp/ssg-setup-deno.log 2>&1; then
+  # A lock file out of step with deno.json is the maintainers' bug; say so, but let the build and
+  # tests fetch what they need rather than rewriting deno.lock here.
+  tail -20 /tmp/ssg-setup-deno.log >&2
+  say "warning: deno install --frozen failed (log: /tmp/ssg-setup-deno.log); continuing"
+fi
+say "done"
