@@ -43,7 +43,7 @@
  */
 import type { RelayConfig, SmtpConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
-import type { Envelope, Judge, Verdict } from "../policy/verdict.ts";
+import type { Delivery, Envelope, Judge, Reply, Verdict } from "../policy/verdict.ts";
 import { parseCommandLine, parseHeloArg, parseMailArg, parseRcptArg } from "./command.ts";
 import { COMMAND_TABLE, type CommandHandlers } from "./command_table.ts";
 import { DataReader } from "./data_reader.ts";
@@ -63,6 +63,28 @@ import {
 import { closeQuietly, type SessionIo, setNoDelay } from "./session_io.ts";
 
 export type { SessionIo } from "./session_io.ts";
+
+/**
+ * What carries out a verdict beyond reject/discard/forward (quarantine, tag, bcc/redirect, alerts,
+ * blacklists). Declared here, implemented by `src/action/` (`GatewayActions`), so that the SMTP
+ * stage does not import the stages after it.
+ */
+export interface VerdictActions {
+  /** The bytes to forward/quarantine/deliver: tag applied, forged `X-SSG-*` fields removed. */
+  transform(message: Uint8Array, verdict: Verdict): Uint8Array;
+  /** Stores in quarantine; resolves only once the message is fsync'd, rejects on any failure. */
+  quarantine(message: Uint8Array, envelope: Envelope, verdict: Verdict): Promise<string>;
+  /** The 4xx to give when `quarantine()` rejected (e.g. 452 4.3.1 when the store is full). */
+  failureReply(error: unknown): Reply;
+  /** Delivers a bcc copy or a redirected message; the target's final reply. */
+  deliver(
+    delivery: Delivery,
+    message: Uint8Array,
+    envelope: Envelope,
+  ): Promise<{ code: number; text: string }>;
+  /** After the client got its answer (alerts, blacklists, counters). Never throws. */
+  after(verdict: Verdict, envelope: Envelope, outcome: { code: number }, message: Uint8Array): void;
+}
 
 /** Everything a session needs from main. */
 export interface SessionContext {
@@ -101,6 +123,9 @@ export interface SessionContext {
   minDataRate?: number;
   /** The clock for the Received header's date (default: the system clock; tests pin it). */
   clock?: () => Date;
+  /** Carries out quarantine/tag/bcc/redirect/alert/blacklist verdicts. Without it a verdict that
+   * needs one of those is answered 451 4.3.0 (nothing is lost; the client retries). */
+  actions?: VerdictActions;
 }
 
 /** Why a session ended. */
@@ -144,6 +169,21 @@ export interface SessionSummary {
   bytesIn: number;
   /** Session length in ms. */
   durationMs: number;
+}
+
+const VERDICT_ACTIONS: ReadonlySet<string> = new Set([
+  "forward",
+  "discard",
+  "reject",
+  "tempfail",
+  "quarantine",
+]);
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
 }
 
 /** Default longest wait for the judge (2 minutes: well inside the client's 10-minute wait for
@@ -731,22 +771,168 @@ class Session implements CommandHandlers {
     }
     outcome.rule = verdict.rule;
     outcome.evidence = verdict.evidence;
+    const code = await this.#act(tx, verdict, message, envelope, outcome);
+    // Side effects (alerts, blacklists, counters) only once the client has its answer; they get
+    // the message as received (the alert loop mark is an X-SSG-* field transform() strips).
+    if (code !== undefined) ctx.actions?.after(verdict, envelope, { code }, message);
+  }
+
+  /** Carries out a verdict; returns the code the client got (undefined if the session ended). */
+  async #act(
+    tx: Transaction,
+    verdict: Verdict,
+    message: Uint8Array,
+    envelope: Envelope,
+    outcome: Outcome,
+  ): Promise<number | undefined> {
+    const ctx = this.#ctx;
+    const actions = ctx.actions;
+    const needsActions = verdict.action === "quarantine" || verdict.tag !== undefined ||
+      (verdict.deliveries?.length ?? 0) > 0;
+    if (needsActions && !actions) {
+      ctx.log.event("policy.error", {
+        session: ctx.id,
+        tx: tx.id,
+        error: `verdict "${verdict.action}" of rule ${verdict.rule} needs the action modules`,
+      }, "error");
+      await this.#resetUpstream();
+      return this.#answer(
+        reply(451, "4.3.0", "Error: temporary local problem, try again later"),
+        outcome,
+        "error",
+        "failed",
+      );
+    }
     if (verdict.action === "discard") {
       // A deliberate drop: the client hears an ordinary success (never "discarded").
       await this.#resetUpstream();
-      const r = reply(250, "2.0.0", `Ok: queued as ${tx.id}`);
-      this.#send(r);
-      this.#counts.discarded++;
-      return this.#messageLog({ ...outcome, verdict: "discard", reply: r });
+      return this.#answer(
+        reply(250, "2.0.0", `Ok: queued as ${tx.id}`),
+        outcome,
+        "discard",
+        "discarded",
+      );
     }
-    if (verdict.action === "reject") {
+    if (verdict.action === "reject" || verdict.action === "tempfail") {
       await this.#resetUpstream();
-      const r = ruleReply(verdict.reply);
-      this.#send(r);
-      this.#counts.rejected++;
-      return this.#messageLog({ ...outcome, verdict: "reject", reply: r });
+      return this.#answer(
+        ruleReply(verdict.reply),
+        outcome,
+        verdict.action,
+        verdict.action === "reject" ? "rejected" : "failed",
+      );
     }
-    await this.#forward(tx, message, outcome);
+    // From here on the message goes somewhere: as the server would have received it, with our
+    // Received header and the verdict's tag.
+    const out = actions ? actions.transform(message, verdict) : message;
+    const header = encoder.encode(this.#receivedHeader(tx));
+    if (verdict.action === "quarantine") {
+      await this.#resetUpstream();
+      const bytes = concat(header, out);
+      try {
+        // 250 only after the store has fsync'd the message (never before it is safe).
+        const id = await actions!.quarantine(bytes, envelope, verdict);
+        outcome.evidence = `${outcome.evidence ?? ""}${
+          outcome.evidence ? "; " : ""
+        }quarantine id ${id}`;
+        return this.#answer(
+          reply(250, "2.0.0", `Ok: queued as ${tx.id}`),
+          outcome,
+          "quarantine",
+          "discarded",
+        );
+      } catch (e) {
+        ctx.log.event(
+          "quarantine.error",
+          { session: ctx.id, tx: tx.id, error: String(e) },
+          "error",
+        );
+        return this.#answer(
+          ruleReply(actions!.failureReply(e)),
+          outcome,
+          "quarantine-failed",
+          "failed",
+        );
+      }
+    }
+    const deliveries = verdict.deliveries ?? [];
+    // bcc copies first: if one fails the client gets 4xx and retries the whole message — a
+    // duplicate archive copy is preferred to a lost one.
+    for (const d of deliveries.filter((d) => d.kind === "bcc")) {
+      const r = await actions!.deliver(d, concat(header, out), envelope);
+      if (r.code !== 250) {
+        ctx.log.event("action.bcc_failed", {
+          session: ctx.id,
+          tx: tx.id,
+          to: d.to,
+          code: r.code,
+          text: r.text,
+        }, "warning");
+        await this.#resetUpstream();
+        return this.#answer(
+          reply(451, "4.4.1", "Error: temporary local problem, try again later"),
+          outcome,
+          "bcc-failed",
+          "failed",
+        );
+      }
+    }
+    const redirect = deliveries.find((d) => d.kind === "redirect");
+    if (redirect) {
+      // Delivered there INSTEAD: the original server's transaction is abandoned.
+      await this.#resetUpstream();
+      const tRelay = performance.now();
+      const r = await actions!.deliver(redirect, concat(header, out), envelope);
+      outcome.relayMs = performance.now() - tRelay;
+      if (r.code === 250) {
+        return this.#answer(
+          reply(250, "2.0.0", `Ok: queued as ${tx.id}`),
+          outcome,
+          "redirect",
+          "forwarded",
+        );
+      }
+      ctx.log.event("action.redirect_failed", {
+        session: ctx.id,
+        tx: tx.id,
+        to: redirect.to,
+        code: r.code,
+        text: r.text,
+      }, "warning");
+      return this.#answer(
+        reply(451, "4.4.1", "Error: temporary local problem, try again later"),
+        outcome,
+        "redirect-failed",
+        "failed",
+      );
+    }
+    return await this.#forward(tx, header, out, outcome);
+  }
+
+  /** Sends the end-of-data reply, counts and logs it; returns its code. */
+  #answer(
+    r: SmtpReply,
+    outcome: Outcome,
+    verdict: string,
+    count: "forwarded" | "discarded" | "rejected" | "failed",
+  ): number {
+    this.#send(r);
+    this.#counts[count]++;
+    this.#messageLog({ ...outcome, verdict, reply: r });
+    return r.code;
+  }
+
+  #receivedHeader(tx: Transaction): string {
+    const ctx = this.#ctx;
+    return receivedHeader({
+      helo: this.#helo ?? "",
+      clientIp: ctx.client.ip,
+      hostname: ctx.hostname,
+      protocol: this.#protocol,
+      id: tx.id,
+      recipients: tx.rcpts,
+      date: ctx.clock ? ctx.clock() : new Date(),
+    });
   }
 
   /** Reads the message up to CRLF.CRLF; undefined when cut short (the session then ends). */
@@ -788,32 +974,29 @@ class Session implements CommandHandlers {
    * server's 250 becomes a 250; its 4xx/5xx pass through; anything else, or a lost connection,
    * is a 4xx (the client keeps the message).
    */
-  async #forward(tx: Transaction, message: Uint8Array, outcome: Outcome): Promise<void> {
-    const ctx = this.#ctx;
+  async #forward(
+    _tx: Transaction,
+    header: Uint8Array,
+    message: Uint8Array,
+    outcome: Outcome,
+  ): Promise<number | undefined> {
     const relay = this.#relay;
     const tRelay = performance.now();
     if (!relay) {
       this.#relayLost(new RelayError("closed", "No relay connection"), "data");
       this.#counts.failed++;
-      return this.#messageLog({ ...outcome, verdict: "forward-failed" });
+      this.#messageLog({ ...outcome, verdict: "forward-failed" });
+      return undefined;
     }
-    const header = receivedHeader({
-      helo: this.#helo ?? "",
-      clientIp: ctx.client.ip,
-      hostname: ctx.hostname,
-      protocol: this.#protocol,
-      id: tx.id,
-      recipients: tx.rcpts,
-      date: ctx.clock ? ctx.clock() : new Date(),
-    });
     let sr: SmtpReply;
     try {
-      sr = await relay.data(encoder.encode(header), message);
+      sr = await relay.data(header, message);
     } catch (e) {
       outcome.relayMs = performance.now() - tRelay;
       this.#relayLost(e, "data");
       this.#counts.failed++;
-      return this.#messageLog({ ...outcome, verdict: "forward-failed" });
+      this.#messageLog({ ...outcome, verdict: "forward-failed" });
+      return undefined;
     }
     outcome.relayMs = performance.now() - tRelay;
     this.#relayTx = false;
@@ -829,7 +1012,8 @@ class Session implements CommandHandlers {
       this.#relayTx = true;
       if (this.#serverClosing(sr)) {
         this.#send(r);
-        return this.#messageLog({ ...outcome, verdict: "forward", reply: r });
+        this.#messageLog({ ...outcome, verdict: "forward", reply: r });
+        return r.code;
       }
       await this.#resetUpstream();
     } else {
@@ -845,6 +1029,7 @@ class Session implements CommandHandlers {
     }
     this.#send(r);
     this.#messageLog({ ...outcome, verdict: "forward", reply: r });
+    return r.code;
   }
 
   /** The message was cut short (timeout, shutdown, client gone): nothing is kept. */
@@ -871,7 +1056,7 @@ class Session implements CommandHandlers {
     if (!r.ok) return new Error(`judge timed out after ${ms} ms`);
     const v = r.value;
     if (v instanceof Error) return v;
-    if (!v || (v.action !== "forward" && v.action !== "discard" && v.action !== "reject")) {
+    if (!v || !VERDICT_ACTIONS.has(v.action)) {
       return new Error("judge returned no valid verdict");
     }
     return v;

@@ -420,6 +420,8 @@ export interface StartOptions {
   judgeTimeoutMs?: number;
   pregreetMs?: number;
   minDataRate?: number;
+  /** Action modules (quarantine, tag, bcc/redirect, after). */
+  actions?: SessionContext["actions"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -459,6 +461,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     pregreetMs: o.pregreetMs,
     minDataRate: o.minDataRate,
     clock: () => FIXED_DATE,
+    actions: o.actions,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };
