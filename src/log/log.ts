@@ -93,8 +93,9 @@ class ReopeningFileSink {
       mode: 0o640,
     });
   }
-  write(line: string): void {
-    const bytes = encoder.encode(line + "\n");
+  /** Appends `text` (whole lines, each ending in a newline). */
+  write(text: string): void {
+    const bytes = encoder.encode(text);
     let off = 0;
     while (off < bytes.length && this.#file) off += this.#file.writeSync(bytes.subarray(off));
   }
@@ -123,6 +124,7 @@ export class AppLog implements EventLog {
   #file: ReopeningFileSink | undefined;
   #min: number;
   #logger = getLogger(["ssg"]);
+  #flushPending: () => void = () => {};
   private constructor(opts: LogOptions) {
     this.#min = LEVEL_RANK[opts.level ?? "info"];
     if (opts.file) this.#file = new ReopeningFileSink(opts.file);
@@ -132,14 +134,26 @@ export class AppLog implements EventLog {
   static async open(opts: LogOptions = {}): Promise<AppLog> {
     const log = new AppLog(opts);
     const stderr = opts.stderr ?? true;
-    const sink: Sink = (record: LogRecord) => {
-      const line = String(record.message[0]);
+    // Lines of one event-loop turn are written together at its end (one microtask later): the
+    // writes are synchronous, and one per event per destination cost ~0.5 ms of main-thread time
+    // per message under load (measured, --cpu-prof). Nothing waits on I/O in between, so a line
+    // is still on disk before the session's next read or write completes.
+    let pending: string[] = [];
+    const flush = () => {
+      if (pending.length === 0) return;
+      const text = pending.join("\n") + "\n";
+      pending = [];
       if (stderr) {
         try {
-          Deno.stderr.writeSync(encoder.encode(line + "\n"));
+          Deno.stderr.writeSync(encoder.encode(text));
         } catch { /* stderr closed: keep the file log */ }
       }
-      log.#file?.write(line);
+      log.#file?.write(text);
+    };
+    log.#flushPending = flush;
+    const sink: Sink = (record: LogRecord) => {
+      if (pending.length === 0) queueMicrotask(flush);
+      pending.push(String(record.message[0]));
     };
     await configure({
       reset: true,
@@ -165,11 +179,13 @@ export class AppLog implements EventLog {
 
   /** Re-opens the log file (after `mv` by logrotate or a cron job). */
   reopen(): void {
+    this.#flushPending();
     this.#file?.reopen();
   }
 
   /** Flushes and closes; safe to call twice. */
   async close(): Promise<void> {
+    this.#flushPending();
     this.#file?.close();
     this.#file = undefined;
     await reset();

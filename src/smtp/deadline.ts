@@ -15,8 +15,12 @@ export type RaceResult<T> = { ok: true; value: T } | { ok: false; why: WaitFailu
 /**
  * Waits for `promise` at most `ms` milliseconds and not past `signal`'s abort.
  *
- * `ms` may be `Infinity` (no timer). `ms <= 0` still lets an already-settled promise win, because
- * promise reactions run before timers. The promise must not reject (callers normalise first).
+ * `ms` may be `Infinity` (no timer). `ms <= 0` waits one event-loop turn instead of a timer, so an
+ * already-settled promise wins and so does a socket read whose bytes are already in the kernel
+ * (its op completes in that turn). Why not `setTimeout(0)`: measured on Deno 2.9, a 0 ms timer
+ * fires after ~2.2 ms (1 ms timer granularity, rounded up), which made every session greeting
+ * (`pregreetMs` 0) that much late; a MessageChannel turn takes ~0.05 ms.
+ * The promise must not reject (callers normalise first).
  * Caution: lifetime — the losing promise keeps running; callers either reuse it or close its source.
  */
 export function raceDeadline<T>(
@@ -34,11 +38,26 @@ export function raceDeadline<T>(
       signal?.removeEventListener("abort", onAbort);
       resolve(r);
     };
-    if (Number.isFinite(ms)) {
-      timer = setTimeout(() => finish({ ok: false, why: "timeout" }), Math.max(0, ms));
+    if (ms <= 0) {
+      nextTurn().then(() => finish({ ok: false, why: "timeout" }));
+    } else if (Number.isFinite(ms)) {
+      timer = setTimeout(() => finish({ ok: false, why: "timeout" }), ms);
     }
     signal?.addEventListener("abort", onAbort, { once: true });
     promise.then((value) => finish({ ok: true, value }));
+  });
+}
+
+/** Resolves after one turn of the event loop (a MessageChannel message; the ports are closed). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      channel.port2.close();
+      resolve();
+    };
+    channel.port2.postMessage(null);
   });
 }
 
