@@ -1,18 +1,27 @@
 /**
- * End-to-end latency and throughput: one message at a time directly client → server, then
- * through SSG, in the same namespace topology, plus concurrent load with Postfix's smtp-source.
+ * End-to-end latency and throughput, side by side in one run and one namespace topology:
+ * (a) directly client → server, (b) through SSG (transparent: the client connects to the server's
+ * own address), and (p) through peer gateways running in the gateway namespace as ordinary
+ * application relays to the same server (the client connects to the gateway's 192.0.2.1:25):
+ * (p1) Haraka with queue/smtp_forward (before-queue forwarding, peers/haraka.ts) and (p2) Postfix
+ * as a store-and-forward relay (peers/postfix.ts). Peers are installed/configured at run time and
+ * removed afterwards; a peer that cannot be installed is reported as such and the other arms run.
  * Not a test: it measures and prints a table. Needs root and a built dist/ssg.
  *
- *   deno run --allow-all bench/e2e/latency.ts [--messages 200] [--size 2048] [--load 1000] [--sessions 10]
+ *   deno run --allow-all bench/e2e/latency.ts [--messages 200] [--size 2048] [--load 1000]
+ *     [--sessions 10] [--peers haraka,postfix|none]
  *   (or ./scripts/bench.sh, which builds first)
  *
  * (a)/(b) Per-message latency: a small smtplib client inside the client namespace sends N messages
  *         one after another, each on its own connection (connect, EHLO, MAIL, RCPT, DATA, QUIT), and
  *         times each with a monotonic clock — so process start-up never pollutes the figures.
  * (c)     Load: `smtp-source -s SESSIONS -m LOAD -l SIZE` (concurrent sessions, one message each
- *         connection), timed as a whole → messages/s.
- * The internal server is smtp-sink without dumps (no disk in the path). Bounded: every run has a
- * timeout, N and LOAD are capped.
+ *         connection), timed from its start until the sink has counted all LOAD messages (for a
+ *         store-and-forward peer that includes draining its queue) → messages/s.
+ * The internal server is smtp-sink without dumps (no disk in the path) and with its running
+ * counter (`-c`), so every arm is checked for what actually reached the server. Arms run one
+ * after another (not interleaved): compare within one run, repeat runs to see the spread.
+ * Bounded: every run has a timeout, N and LOAD are capped.
  *
  * @module
  */
@@ -20,6 +29,9 @@ import { createTopology, type Topology } from "../../test/netns/topology.ts";
 import { ruleFileText, SsgProcess, startSsg, tempDir } from "../../test/netns/helpers.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import type { PeerStarter, RunningPeer } from "./peers/peer.ts";
+import { startHaraka } from "./peers/haraka.ts";
+import { startPostfix } from "./peers/postfix.ts";
 
 const { values: opt } = parseArgs({
   args: Deno.args,
@@ -28,8 +40,17 @@ const { values: opt } = parseArgs({
     size: { type: "string", default: "2048" },
     load: { type: "string", default: "1000" },
     sessions: { type: "string", default: "10" },
+    peers: { type: "string", default: "haraka,postfix" },
   },
 });
+const PEERS: Record<string, PeerStarter> = { haraka: startHaraka, postfix: startPostfix };
+const peerNames = opt.peers === "none" ? [] : opt.peers!.split(",").map((p) => p.trim());
+for (const p of peerNames) {
+  if (!(p in PEERS)) {
+    console.error(`--peers: unknown peer "${p}" (known: ${Object.keys(PEERS).join(", ")}, none)`);
+    Deno.exit(2);
+  }
+}
 const N = Math.min(Math.max(1, Number(opt.messages)), 5_000);
 const SIZE = Math.min(Math.max(100, Number(opt.size)), 10_000_000);
 const LOAD = Math.min(Math.max(1, Number(opt.load)), 20_000);
@@ -55,12 +76,11 @@ for i in range(n):
 `;
 
 interface Series {
-  label: string;
   ok: number;
   failed: number;
   medianMs: number;
   p90Ms: number;
-  msgsPerS: number;
+  maxMs: number;
   failures: string[];
 }
 
@@ -70,12 +90,12 @@ function quantile(sorted: number[], q: number): number {
   return sorted[i];
 }
 
-async function sequential(t: Topology, label: string): Promise<Series> {
+async function sequential(t: Topology, target: string): Promise<Series> {
   const r = await t.exec(t.ns.client, [
     "/usr/bin/python3",
     "-c",
     CLIENT,
-    t.addr.server4,
+    target,
     String(N),
     String(SIZE),
   ], { timeoutMs: 660_000 });
@@ -87,27 +107,70 @@ async function sequential(t: Topology, label: string): Promise<Series> {
   }
   if (r.code !== 0) failures.push(`client exit ${r.code}: ${r.stderr.trim().slice(0, 300)}`);
   times.sort((a, b) => a - b);
-  const sum = times.reduce((a, b) => a + b, 0);
   return {
-    label,
     ok: times.length,
     failed: failures.length,
     medianMs: quantile(times, 0.5),
     p90Ms: quantile(times, 0.9),
-    msgsPerS: times.length / (sum / 1000),
+    maxMs: times.length ? times[times.length - 1] : NaN,
     failures: failures.slice(0, 3),
   };
 }
 
+/**
+ * smtp-sink with its running counter (`-c`: "sess=N quit=N mesg=N" after each event, flushed at
+ * once), read in the background so each arm can be checked and timed against what arrived.
+ */
+class Sink {
+  #mesg = 0;
+  readonly child: Deno.ChildProcess;
+  constructor(t: Topology) {
+    this.child = t.spawn(t.ns.server, [
+      "/usr/sbin/smtp-sink",
+      "-u",
+      "root",
+      "-c",
+      "-m",
+      "512",
+      `${t.addr.server4}:25`,
+      "512",
+    ], { stdout: "piped", stderr: "null" });
+    this.#pump(this.child.stdout);
+  }
+  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const dec = new TextDecoder();
+    let carry = "";
+    try {
+      for await (const chunk of stream) {
+        carry += dec.decode(chunk, { stream: true });
+        const all = [...carry.matchAll(/mesg=(\d+)/g)];
+        if (all.length) this.#mesg = Number(all[all.length - 1][1]);
+        carry = carry.slice(-64);
+      }
+    } catch { /* killed at the end */ }
+  }
+  /** Messages the sink has received so far. */
+  get count(): number {
+    return this.#mesg;
+  }
+  /** Waits (bounded) until the count reaches `n`; true when it did. */
+  async waitFor(n: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#mesg < n && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.#mesg >= n;
+  }
+}
+
 interface Load {
-  label: string;
   seconds: number;
   msgsPerS: number;
-  code: number;
   note: string;
 }
 
-async function load(t: Topology, label: string): Promise<Load> {
+async function load(t: Topology, sink: Sink, target: string): Promise<Load> {
+  const goal = sink.count + LOAD;
   const started = performance.now();
   const r = await t.exec(t.ns.client, [
     "/usr/sbin/smtp-source",
@@ -123,85 +186,168 @@ async function load(t: Topology, label: string): Promise<Load> {
     "sink@example.net",
     "-M",
     "bench.example.org",
-    `${t.addr.server4}:25`,
+    `${target}:25`,
   ], { timeoutMs: 600_000 });
+  const clientSeconds = (performance.now() - started) / 1000;
+  // A store-and-forward peer answered 250 once the message was queued: the run ends when the
+  // last message reached the server (bounded; a shortfall is reported, not hidden).
+  const all = await sink.waitFor(goal, 120_000);
   const seconds = (performance.now() - started) / 1000;
+  const notes: string[] = [];
+  if (r.code !== 0) {
+    notes.push(`smtp-source exit ${r.code}: ${(r.stdout + r.stderr).trim().slice(0, 300)}`);
+  }
+  if (!all) notes.push(`sink got ${LOAD - (goal - sink.count)} of ${LOAD}`);
+  if (seconds - clientSeconds > 0.05) {
+    notes.push(`client done at ${clientSeconds.toFixed(2)} s, sink at ${seconds.toFixed(2)} s`);
+  }
   return {
-    label,
     seconds,
-    msgsPerS: LOAD / seconds,
-    code: r.code,
-    note: r.code === 0
-      ? ""
-      : `smtp-source exit ${r.code}: ${(r.stdout + r.stderr).trim().slice(0, 300)}`,
+    msgsPerS: (LOAD - Math.max(0, goal - sink.count)) / seconds,
+    note: notes.join("; "),
   };
 }
 
-const fmt = (x: number, d = 1) => Number.isFinite(x) ? x.toFixed(d) : "-";
+interface Arm {
+  label: string;
+  target: string;
+  seq?: Series;
+  load?: Load;
+  /** Messages the sink received during this arm (sequential + load). */
+  atSink?: number;
+  note: string;
+}
+
+/** Runs the sequential and the load workload against `target`, counting at the sink. */
+async function measure(t: Topology, sink: Sink, arm: Arm): Promise<void> {
+  const before = sink.count;
+  arm.seq = await sequential(t, arm.target);
+  await sink.waitFor(before + arm.seq.ok, 30_000);
+  arm.load = await load(t, sink, arm.target);
+  arm.atSink = sink.count - before;
+}
+
+const fmt = (x: number | undefined, d = 1) =>
+  x !== undefined && Number.isFinite(x) ? x.toFixed(d) : "-";
+
+async function versions(): Promise<string> {
+  const one = async (cmd: string[]) => {
+    try {
+      const r = await new Deno.Command(cmd[0], { args: cmd.slice(1), stderr: "null" }).output();
+      return new TextDecoder().decode(r.stdout).trim().split("\n")[0];
+    } catch {
+      return "?";
+    }
+  };
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => ""))
+    .match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "?";
+  return `kernel ${Deno.osRelease()}; ${navigator.hardwareConcurrency} CPUs (${cpu}); ` +
+    `deno ${Deno.version.deno}; node ${await one(["node", "--version"])}; ` +
+    `postfix ${await one(["postconf", "-d", "-h", "mail_version"])}`;
+}
 
 async function main(): Promise<void> {
   console.log(
-    `SSG end-to-end bench: ${N} sequential messages of ~${SIZE} bytes; load: ${LOAD} messages over ${SESSIONS} sessions`,
+    `SSG end-to-end bench: ${N} sequential messages of ~${SIZE} bytes; load: ${LOAD} messages ` +
+      `over ${SESSIONS} sessions; peers: ${peerNames.join(", ") || "none"}`,
   );
+  console.log(await versions());
   await using t = await createTopology();
   await using tmp = await tempDir("ssg-bench-");
-  t.spawn(t.ns.server, [
-    "/usr/sbin/smtp-sink",
-    "-u",
-    "root",
-    "-m",
-    "512",
-    `${t.addr.server4}:25`,
-    "512",
-  ], {
-    stdout: "null",
-    stderr: "null",
-  });
+  const sink = new Sink(t);
   await t.waitForPort(t.ns.server, t.addr.server4, 25);
 
-  const seq: Series[] = [];
-  const loads: Load[] = [];
-  seq.push(await sequential(t, "(a) direct, client → server"));
-  loads.push(await load(t, "(c) direct, smtp-source"));
+  const arms: Arm[] = [];
+  const direct: Arm = {
+    label: "(a) direct, client → server",
+    target: t.addr.server4,
+    note: "kernel forwarding only",
+  };
+  arms.push(direct);
+  await measure(t, sink, direct);
 
   const logFile = join(tmp.path, "ssg.log");
   const ruleFile = join(tmp.path, "rules.yaml");
   await Deno.writeTextFile(ruleFile, ruleFileText({ logFile, level: "info" }));
+  const viaSsg: Arm = {
+    label: "(b) through SSG (transparent)",
+    target: t.addr.server4,
+    note: "250 after the server's 250",
+  };
+  arms.push(viaSsg);
   let ssg: SsgProcess | undefined;
   try {
     ssg = await startSsg(t, ruleFile, logFile);
-    seq.push(await sequential(t, "(b) through SSG"));
-    loads.push(await load(t, "(c) through SSG, smtp-source"));
+    await measure(t, sink, viaSsg);
   } catch (e) {
+    viaSsg.note = `FAILED: ${e instanceof Error ? e.message.split("\n")[0] : e}`;
     console.error(`through-SSG runs failed: ${e instanceof Error ? e.message : e}`);
     if (ssg) console.error(ssg.transcript().slice(-4000));
   } finally {
     if (ssg && !ssg.status) await ssg.stop("SIGTERM").catch(() => {});
   }
 
-  console.log("\nOne message per connection, sent one after another (client-side timing):");
-  console.log("| path | ok | failed | median ms | p90 ms | msgs/s |");
-  console.log("|---|---:|---:|---:|---:|---:|");
-  for (const s of seq) {
+  for (const name of peerNames) {
+    const work = join(tmp.path, name);
+    await Deno.mkdir(work, { recursive: true });
+    let peer: RunningPeer | undefined;
+    try {
+      const got = await PEERS[name](t, work);
+      if ("unavailable" in got) {
+        console.error(`peer ${name} is NOT measured: ${got.unavailable}`);
+        arms.push({
+          label: got.label,
+          target: "-",
+          note: `NOT MEASURED: ${got.unavailable.split("\n")[0]}`,
+        });
+        continue;
+      }
+      peer = got;
+      const arm: Arm = { label: peer.label, target: peer.target, note: peer.note };
+      arms.push(arm);
+      await measure(t, sink, arm);
+      const failed = (arm.seq?.failed ?? 0) > 0 || (arm.load?.note ?? "").includes("exit");
+      if (failed) console.error(`--- ${name} log (tail) ---\n${await peer.diagnostics()}`);
+    } catch (e) {
+      console.error(`peer ${name} failed: ${e instanceof Error ? e.message : e}`);
+      if (peer) console.error(`--- ${name} log (tail) ---\n${await peer.diagnostics()}`);
+    } finally {
+      await peer?.stop().catch((e) => console.error(`stopping ${name}: ${e}`));
+    }
+  }
+
+  console.log(
+    `\nSequential: ${N} messages one after another, one connection each (client-side timing). ` +
+      `Load: smtp-source -s ${SESSIONS} -m ${LOAD} -l ${SIZE}, timed until the sink counted all.`,
+  );
+  console.log(
+    "| path | connects to | seq ok/failed | median ms | p90 ms | max ms | load msgs/s | load s | at sink | note |",
+  );
+  console.log("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+  for (const a of arms) {
+    const s = a.seq;
+    const notes = [a.note, a.load?.note].filter(Boolean).join("; ");
     console.log(
-      `| ${s.label} | ${s.ok} | ${s.failed} | ${fmt(s.medianMs, 2)} | ${fmt(s.p90Ms, 2)} | ${
-        fmt(s.msgsPerS)
-      } |`,
+      `| ${a.label} | ${a.target} | ${s ? `${s.ok}/${s.failed}` : "-"} | ${fmt(s?.medianMs, 2)} | ${
+        fmt(s?.p90Ms, 2)
+      } | ${fmt(s?.maxMs, 2)} | ${fmt(a.load?.msgsPerS)} | ${fmt(a.load?.seconds, 2)} | ${
+        a.atSink ?? "-"
+      }/${a.seq ? N + LOAD : "-"} | ${notes} |`,
     );
   }
-  for (const s of seq) for (const f of s.failures) console.log(`  ${s.label}: ${f}`);
-  console.log(`\nConcurrent load: smtp-source -s ${SESSIONS} -m ${LOAD} -l ${SIZE}:`);
-  console.log("| path | seconds | msgs/s | note |");
-  console.log("|---|---:|---:|---|");
-  for (const l of loads) {
-    console.log(`| ${l.label} | ${fmt(l.seconds, 2)} | ${fmt(l.msgsPerS)} | ${l.note} |`);
-  }
-  if (seq.length === 2 && Number.isFinite(seq[1].medianMs)) {
-    console.log(
-      `\nThrough SSG, a message takes ${fmt(seq[1].medianMs, 2)} ms (median) versus ${
-        fmt(seq[0].medianMs, 2)
-      } ms directly: ${fmt(seq[1].medianMs - seq[0].medianMs, 2)} ms added.`,
-    );
+  for (const a of arms) for (const f of a.seq?.failures ?? []) console.log(`  ${a.label}: ${f}`);
+  const base = direct.seq?.medianMs;
+  if (base !== undefined && Number.isFinite(base)) {
+    console.log("");
+    for (const a of arms.slice(1)) {
+      if (!a.seq || !Number.isFinite(a.seq.medianMs)) continue;
+      const ratio = direct.load && a.load ? a.load.msgsPerS / direct.load.msgsPerS : NaN;
+      console.log(
+        `${a.label}: +${fmt(a.seq.medianMs - base, 2)} ms median over direct; load ${
+          fmt(ratio * 100, 0)
+        }% of direct msgs/s`,
+      );
+    }
   }
 }
 
