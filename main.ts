@@ -3,6 +3,8 @@
  *
  *   ssg run FILE.yaml     divert SMTP to the protected servers, judge every message, relay clean mail
  *   ssg check FILE.yaml   validate a rule file and summarise it (exit 0 valid, 2 invalid)
+ *   ssg explain FILE.yaml MESSAGE.eml [...]   show rule by rule what matched and the verdict
+ *   ssg quarantine list|show|release|delete ... --rules FILE.yaml
  *
  * Data flow (one stage per directory): ffi/ (NFQUEUE in a Worker) → src/divert/ (rewrite, flow
  * table) → src/smtp/ (responder, relay) → src/policy/ (verdict) → the server. This file builds the
@@ -22,6 +24,11 @@ import { Firewall } from "./src/divert/firewall.ts";
 import { pickResponderAddresses } from "./src/divert/responder_address.ts";
 import { Acceptor } from "./src/smtp/acceptor.ts";
 import { VERSION } from "./src/version.ts";
+import { explainCommand } from "./src/policy/explain.ts";
+import { StateStore } from "./src/state/state_store.ts";
+import { GatewayActions } from "./src/action/action_runner.ts";
+import { quarantineCommand } from "./src/action/quarantine_command.ts";
+import { denoConnect } from "./src/action/send_message.ts";
 import { DivertService } from "./ffi/divert_service.ts";
 import { probeLibrary } from "./ffi/probe.ts";
 
@@ -33,6 +40,13 @@ Usage:
                         it cleanly, SIGHUP reloads FILE, SIGUSR1 re-opens the log file.
   ssg check FILE.yaml   Validate FILE and print a summary. Exit 0 if valid, 2 with
                         "file:line:column: what is wrong" lines otherwise.
+  ssg explain FILE.yaml MESSAGE.eml [--client IP] [--from ADDR] [--to ADDR]...
+                        [--helo NAME] [--server IP] [--tls]
+                        Show, rule by rule, what matched in MESSAGE and why, and the verdict.
+                        Needs no root and changes nothing.
+  ssg quarantine list [--json] | show ID [--raw] | release ID | delete ID  --rules FILE.yaml
+                        Inspect the quarantine; release delivers the original message to its
+                        original server and removes it once that server said 250.
   ssg --help            This text.
   ssg --version         The version.
 
@@ -52,6 +66,8 @@ async function main(args: string[]): Promise<number> {
     console.log(`ssg ${VERSION}`);
     return 0;
   }
+  if (cmd === "explain") return await explainCommand(rest);
+  if (cmd === "quarantine") return await quarantineCommand(rest);
   if (cmd === "check" || cmd === "run") {
     if (rest.length !== 1) {
       console.error(`ssg ${cmd}: expected exactly one rule file\n\n${USAGE}`);
@@ -130,6 +146,8 @@ async function run(config: SsgConfig): Promise<number> {
   const firewall = new Firewall(config.gateway, responder, log);
   let divert: DivertService | undefined;
   let acceptor: Acceptor | undefined;
+  let actions: GatewayActions | undefined;
+  let state: StateStore | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
@@ -139,6 +157,8 @@ async function run(config: SsgConfig): Promise<number> {
         log.event("firewall.error", { op: "remove", error: String(e) }, "error")
       );
       await divert?.close();
+      await actions?.settled();
+      state?.close();
       log.event("ssg.stopped", { reason });
     })();
     return stopping;
@@ -160,13 +180,40 @@ async function run(config: SsgConfig): Promise<number> {
         void stop("packet worker failed");
       },
     });
-    const policy = new PolicyHolder(new PolicyEngine(config.rules, log));
     const d = divert;
+    // Memory across messages (counters, dynamic lists, bulk fingerprints), persisted. A client IP
+    // blacklisted there — by a rule, a threshold or a spamtrap — is dropped at the packet level.
+    const store = state = StateStore.open(config.state?.file ?? ":memory:", {
+      maxRows: config.state?.maxRows,
+      onBlockClient: (ip, untilMs) => blockClient(ip, untilMs),
+    });
+    const policy = new PolicyHolder(new PolicyEngine(config, log, { state: store }));
+    const blockClient = (ip: string, untilMs: number) => {
+      if (policy.isAllowlisted("client_ip", ip)) return; // allowlists win over blacklists
+      d.block(ip, untilMs);
+      log.event("divert.block", { client: ip, until: new Date(untilMs).toISOString() });
+    };
+    for (const b of store.activeClientBlocks(Date.now())) blockClient(b.ip, b.untilMs);
+    d.blockNetworks(policy.staticBlockedClients());
+    actions = new GatewayActions({
+      hostname: config.gateway.hostname,
+      relay: config.relay,
+      connect: denoConnect,
+      log,
+      quarantine: config.quarantine,
+      alert: config.alert,
+      record: (v, e, m) => policy.record(v, e, m),
+      addBlacklist: (entry) => store.addBlacklist(entry),
+      isAllowlisted: (k, v) => policy.isAllowlisted(k, v),
+    });
+    const recovered = await actions.store?.recover();
+    if (recovered) log.event("quarantine.recover", { removed_partial: recovered });
     acceptor = new Acceptor({
       addresses: [responder.ipv4, responder.ipv6].filter((a): a is string => !!a),
       port: config.gateway.responder.port,
       config,
       judge: policy.judge,
+      actions,
       log,
       originalDestination: (ip, port) => d.waitFor(ip, port, 500),
     });
@@ -174,7 +221,7 @@ async function run(config: SsgConfig): Promise<number> {
     // Only now divert packets: the queue is bound and the responder listens. install() first
     // removes whatever a killed SSG left behind.
     await firewall.install();
-    installSignals(config, log, policy, (why) => void stop(why));
+    installSignals(config, log, policy, store, d, (why) => void stop(why));
     log.event("ssg.ready", {
       backend: firewall.backend,
       queue: config.gateway.queue.num,
@@ -203,6 +250,18 @@ class PolicyHolder {
   }
   /** The judge sessions call; always the current engine. */
   readonly judge: Judge = (message, envelope) => this.#engine.judge(message, envelope);
+  /** Records a verdict and returns the thresholds' effects (current engine). */
+  record(...args: Parameters<PolicyEngine["record"]>): ReturnType<PolicyEngine["record"]> {
+    return this.#engine.record(...args);
+  }
+  /** Whether a client/sender is on the static allowlist (current engine). */
+  isAllowlisted(...args: Parameters<PolicyEngine["isAllowlisted"]>): boolean {
+    return this.#engine.isAllowlisted(...args);
+  }
+  /** The static blacklist's client networks (current engine). */
+  staticBlockedClients(): string[] {
+    return this.#engine.staticBlockedClients();
+  }
   /** Replaces the engine (after a successful reload). */
   replace(engine: PolicyEngine): void {
     this.#engine = engine;
@@ -213,6 +272,8 @@ function installSignals(
   config: SsgConfig,
   log: AppLog,
   policy: PolicyHolder,
+  state: StateStore,
+  divert: DivertService,
   stop: (why: string) => void,
 ): void {
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
@@ -221,18 +282,27 @@ function installSignals(
     log.reopen();
     log.event("log.reopen", {});
   });
-  Deno.addSignalListener("SIGHUP", () => void reload(config, log, policy));
+  Deno.addSignalListener("SIGHUP", () => void reload(config, log, policy, state, divert));
 }
 
 /**
- * Re-reads the rule file. Only the policy (the `rules:` section) changes on reload; gateway,
- * limits and log settings need a restart, and a change to them is logged as ignored.
+ * Re-reads the rule file. The policy changes on reload — rules, lists (list files are re-read),
+ * allow/blacklists (the static client blacklist is re-applied at the packet level), spamtraps,
+ * thresholds; gateway, limits, state, quarantine, alert and log settings need a restart, and a
+ * change to the gateway section is logged as ignored.
  * A bad file is refused with its reasons logged and the old rules stay in force.
  */
-async function reload(config: SsgConfig, log: EventLog, policy: PolicyHolder): Promise<void> {
+async function reload(
+  config: SsgConfig,
+  log: EventLog,
+  policy: PolicyHolder,
+  state: StateStore,
+  divert: DivertService,
+): Promise<void> {
   try {
     const next = await loadConfig(config.file);
-    policy.replace(new PolicyEngine(next.rules, log));
+    policy.replace(new PolicyEngine(next, log, { state }));
+    divert.blockNetworks(policy.staticBlockedClients());
     if (JSON.stringify(next.gateway) !== JSON.stringify(config.gateway)) {
       log.event("config.reload.partial", {
         file: config.file,

@@ -282,6 +282,15 @@ export class DivertService {
     this.#post({ type: "block", ip, untilMs });
   }
 
+  /**
+   * Drops new connections from these networks (CIDR texts) at the packet level, replacing the
+   * previous set: the rule file's static `blacklist.clients`, re-sent on reload.
+   */
+  blockNetworks(cidrs: string[]): void {
+    if (this.#closing || this.#failed) return;
+    this.#post({ type: "networks", cidrs: [...cidrs] });
+  }
+
   /** Worker counters (packets, batches, ENOBUFS, verdict errors) plus the Diverter's. */
   stats(): Promise<Record<string, number>> {
     const local = { mirrorFlows: this.#flows.size, waiters: this.#flows.waiting };

@@ -31,6 +31,7 @@ export interface WorkerStart {
 export type ToWorker =
   | WorkerStart
   | { type: "block"; ip: string; untilMs: number }
+  | { type: "networks"; cidrs: string[] }
   | { type: "stats"; id: number }
   | { type: "stop" };
 

@@ -21,6 +21,8 @@ import { Diverter, type FlowEvent } from "../src/divert/diverter.ts";
 import { FlowTable } from "../src/flow/flow_table.ts";
 import { formatIp } from "../src/packet/ip_address.ts";
 import { BlockList } from "./block_list.ts";
+import { cidrContains, parseCidr } from "../src/packet/cidr.ts";
+import type { Cidr } from "../src/config/config.ts";
 import { canonicalIp } from "./ip_key.ts";
 import { Errno, NfqError } from "./nfq_error.ts";
 import {
@@ -53,6 +55,8 @@ class QueueLoop {
   readonly writer: VerdictWriter;
   readonly mark: number;
   readonly blocked = new BlockList(MAX_BLOCKED);
+  /** Static blacklisted networks (the rule file's `blacklist.clients`), replaced on reload. */
+  blockedNetworks: Cidr[] = [];
   stopping = false;
   events: FlowEventMessage[] = [];
   counters = {
@@ -112,7 +116,11 @@ class QueueLoop {
 
   #isBlocked(family: 4 | 6, addr: Uint8Array): boolean {
     // Called for SYNs only; formatting the address is cheap next to a new flow.
-    return this.blocked.size > 0 && this.blocked.has(formatIp(addr, 0, family));
+    if (this.blocked.size > 0 && this.blocked.has(formatIp(addr, 0, family))) return true;
+    for (const c of this.blockedNetworks) {
+      if (c.family === family && cidrContains(c, addr, 0, family)) return true;
+    }
+    return false;
   }
 
   #packet(buf: Uint8Array, p: QueuedPacket): void {
@@ -305,6 +313,9 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
       if (loop && key) loop.blocked.add(key, msg.untilMs);
       break;
     }
+    case "networks":
+      if (loop) loop.blockedNetworks = msg.cidrs.map((t) => parseCidr(t));
+      break;
     case "stats":
       if (loop) post({ type: "stats", id: msg.id, stats: loop.stats() });
       break;

@@ -38,11 +38,37 @@ import {
 import { type Fields, YamlReader, type YNode } from "./yaml_reader.ts";
 import { parseIpv4, parseIpv6 } from "../packet/ip_address.ts";
 import { parseRules } from "../policy/parse_rules.ts";
+import {
+  readListFileSync,
+  readPolicySections,
+  type ReadTextFile,
+  readThresholds,
+} from "./read_policy_sections.ts";
+
+/** Options of `parseConfig`. */
+export interface ParseConfigOptions {
+  /** How list files named in `lists:` are read (default: from disk, bounded). */
+  readTextFile?: ReadTextFile;
+}
 
 /** Largest rule file read, in bytes. */
 export const MAX_RULE_FILE_BYTES = 8 * 1024 * 1024;
 
-const TOP_KEYS = ["gateway", "smtp", "relay", "log", "rules"] as const;
+const TOP_KEYS = [
+  "gateway",
+  "smtp",
+  "relay",
+  "log",
+  "state",
+  "lists",
+  "allowlist",
+  "blacklist",
+  "spamtraps",
+  "quarantine",
+  "alert",
+  "rules",
+  "thresholds",
+] as const;
 const GATEWAY_KEYS = [
   "protect",
   "ports",
@@ -100,8 +126,15 @@ export async function loadConfig(path: string): Promise<SsgConfig> {
   return parseConfig(text, path);
 }
 
-/** Validates rule-file text; `file` is used in messages and kept as `SsgConfig.file`. Pure. */
-export function parseConfig(text: string, file: string): SsgConfig {
+/**
+ * Validates rule-file text; `file` is used in messages and kept as `SsgConfig.file`, and list
+ * files named in `lists:` are read relative to its directory (the only I/O; see `options`).
+ */
+export function parseConfig(
+  text: string,
+  file: string,
+  options: ParseConfigOptions = {},
+): SsgConfig {
   if (text.length > MAX_RULE_FILE_BYTES) {
     throw new ConfigError(file, [{
       line: 0,
@@ -145,7 +178,17 @@ export function parseConfig(text: string, file: string): SsgConfig {
   const smtp = readSmtp(top.get("smtp"), top.has("smtp"), reader, top.key("smtp"));
   const relay = readRelay(top.get("relay"), top.has("relay"), reader, top.key("relay"));
   const log = readLog(top.get("log"), top.has("log"), reader, top.key("log"));
-  const rules = parseRules(top.get("rules"), reader, top.key("rules"));
+  const sections = readPolicySections(
+    top,
+    reader,
+    file,
+    options.readTextFile ?? readListFileSync,
+    gateway?.hostname ?? defaultHostname(),
+  );
+  const rules = parseRules(top.get("rules"), reader, top.key("rules"), {
+    lists: new Set(Object.keys(sections.lists)),
+  });
+  const thresholds = readThresholds(top, reader, new Set(rules.map((r) => r.name)));
 
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
@@ -162,7 +205,23 @@ export function parseConfig(text: string, file: string): SsgConfig {
   if (reader.issues.length > 0 || !gateway || !smtp || !relay || !log) {
     throw new ConfigError(file, reader.issues);
   }
-  return { file, gateway, smtp, relay, log, rules };
+  const config: SsgConfig = {
+    file,
+    gateway,
+    smtp,
+    relay,
+    log,
+    rules,
+    state: sections.state,
+    lists: sections.lists,
+    allowlist: sections.allowlist,
+    blacklist: sections.blacklist,
+    quarantine: sections.quarantine,
+    thresholds,
+  };
+  if (sections.spamtraps) config.spamtraps = sections.spamtraps;
+  if (sections.alert) config.alert = sections.alert;
+  return config;
 }
 
 function flowsIdleNode(gatewayNode: YNode): YNode {

@@ -3,7 +3,7 @@
  * ports, where diverted flows are answered, the limits in force, and the rules in order.
  */
 import type { SsgConfig } from "./config.ts";
-import type { Condition, Rule } from "../policy/rule.ts";
+import type { Action, Condition, Rule } from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
 
 /** Multi-line summary of a validated configuration. */
@@ -31,19 +31,94 @@ export function summarizeConfig(cfg: SsgConfig): string {
     }, ` +
     `end of data ${formatDuration(r.dataTimeout)}`,
     `log: ${cfg.log.file ?? "stderr only"}, level ${cfg.log.level}`,
+    ...describePolicySections(cfg),
     `rules: ${cfg.rules.length}${cfg.rules.length ? "" : " (every message is forwarded)"}`,
   ];
   cfg.rules.forEach((rule, i) => lines.push(`  ${i + 1}. ${describeRule(rule)}`));
+  const thresholds = cfg.thresholds ?? [];
+  if (thresholds.length) lines.push(`thresholds: ${thresholds.length}`);
+  thresholds.forEach((t, i) => {
+    const bl = t.blacklistSeconds ? ` (blacklist ${formatDuration(t.blacklistSeconds)})` : "";
+    lines.push(
+      `  ${i + 1}. ${t.name}: ${t.atLeast} × ${t.count.join("/")} per ${t.key} within ${
+        formatDuration(t.withinSeconds)
+      } → ${t.actions.join(" + ") || "count only"}${bl}`,
+    );
+  });
   return lines.join("\n");
+}
+
+/** The lines for state, lists, allowlist, blacklist, spamtraps, quarantine and alert. */
+function describePolicySections(cfg: SsgConfig): string[] {
+  const out: string[] = [];
+  if (cfg.state) out.push(`state: ${cfg.state.file} (at most ${cfg.state.maxRows} rows per table)`);
+  const lists = Object.entries(cfg.lists ?? {});
+  if (lists.length) {
+    out.push(`lists: ${lists.map(([n, e]) => `${n} (${e.length})`).join(", ")}`);
+  }
+  for (const [name, a] of [["allowlist", cfg.allowlist], ["blacklist", cfg.blacklist]] as const) {
+    if (!a || (a.clients.length === 0 && a.senders.length === 0)) continue;
+    out.push(
+      `${name}: ${a.clients.length} client networks, ${a.senders.length} senders${
+        a.list ? ` (with list ${a.list})` : ""
+      }`,
+    );
+  }
+  if (cfg.spamtraps) {
+    out.push(
+      `spamtraps: ${cfg.spamtraps.addresses.length} addresses; blacklist for ${
+        formatDuration(cfg.spamtraps.blacklistSeconds)
+      }`,
+    );
+  }
+  if (cfg.quarantine) {
+    out.push(
+      `quarantine: ${cfg.quarantine.dir}${
+        cfg.quarantine.maxBytes ? ` (at most ${formatSize(cfg.quarantine.maxBytes)})` : ""
+      }`,
+    );
+  }
+  if (cfg.alert) {
+    const a = cfg.alert;
+    out.push(
+      `alert: to ${a.to.join(", ")} via ${a.relay.host}:${a.relay.port}, from ${a.from}, ` +
+        `at most ${a.rate.count} per ${formatDuration(a.rate.seconds)} per rule` +
+        (a.webhook ? `; webhook ${a.webhook.url}` : ""),
+    );
+  }
+  return out;
 }
 
 /** One line for a rule: `lottery: subject contains "lottery", "당첨" → discard`. */
 export function describeRule(rule: Rule): string {
-  const actions = rule.actions.map((a) =>
-    a.type === "reject" ? `reject ${a.reply.code} ${a.reply.enhanced} ${a.reply.text}` : a.type
-  ).join(" + ");
+  const actions = rule.actions.map(describeAction).join(" + ");
   const mode = rule.mode === "observe" ? " (observe only)" : "";
   return `${rule.name}: ${describeCondition(rule.when)} → ${actions}${mode}`;
+}
+
+/** One action as text: `reject 550 5.7.1 text`, `bcc archive@corp.example`. */
+export function describeAction(a: Action): string {
+  switch (a.type) {
+    case "reject":
+    case "tempfail":
+      return `${a.type} ${a.reply.code} ${a.reply.enhanced} ${a.reply.text}`;
+    case "redirect":
+    case "bcc":
+      return `${a.type} ${a.to.join(", ")}${
+        a.server ? ` via ${a.server.host}:${a.server.port}` : ""
+      }`;
+    case "tag":
+      return `tag ${
+        [
+          ...a.tag.headers.map((h) => `${h.name}: ${h.value}`),
+          ...(a.tag.subjectPrefix ? [`subject prefix ${JSON.stringify(a.tag.subjectPrefix)}`] : []),
+        ].join(", ")
+      }`;
+    case "blacklist":
+      return `blacklist ${a.key} for ${formatDuration(a.seconds)}`;
+    default:
+      return a.type;
+  }
 }
 
 /** A condition tree as text: `subject contains "a" and not(body contains "b")`. */
@@ -52,8 +127,30 @@ export function describeCondition(c: Condition): string {
     case "field": {
       const shown = c.values.slice(0, 5).map((v) => JSON.stringify(v)).join(", ");
       const more = c.values.length > 5 ? `, … (${c.values.length} values)` : "";
-      return `${c.field} ${c.operator} ${shown}${more}`;
+      const field = c.field === "header" ? `header ${c.header}` : c.field;
+      return c.operator === "in_list"
+        ? `${field} in_list ${c.values[0]}`
+        : `${field} ${c.operator} ${shown}${more}`;
     }
+    case "number":
+      return `${c.field} ${c.operator.replace("_", " ")} ${
+        c.field === "size" ? formatSize(c.value) : c.value
+      }`;
+    case "ip": {
+      const parts = [...c.networks];
+      if (c.list) parts.push(`list ${c.list}`);
+      return `${c.field} in ${parts.join(", ")}`;
+    }
+    case "flag":
+      return c.value ? c.field : `not ${c.field}`;
+    case "bulk": {
+      const parts: string[] = [];
+      if (c.servers !== undefined) parts.push(`${c.servers} servers`);
+      if (c.recipients !== undefined) parts.push(`${c.recipients} recipients`);
+      return `bulk ≥ ${parts.join(" or ")} within ${formatDuration(c.withinSeconds)}`;
+    }
+    case "listed":
+      return `listed on ${c.list}`;
     case "all":
       return c.conditions.map((x) => wrap(x, "all")).join(" and ");
     case "any":

@@ -1,10 +1,10 @@
 /**
- * The field extractor table: for each field name a condition may test, how to read it from a
- * message and its envelope. Adding a field (a header, an address, the client IP ...) is one entry
- * here and its name in `FIELD_NAMES` (rule.ts); the compiler and the engine do not change.
+ * The field extractor table: for each text field a condition may test, how to read it from a
+ * message and its envelope. Adding a field is one entry here and its name in `FIELD_NAMES`
+ * (rule.ts); the compiler and the engine do not change.
  *
  * A field yields a list of texts (e.g. `body` = the text/plain text and the HTML-as-text), and a
- * test holds when it holds for any of them.
+ * test holds when it holds for any of them. `header` is read by name (`headerTexts`).
  */
 import type { Envelope } from "./verdict.ts";
 import type { Mailbox, MessageFacts } from "./message.ts";
@@ -22,16 +22,43 @@ export type FieldExtractor = (input: FieldInput) => string[];
 /** One extractor per field name (the `Record` type makes a missing entry a compile error). */
 export const FIELD_EXTRACTORS: Readonly<Record<FieldName, FieldExtractor>> = Object.freeze({
   subject: ({ facts }) => [facts.subject],
+  // Without a name, `header` reads every header field as "name: value".
+  header: ({ facts }) => facts.headers.map((h) => `${h.name}: ${h.value}`),
   body: ({ facts }) => [facts.text, facts.html].filter((t) => t !== ""),
+  html: ({ facts }) => (facts.html === "" ? [] : [facts.html]),
   from: ({ facts }) => mailboxTexts(facts.from),
   to: ({ facts }) => mailboxTexts(facts.to),
   cc: ({ facts }) => mailboxTexts(facts.cc),
+  from_name: ({ facts }) => names(facts.from),
+  to_name: ({ facts }) => names(facts.to),
+  cc_name: ({ facts }) => names(facts.cc),
+  from_address: ({ facts }) => addresses(facts.from),
+  to_address: ({ facts }) => addresses(facts.to),
+  cc_address: ({ facts }) => addresses(facts.cc),
   mail_from: ({ envelope }) => [envelope.mailFrom],
   rcpt_to: ({ envelope }) => envelope.rcptTo,
+  sender_domain: ({ envelope }) => {
+    const d = domainOf(envelope.mailFrom);
+    return d === "" ? [] : [d];
+  },
+  recipient_domain: ({ envelope }) => [
+    ...new Set(envelope.rcptTo.map(domainOf).filter((d) => d !== "")),
+  ],
   helo: ({ envelope }) => [envelope.helo],
   attachment_name: ({ facts }) => facts.attachments.map((a) => a.filename).filter((n) => n !== ""),
   attachment_type: ({ facts }) => facts.attachments.map((a) => a.contentType),
 });
+
+/** The values of every header field named `name` (lower case). */
+export function headerTexts(facts: MessageFacts, name: string): string[] {
+  return facts.headers.filter((h) => h.name === name).map((h) => h.value);
+}
+
+/** The domain of an address, lower case, without a trailing dot ("" when none). */
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf("@");
+  return at < 0 ? "" : address.slice(at + 1).trim().toLowerCase().replace(/\.$/, "");
+}
 
 /** Each mailbox as its address and, when it has one, its display name (a spoofed name is a signal). */
 function mailboxTexts(list: Mailbox[]): string[] {
@@ -41,4 +68,12 @@ function mailboxTexts(list: Mailbox[]): string[] {
     if (m.name) out.push(m.name);
   }
   return out;
+}
+
+function names(list: Mailbox[]): string[] {
+  return list.map((m) => m.name).filter((n) => n !== "");
+}
+
+function addresses(list: Mailbox[]): string[] {
+  return list.map((m) => m.address).filter((a) => a !== "");
 }

@@ -1,30 +1,93 @@
 /**
- * The policy manager: judges one complete message against the rules, in order.
+ * The policy manager: judges one complete message, then remembers what it judged.
  *
- * Precedence: rules are evaluated in file order; the first matching rule in `enforce` mode with a
- * terminal action (forward, discard, reject) decides the verdict and ends evaluation; a rule in
- * `observe` mode that matches is logged (`policy.observe`) and evaluation goes on as if it had
- * not matched; when no rule decides, the message is forwarded.
+ * Precedence (the README states exactly this):
+ * 1. static allowlist (client IP/CIDR, sender address or @domain) → forward; nothing else is
+ *    evaluated;
+ * 2. blacklist — static, or dynamic from the state store (client IP, sender, sender domain) →
+ *    reject 554 5.7.1;
+ * 3. a spamtrap recipient → discard, and blacklist the sender and the client for
+ *    `spamtraps.blacklist_for` (effects, carried out after the reply);
+ * 4. rules in file order: every matching enforced rule's non-terminal actions (tag, alert, bcc,
+ *    blacklist) accumulate until the first matching rule with a terminal action (forward,
+ *    discard, reject, tempfail, quarantine, redirect), which decides — its own non-terminal
+ *    actions included; observe-mode rules that match are only logged (`policy.observe`) and
+ *    named in `verdict.observed`;
+ * 5. no terminal match → forward (with whatever accumulated).
+ * Then, after the client got its answer, the action runner calls `record()`: the verdict is
+ * counted and thresholds are evaluated (they return effects: blacklist, alert).
+ * A reject, tempfail or discard verdict carries no tag and no deliveries (nothing is delivered);
+ * a quarantine verdict keeps the tag (applied to the stored copy) but no deliveries.
  *
- * Rules are compiled once, in the constructor (conditions into evaluators); a message is decoded
- * once (`message.ts`) and each field normalised at most once, whatever the number of rules.
+ * Rules are compiled once, in the constructor (conditions into evaluators, lists into sets,
+ * patterns into guarded RegExps); a message is decoded once (`message.ts`) and each field
+ * normalised at most once, whatever the number of rules.
+ *
+ * Memory: a `StateStore` (given, or a private `:memory:` one owned by the engine). When any rule
+ * tests `bulk`, every judged message's content fingerprint is recorded before the rules run, so
+ * that the count includes this message and copies stopped by earlier rules still count.
  *
  * What it trusts: the rules (validated at load). What it does not: the message and the envelope
- * (attacker-controlled; they reach the log only through `EventLog`, which escapes them).
- * Failure: the judge never throws for a bad message (the decoder judges what it could read and
- * says so in the evidence); an internal bug rejects the promise, and the session then answers
- * 451 and keeps nothing (see `Judge`).
+ * (attacker-controlled; they reach the log only through `EventLog`, which escapes them, and the
+ * state store only as bound SQL parameters). Failure: the judge never throws for a bad message;
+ * an internal bug rejects the promise, and the session then answers 451 and keeps nothing (see
+ * `Judge`). A state-store failure while judging fails open (logged `policy.state_failed`: bulk
+ * not reached, dynamic lists empty); in `record()` it throws, and the action runner logs it.
  */
+import type { AccessList, SpamtrapConfig } from "../config/config.ts";
+import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
-import { compileCondition, EvalContext, type Evaluator, type Match } from "./compile_condition.ts";
+import { fingerprint } from "../state/bulk_fingerprint.ts";
+import { StateStore } from "../state/state_store.ts";
+import { canonicalIp } from "./canonical_ip.ts";
+import {
+  type CompiledCondition,
+  compileNode,
+  EvalContext,
+  type EvalHooks,
+  type Match,
+  type Trace,
+} from "./compile_condition.ts";
+import { domainOf } from "./fields.ts";
 import { type DecodeLimits, decodeMessage, type MessageFacts } from "./message.ts";
-import type { Action, Rule, RuleMode } from "./rule.ts";
-import type { Envelope, Judge, Verdict } from "./verdict.ts";
+import { type CompiledList, compileList } from "./named_list.ts";
+import type { Action, Condition, Rule, RuleMode, Threshold } from "./rule.ts";
+import type {
+  BlacklistKey,
+  Delivery,
+  Effect,
+  Envelope,
+  Judge,
+  Reply,
+  Tag,
+  Verdict,
+} from "./verdict.ts";
+
+/** The reply to a blacklisted client or sender (RFC 3463 5.7.1; RFC 5321 §3.8: 554). */
+export const BLACKLIST_REPLY: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.7.1",
+  text: "Access denied by policy",
+});
+
+/** The parts of the configuration the engine uses (an `SsgConfig` fits). */
+export interface PolicyInput {
+  rules: Rule[];
+  lists?: Record<string, string[]>;
+  allowlist?: AccessList;
+  blacklist?: AccessList;
+  spamtraps?: SpamtrapConfig;
+  thresholds?: Threshold[];
+}
 
 /** Options of the engine. */
 export interface PolicyEngineOptions {
   /** Bounds on decoding each message (see `DecodeLimits`). */
   decodeLimits?: Partial<DecodeLimits>;
+  /** The memory; absent: a private in-memory store that lives as long as the engine. */
+  state?: StateStore;
+  /** Clock in milliseconds (tests). */
+  now?: () => number;
 }
 
 /** What one rule did with one message (for `ssg explain` and tests). */
@@ -32,49 +95,120 @@ export interface RuleResult {
   rule: string;
   mode: RuleMode;
   matched: boolean;
-  /** Which field tests held, e.g. `subject contains "lottery"`. */
+  /** Which leaf tests held, e.g. `subject contains "lottery"`. */
   evidence?: string;
   /** The rule's terminal action, if it has one. */
   action?: Action["type"];
+  /** Every action of the rule, in order. */
+  actions: Action["type"][];
   /** True when this rule decided the verdict. */
   decided: boolean;
+  /**
+   * What the match did: "decided", "accumulated" (non-terminal actions taken), "observed"
+   * (observe mode), "after decision" (matched after the deciding rule: no effect), "no match".
+   */
+  outcome: "decided" | "accumulated" | "observed" | "after decision" | "no match";
+  /** Leaf by leaf (only when evaluated with `explain`). */
+  trace?: Trace;
 }
 
-/** The outcome of evaluating every relevant rule against one message. */
+/** One precedence step before the rules (allowlist, blacklist, spamtrap). */
+export interface StepResult {
+  step: "allowlist" | "blacklist" | "spamtrap";
+  holds: boolean;
+  detail: string;
+}
+
+/** The outcome of evaluating the policy against one message. */
 export interface Evaluation {
   verdict: Verdict;
+  /** The precedence steps checked before the rules, in order. */
+  steps: StepResult[];
   /** One entry per rule evaluated, in order (all rules when `explain` was asked). */
   results: RuleResult[];
 }
 
 interface CompiledRule {
   rule: Rule;
-  test: Evaluator;
+  node: CompiledCondition;
   terminal: Action | undefined;
 }
 
-/** Judges messages against a fixed list of rules. */
+const TERMINAL: ReadonlySet<Action["type"]> = new Set([
+  "forward",
+  "discard",
+  "reject",
+  "tempfail",
+  "quarantine",
+  "redirect",
+]);
+
+/** Judges messages against a fixed policy; remembers verdicts in a state store. */
 export class PolicyEngine {
   readonly #rules: CompiledRule[];
   readonly #log: EventLog;
   readonly #limits: Partial<DecodeLimits>;
+  readonly #allow: AccessList;
+  readonly #block: AccessList;
+  readonly #traps: ReadonlySet<string>;
+  readonly #trapSeconds: number;
+  readonly #thresholds: Threshold[];
+  readonly #state: StateStore;
+  readonly #ownsState: boolean;
+  readonly #now: () => number;
+  readonly #usesBulk: boolean;
 
-  /** Compiles `rules` (already validated) and logs verdicts to `log`. */
-  constructor(rules: Rule[], log: EventLog, options: PolicyEngineOptions = {}) {
-    this.#rules = rules.map((rule) => ({
+  /** Compiles the policy (already validated) and logs verdicts to `log`. */
+  constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
+    const p: PolicyInput = Array.isArray(policy) ? { rules: policy } : policy;
+    const lists = new Map<string, CompiledList>();
+    for (const [name, entries] of Object.entries(p.lists ?? {})) {
+      lists.set(name, compileList(name, entries));
+    }
+    this.#rules = p.rules.map((rule) => ({
       rule,
-      test: compileCondition(rule.when),
-      terminal: rule.actions.find((a) =>
-        a.type === "forward" || a.type === "discard" || a.type === "reject"
-      ),
+      node: compileNode(rule.when, {
+        lists,
+        onMissingList: (name) =>
+          log.event(
+            "policy.list_missing",
+            { rule: rule.name, list: name, used_as: "empty" },
+            "warning",
+          ),
+      }),
+      terminal: rule.actions.find((a) => TERMINAL.has(a.type)),
     }));
     this.#log = log;
     this.#limits = options.decodeLimits ?? {};
+    this.#allow = p.allowlist ?? { clients: [], senders: [] };
+    this.#block = p.blacklist ?? { clients: [], senders: [] };
+    this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
+    this.#trapSeconds = p.spamtraps?.blacklistSeconds ?? 86400;
+    this.#thresholds = p.thresholds ?? [];
+    this.#ownsState = options.state === undefined;
+    this.#state = options.state ?? StateStore.open(":memory:");
+    this.#now = options.now ?? Date.now;
+    const bulkWindows = p.rules.flatMap((r) => bulkWindowsOf(r.when));
+    this.#usesBulk = bulkWindows.length > 0;
+    this.#state.retain({
+      eventSeconds: Math.max(60, ...this.#thresholds.map((t) => t.withinSeconds)),
+      bulkSeconds: Math.max(60, ...bulkWindows),
+    });
   }
 
   /** Number of rules in force. */
   get size(): number {
     return this.#rules.length;
+  }
+
+  /** The state store in use. */
+  get state(): StateStore {
+    return this.#state;
+  }
+
+  /** Closes the state store if the engine opened it (a given store is the caller's). */
+  close(): void {
+    if (this.#ownsState) this.#state.close();
   }
 
   /** The `Judge` the SMTP session calls at end of data (bound; safe to pass around). */
@@ -101,7 +235,12 @@ export class PolicyEngine {
       action: verdict.action,
       rule: verdict.rule,
       evidence: verdict.evidence,
-      code: verdict.action === "reject" ? verdict.reply.code : undefined,
+      code: verdict.action === "reject" || verdict.action === "tempfail"
+        ? verdict.reply.code
+        : undefined,
+      tag: verdict.tag ? "yes" : undefined,
+      deliveries: verdict.deliveries?.map((d) => `${d.kind}:${d.to.join("+")}`),
+      effects: verdict.effects?.map((e) => `${e.type}:${e.rule}`),
       decoder: facts.decoder,
       size: facts.size,
       decode_ms: round(t1 - t0),
@@ -111,48 +250,472 @@ export class PolicyEngine {
   };
 
   /**
-   * Evaluates the rules against decoded facts. Stops at the deciding rule, unless `explain` is
-   * set, in which case every rule is evaluated and reported (the verdict is the same).
+   * Evaluates the policy against decoded facts. Stops at the deciding step or rule, unless
+   * `explain` is set, in which case every rule is evaluated and traced (the verdict is the same).
    */
-  evaluate(facts: MessageFacts, envelope: Envelope, explain = false): Evaluation {
-    const ctx = new EvalContext({ facts, envelope });
+  evaluate(
+    facts: MessageFacts,
+    envelope: Envelope,
+    explain = false,
+    now: number = this.#now(),
+  ): Evaluation {
+    const steps: StepResult[] = [];
     const results: RuleResult[] = [];
-    let verdict: Verdict | undefined;
+    const clientIp = canonicalIp(envelope.client.ip);
+    const sender = envelope.mailFrom.trim().toLowerCase();
+    const senderDomain = domainOf(sender);
+    const partial = (e: string) => withProblems(e, facts);
+
+    // 1. Static allowlist: wins over everything.
+    const allowed = this.#staticHit(this.#allow, clientIp, sender, senderDomain);
+    steps.push({
+      step: "allowlist",
+      holds: allowed !== undefined,
+      detail: allowed ?? "not allowlisted",
+    });
+    if (allowed && !explain) {
+      return {
+        verdict: { action: "forward", rule: "allowlist", evidence: allowed },
+        steps,
+        results,
+      };
+    }
+
+    // 2. Blacklist, static or dynamic.
+    const blocked = allowed ? undefined : this.#blacklistHit(clientIp, sender, senderDomain, now);
+    steps.push({
+      step: "blacklist",
+      holds: blocked !== undefined,
+      detail: allowed ? "skipped: allowlisted" : blocked ?? "not blacklisted",
+    });
+    if (blocked && !explain) {
+      return {
+        verdict: {
+          action: "reject",
+          rule: "blacklist",
+          reply: { ...BLACKLIST_REPLY },
+          evidence: blocked,
+        },
+        steps,
+        results,
+      };
+    }
+
+    // 3. Spamtraps.
+    const trap = envelope.rcptTo.find((r) => this.#traps.has(r.trim().toLowerCase()));
+    steps.push({
+      step: "spamtrap",
+      holds: trap !== undefined,
+      detail: trap ? `recipient ${trap} is a spamtrap` : "no recipient is a spamtrap",
+    });
+    let early: Verdict | undefined;
+    if (allowed) early = { action: "forward", rule: "allowlist", evidence: allowed };
+    else if (blocked) {
+      early = {
+        action: "reject",
+        rule: "blacklist",
+        reply: { ...BLACKLIST_REPLY },
+        evidence: blocked,
+      };
+    } else if (trap) {
+      const evidence = `recipient ${trap} is a spamtrap`;
+      const effects: Effect[] = [
+        {
+          type: "blacklist",
+          key: "client_ip",
+          value: clientIp,
+          seconds: this.#trapSeconds,
+          rule: "spamtrap",
+          evidence,
+        },
+      ];
+      if (sender !== "") {
+        effects.push({
+          type: "blacklist",
+          key: "sender",
+          value: sender,
+          seconds: this.#trapSeconds,
+          rule: "spamtrap",
+          evidence,
+        });
+      }
+      early = { action: "discard", rule: "spamtrap", evidence, effects };
+    }
+    if (early && !explain) return { verdict: early, steps, results };
+
+    // 4. Rules.
+    const ctx = new EvalContext(
+      { facts, envelope },
+      this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
+    );
+    const tag: Tag = { headers: [] };
+    const deliveries: Delivery[] = [];
+    const effects: Effect[] = [];
+    const observed: string[] = [];
+    const accumulatedEvidence: string[] = [];
+    let verdict: Verdict | undefined = early;
     for (const c of this.#rules) {
-      const matches = c.test(ctx);
+      const matches = c.node.test(ctx);
       const matched = matches !== null;
       const evidence = matched ? describeMatches(matches, c) : undefined;
-      const decides = matched && verdict === undefined && c.rule.mode === "enforce" &&
-        c.terminal !== undefined;
-      results.push({
+      const result: RuleResult = {
         rule: c.rule.name,
         mode: c.rule.mode,
         matched,
         evidence,
         action: c.terminal?.type,
-        decided: decides,
-      });
-      if (decides) {
-        verdict = makeVerdict(c.terminal!, c.rule.name, withProblems(evidence!, facts));
+        actions: c.rule.actions.map((a) => a.type),
+        decided: false,
+        outcome: "no match",
+      };
+      if (explain) result.trace = c.node.trace(ctx);
+      results.push(result);
+      if (!matched) continue;
+      if (c.rule.mode === "observe") {
+        result.outcome = "observed";
+        if (verdict === undefined) observed.push(c.rule.name);
+        continue;
+      }
+      if (verdict !== undefined) {
+        result.outcome = "after decision";
+        continue;
+      }
+      this.#accumulate(
+        c.rule,
+        evidence!,
+        clientIp,
+        sender,
+        senderDomain,
+        tag,
+        deliveries,
+        effects,
+      );
+      if (c.terminal) {
+        result.decided = true;
+        result.outcome = "decided";
+        verdict = makeVerdict(c.terminal, c.rule.name, partial(evidence!));
         if (!explain) break;
+      } else {
+        result.outcome = "accumulated";
+        accumulatedEvidence.push(`${c.rule.name}: ${evidence}`);
       }
     }
+    const decidedByRule = verdict !== undefined && verdict !== early;
     verdict ??= {
       action: "forward",
-      evidence: facts.problems.length ? withProblems("no rule matched", facts) : undefined,
+      evidence: accumulatedEvidence.length
+        ? partial(accumulatedEvidence.join("; "))
+        : facts.problems.length
+        ? partial("no rule matched")
+        : undefined,
     };
-    return { verdict, results };
+    if (decidedByRule || verdict !== early) {
+      attachExtras(verdict, tag, deliveries, effects, observed);
+    }
+    return { verdict, steps, results };
   }
+
+  /**
+   * Records a verdict after the client got its answer and evaluates the thresholds; returns
+   * their effects (blacklist entries and alerts, for the action runner to carry out — this
+   * method does not add blacklist entries itself). Signature fits
+   * `GatewayActionsOptions.record`; `message` is unused (thresholds key on the envelope).
+   */
+  record(
+    verdict: Verdict,
+    envelope: Envelope,
+    _message?: Uint8Array,
+    now: number = this.#now(),
+  ): Effect[] {
+    const out: Effect[] = [];
+    for (const t of this.#thresholds) {
+      if (!(t.count as string[]).includes(verdict.action)) continue;
+      const value = keyValue(t.key, envelope);
+      if (value === "") continue;
+      const kind = `threshold:${t.name}`;
+      this.#state.addEvent(kind, value, now);
+      const n = this.#state.countEvents(kind, value, t.withinSeconds, now);
+      if (n < t.atLeast) continue;
+      const evidence = `${t.key} ${value}: ${n} × ${
+        t.count.join("/")
+      } within ${t.withinSeconds}s (threshold ${t.atLeast})`;
+      // Start counting again: the next firing needs `atLeast` new verdicts.
+      this.#state.resetEvents(kind, value);
+      if (t.actions.includes("blacklist") && t.blacklistSeconds) {
+        out.push({
+          type: "blacklist",
+          key: t.key,
+          value,
+          seconds: t.blacklistSeconds,
+          rule: t.name,
+          evidence,
+        });
+      }
+      if (t.actions.includes("alert")) out.push({ type: "alert", rule: t.name, evidence });
+      this.#log.event("policy.threshold", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        threshold: t.name,
+        key: t.key,
+        value,
+        count: n,
+        actions: t.actions,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Whether a key/value is on the static allowlist (`GatewayActionsOptions.isAllowlisted`:
+   * an allowlisted client or sender is never blacklisted).
+   */
+  isAllowlisted(key: BlacklistKey, value: string): boolean {
+    const v = value.trim().toLowerCase();
+    if (key === "client_ip") {
+      return this.#allow.clients.some((c) => cidrContains(c, canonicalIp(v)));
+    }
+    if (key === "sender") return this.#staticHit(this.#allow, "", v, domainOf(v)) !== undefined;
+    return this.#allow.senders.includes(`@${v}`);
+  }
+
+  /** The static blacklist's client networks (main blocks them at the packet level). */
+  staticBlockedClients(): string[] {
+    return this.#block.clients.map((c) => c.text);
+  }
+
+  #hooks(
+    facts: MessageFacts,
+    envelope: Envelope,
+    clientIp: string,
+    sender: string,
+    senderDomain: string,
+    now: number,
+    recordBulk: boolean,
+  ): EvalHooks {
+    let cluster: number | undefined;
+    if (this.#usesBulk && recordBulk) {
+      const fp = fingerprint(`${facts.subject}\n${facts.text || facts.html}`);
+      if (fp) {
+        cluster = this.#safe(
+          "observe_bulk",
+          envelope,
+          () => this.#state.observeBulk(fp, canonicalIp(envelope.server.ip), envelope.rcptTo, now),
+          undefined,
+        );
+      }
+    }
+    return {
+      spamtraps: this.#traps,
+      bulk: (within) =>
+        cluster === undefined ? { servers: 0, recipients: 0 } : this.#safe(
+          "bulk_reach",
+          envelope,
+          () => this.#state.bulkReach(cluster!, within, now),
+          { servers: 0, recipients: 0 },
+        ),
+      listed: (list) =>
+        list === "blacklist"
+          ? this.#blacklistHit(clientIp, sender, senderDomain, now)
+          : this.#staticHit(this.#allow, clientIp, sender, senderDomain) ??
+            this.#dynamicHit("allowlist", clientIp, sender, senderDomain, now),
+    };
+  }
+
+  /**
+   * Runs a state-store call; on failure (disk full, a corrupt file) logs `policy.state_failed`
+   * and returns `fallback`: memory fails open — bulk counts as not reached and dynamic lists as
+   * empty — so that a broken state file degrades the policy to its content rules instead of
+   * tempfailing every message.
+   */
+  #safe<T>(op: string, envelope: Envelope | undefined, fn: () => T, fallback: T): T {
+    try {
+      return fn();
+    } catch (e) {
+      this.#log.event("policy.state_failed", {
+        session: envelope?.sessionId,
+        tx: envelope?.transactionId,
+        op,
+        error: String(e instanceof Error ? e.message : e),
+      }, "error");
+      return fallback;
+    }
+  }
+
+  #accumulate(
+    rule: Rule,
+    evidence: string,
+    clientIp: string,
+    sender: string,
+    senderDomain: string,
+    tag: Tag,
+    deliveries: Delivery[],
+    effects: Effect[],
+  ): void {
+    for (const a of rule.actions) {
+      switch (a.type) {
+        case "tag":
+          for (const h of a.tag.headers) {
+            if (
+              !tag.headers.some((x) =>
+                x.name.toLowerCase() === h.name.toLowerCase() && x.value === h.value
+              )
+            ) {
+              tag.headers.push({ ...h });
+            }
+          }
+          // The first prefix wins: "[SPAM] [SPAM] " helps nobody.
+          if (a.tag.subjectPrefix && tag.subjectPrefix === undefined) {
+            tag.subjectPrefix = a.tag.subjectPrefix;
+          }
+          break;
+        case "bcc":
+          deliveries.push(
+            a.server
+              ? { kind: "bcc", to: [...a.to], server: { ...a.server } }
+              : { kind: "bcc", to: [...a.to] },
+          );
+          break;
+        case "redirect":
+          deliveries.push(
+            a.server
+              ? { kind: "redirect", to: [...a.to], server: { ...a.server } }
+              : { kind: "redirect", to: [...a.to] },
+          );
+          break;
+        case "alert":
+          effects.push({ type: "alert", rule: rule.name, evidence });
+          break;
+        case "blacklist": {
+          const value = a.key === "client_ip"
+            ? clientIp
+            : a.key === "sender"
+            ? sender
+            : senderDomain;
+          if (value !== "") {
+            effects.push({
+              type: "blacklist",
+              key: a.key,
+              value,
+              seconds: a.seconds,
+              rule: rule.name,
+              evidence,
+            });
+          }
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  /** A description of the static entry that matches, if any. */
+  #staticHit(
+    list: AccessList,
+    clientIp: string,
+    sender: string,
+    senderDomain: string,
+  ): string | undefined {
+    const net = clientIp === "" ? undefined : list.clients.find((c) => cidrContains(c, clientIp));
+    if (net) return `client ${clientIp} is in ${net.text}`;
+    if (sender !== "" && list.senders.includes(sender)) return `sender ${sender} is listed`;
+    if (senderDomain !== "" && list.senders.includes(`@${senderDomain}`)) {
+      return `sender domain @${senderDomain} is listed`;
+    }
+    return undefined;
+  }
+
+  #blacklistHit(
+    clientIp: string,
+    sender: string,
+    senderDomain: string,
+    now: number,
+  ): string | undefined {
+    const s = this.#staticHit(this.#block, clientIp, sender, senderDomain);
+    if (s) return `${s} (static blacklist)`;
+    return this.#dynamicHit("blacklist", clientIp, sender, senderDomain, now);
+  }
+
+  #dynamicHit(
+    list: "blacklist" | "allowlist",
+    clientIp: string,
+    sender: string,
+    senderDomain: string,
+    now: number,
+  ): string | undefined {
+    const probes: [BlacklistKey, string, string][] = [
+      ["client_ip", clientIp, "client"],
+      ["sender", sender, "sender"],
+      ["sender_domain", senderDomain, "sender domain"],
+    ];
+    for (const [key, value, what] of probes) {
+      if (value === "") continue;
+      const e = this.#safe(
+        "list_lookup",
+        undefined,
+        () => this.#state.getEntry(list, key, value, now),
+        undefined,
+      );
+      if (e) {
+        return `${what} ${value} is on the dynamic ${list} (by ${e.rule}, until ${
+          new Date(e.untilMs).toISOString()
+        })`;
+      }
+    }
+    return undefined;
+  }
+}
+
+/** The value a threshold or blacklist key has for this envelope ("" when none). */
+function keyValue(key: BlacklistKey, envelope: Envelope): string {
+  if (key === "client_ip") return canonicalIp(envelope.client.ip);
+  const sender = envelope.mailFrom.trim().toLowerCase();
+  return key === "sender" ? sender : domainOf(sender);
 }
 
 function makeVerdict(action: Action, rule: string, evidence: string): Verdict {
   switch (action.type) {
-    case "forward":
-      return { action: "forward", rule, evidence };
     case "discard":
       return { action: "discard", rule, evidence };
     case "reject":
       return { action: "reject", rule, reply: { ...action.reply }, evidence };
+    case "tempfail":
+      return { action: "tempfail", rule, reply: { ...action.reply }, evidence };
+    case "quarantine":
+      return { action: "quarantine", rule, evidence };
+    default: // forward, redirect (its delivery was accumulated)
+      return { action: "forward", rule, evidence };
+  }
+}
+
+/** Puts the accumulated extras on the verdict, keeping only those that mean something for it. */
+function attachExtras(
+  v: Verdict,
+  tag: Tag,
+  deliveries: Delivery[],
+  effects: Effect[],
+  observed: string[],
+): void {
+  const delivers = v.action === "forward";
+  const tags = v.action === "forward" || v.action === "quarantine";
+  if (tags && (tag.headers.length || tag.subjectPrefix !== undefined)) v.tag = tag;
+  if (delivers && deliveries.length) v.deliveries = deliveries;
+  if (effects.length) v.effects = effects;
+  if (observed.length) v.observed = observed;
+}
+
+/** Every `bulk` window in a condition tree. */
+function bulkWindowsOf(c: Condition): number[] {
+  switch (c.kind) {
+    case "bulk":
+      return [c.withinSeconds];
+    case "all":
+    case "any":
+      return c.conditions.flatMap(bulkWindowsOf);
+    case "not":
+      return bulkWindowsOf(c.condition);
+    default:
+      return [];
   }
 }
 

@@ -3,15 +3,20 @@
  * the rule file (see `parse_rules.ts`). `PolicyEngine` compiles these once into evaluators.
  *
  * Shape, chosen so the rule language can grow without a rewrite:
- * - a condition is a tree: leaves test one *field* of the message with one *operator*
- *   (`subject: { contains: [...] }`), inner nodes combine (`all`, `any`, `not`);
- * - a field is a name in `FIELD_NAMES`, read from a message through one extractor table
- *   (`fields.ts`), so a new field is one table entry plus its name here;
- * - a rule has a list of actions, of which at most one is *terminal* (decides the verdict).
+ * - a condition is a tree: leaves test one thing about the message or its transaction, inner
+ *   nodes combine (`all`, `any`, `not`);
+ * - text leaves test one *field* with one *operator* (`subject: { contains: [...] }`); a field is
+ *   a name in `FIELD_NAMES`, read through one extractor table (`fields.ts`), so a new text field
+ *   is one table entry plus its name here;
+ * - other leaves: numbers (`size`, `rcpt_count`), addresses (`client_ip`, `server`), flags
+ *   (`tls`, `spamtrap`), memory (`bulk`, `listed`);
+ * - a rule has a list of actions, of which at most one is *terminal* (decides the verdict); the
+ *   others (`tag`, `alert`, `bcc`, `blacklist`) accumulate.
  *
- * Everything here is plain data (no functions), so rules can be printed, compared and reloaded.
+ * Everything here is plain data (no functions, no RegExp objects), so rules can be printed,
+ * compared and reloaded.
  */
-import type { Reply } from "./verdict.ts";
+import type { BlacklistKey, Reply, Tag } from "./verdict.ts";
 
 /** Where something was written in the rule file (1-based). */
 export interface SourcePos {
@@ -20,48 +25,143 @@ export interface SourcePos {
 }
 
 /**
- * Fields a condition can test (how each is read: `fields.ts`):
- * - `subject`: the decoded Subject;
- * - `body`: the text of the text/plain parts, and every HTML part as text;
+ * Text fields a condition can test (how each is read: `fields.ts`):
+ * - `subject`: the decoded Subject; `header`: every field of a given name (`header: { name: X }`);
+ * - `body`: the text of the text/plain parts and every HTML part as text; `html`: the HTML
+ *   parts only, as text;
  * - `from`, `to`, `cc`: each mailbox of that header, as its address and its display name;
+ *   `from_name`/`to_name`/`cc_name`: display names only; `from_address`/...: addresses only;
  * - `mail_from`, `rcpt_to`: the envelope sender and recipients (SMTP MAIL/RCPT);
+ * - `sender_domain`, `recipient_domain`: the domain part of those;
  * - `helo`: the HELO/EHLO name the client gave;
  * - `attachment_name`, `attachment_type`: file name and MIME type of each attachment.
  */
 export const FIELD_NAMES = [
   "subject",
+  "header",
   "body",
+  "html",
   "from",
   "to",
   "cc",
+  "from_name",
+  "to_name",
+  "cc_name",
+  "from_address",
+  "to_address",
+  "cc_address",
   "mail_from",
   "rcpt_to",
+  "sender_domain",
+  "recipient_domain",
   "helo",
   "attachment_name",
   "attachment_type",
 ] as const;
-/** A message field a condition can test. */
+/** A message field a text condition can test. */
 export type FieldName = typeof FIELD_NAMES[number];
 
 /**
- * Operators of a field test. `contains`: the field contains any of the values, case-insensitive
- * and Unicode-normalised (NFKC + case fold). `equals`: the whole field equals any of the values
- * under the same normalisation, surrounding white space ignored.
+ * Operators of a text test, all on normalised text (NFKC, case fold, invisible characters
+ * removed, white space runs made one space — `fold_text.ts`):
+ * - `contains`: the field contains any of the values;
+ * - `equals`: the whole field equals any of the values, surrounding white space ignored;
+ * - `matches`: a regular expression (any of the patterns) finds a match — within the budget of
+ *   `regex_guard.ts` (patterns that can backtrack catastrophically are refused at load, and the
+ *   text scanned is cut to what the pattern can afford);
+ * - `in_list`: against a named list (`lists:`): on address, domain and HELO fields the field
+ *   equals an entry (an "@domain" entry matches every address of the domain); on free-text
+ *   fields (subject, header, body, html, names, attachments) the field contains an entry.
  */
-export const OPERATOR_NAMES = ["contains", "equals"] as const;
-/** An operator of a field test. */
+export const OPERATOR_NAMES = ["contains", "equals", "matches", "in_list"] as const;
+/** An operator of a text test. */
 export type OperatorName = typeof OPERATOR_NAMES[number];
 
 /** Names of the combinators of the condition tree. */
 export const COMBINATOR_NAMES = ["all", "any", "not"] as const;
 
-/** A leaf: one field tested with one operator against a list of values (any may match). */
+/** Leaf keys that are not text fields. */
+export const SPECIAL_CONDITION_NAMES = [
+  "size",
+  "rcpt_count",
+  "client_ip",
+  "server",
+  "tls",
+  "spamtrap",
+  "bulk",
+  "listed",
+] as const;
+
+/** A text leaf: one field tested with one operator against values (any may match). */
 export interface FieldCondition {
   kind: "field";
   field: FieldName;
   operator: OperatorName;
-  /** The values as written in the rule file (normalised only when compiled). */
+  /** `field: header` only: the header field name (any case). */
+  header?: string;
+  /**
+   * The values as written in the rule file (normalised only when compiled); for `matches` the
+   * patterns; for `in_list` the list's name (one value).
+   */
   values: string[];
+  at?: SourcePos;
+}
+
+/** Numeric fields: the raw message size in bytes, and the number of envelope recipients. */
+export type NumberField = "size" | "rcpt_count";
+/** Comparisons of a numeric test: > (`over`), < (`under`), >= (`at_least`), <= (`at_most`). */
+export const NUMBER_OPERATORS = ["over", "under", "at_least", "at_most"] as const;
+/** A comparison of a numeric test. */
+export type NumberOperator = typeof NUMBER_OPERATORS[number];
+
+/** A numeric leaf: `size: { over: 5M }`, `rcpt_count: { at_least: 20 }`. */
+export interface NumberCondition {
+  kind: "number";
+  field: NumberField;
+  operator: NumberOperator;
+  value: number;
+  at?: SourcePos;
+}
+
+/**
+ * An address leaf: the client's IP (`client_ip`) or the protected server the mail was for
+ * (`server`) lies in one of the networks, or in a named list's networks.
+ */
+export interface IpCondition {
+  kind: "ip";
+  field: "client_ip" | "server";
+  /** Networks in normal form ("192.0.2.0/24", "2001:db8::1/128"). */
+  networks: string[];
+  /** A named list whose IP/CIDR entries also count. */
+  list?: string;
+  at?: SourcePos;
+}
+
+/** A boolean leaf: `tls: true` (the session used STARTTLS), `spamtrap: true` (a recipient is one). */
+export interface FlagCondition {
+  kind: "flag";
+  field: "tls" | "spamtrap";
+  value: boolean;
+  at?: SourcePos;
+}
+
+/**
+ * The bulk leaf: the message's normalised-body fingerprint reached at least `servers` distinct
+ * protected servers OR at least `recipients` distinct recipients within `withinSeconds` (this
+ * message included). At least one of the two is set.
+ */
+export interface BulkCondition {
+  kind: "bulk";
+  servers?: number;
+  recipients?: number;
+  withinSeconds: number;
+  at?: SourcePos;
+}
+
+/** The client IP, sender or sender domain is currently on the (static or dynamic) list. */
+export interface ListedCondition {
+  kind: "listed";
+  list: "blacklist" | "allowlist";
   at?: SourcePos;
 }
 
@@ -87,18 +187,51 @@ export interface NotCondition {
 }
 
 /** A node of a rule's condition tree. */
-export type Condition = FieldCondition | AllCondition | AnyCondition | NotCondition;
+export type Condition =
+  | FieldCondition
+  | NumberCondition
+  | IpCondition
+  | FlagCondition
+  | BulkCondition
+  | ListedCondition
+  | AllCondition
+  | AnyCondition
+  | NotCondition;
 
 /** Actions that decide the verdict; a rule has at most one, and the first matching one wins. */
-export const TERMINAL_ACTIONS = ["forward", "discard", "reject"] as const;
-/** Every action name the rule file accepts (later issues add non-terminal ones: tag, alert, ...). */
-export const ACTION_NAMES = [...TERMINAL_ACTIONS] as const;
+export const TERMINAL_ACTIONS = [
+  "forward",
+  "discard",
+  "reject",
+  "tempfail",
+  "quarantine",
+  "redirect",
+] as const;
+/** Actions that accumulate over every matching rule up to the deciding one. */
+export const NON_TERMINAL_ACTIONS = ["tag", "alert", "bcc", "blacklist"] as const;
+/** Every action name the rule file accepts. */
+export const ACTION_NAMES = [...TERMINAL_ACTIONS, ...NON_TERMINAL_ACTIONS] as const;
+/** A terminal action's name. */
+export type TerminalActionName = typeof TERMINAL_ACTIONS[number];
+
+/** An SMTP server given as `host:port` in the rule file. */
+export interface ServerAddress {
+  host: string;
+  port: number;
+}
 
 /** What a matching rule does. */
 export type Action =
   | { type: "forward" }
   | { type: "discard" }
-  | { type: "reject"; reply: Reply };
+  | { type: "reject"; reply: Reply }
+  | { type: "tempfail"; reply: Reply }
+  | { type: "quarantine" }
+  | { type: "redirect"; to: string[]; server?: ServerAddress }
+  | { type: "tag"; tag: Tag }
+  | { type: "alert" }
+  | { type: "bcc"; to: string[]; server?: ServerAddress }
+  | { type: "blacklist"; key: BlacklistKey; seconds: number };
 
 /** `enforce` (default): actions take effect. `observe`: evaluated and logged, not enforced. */
 export type RuleMode = "enforce" | "observe";
@@ -108,6 +241,13 @@ export const DEFAULT_REJECT_REPLY: Readonly<Reply> = Object.freeze({
   code: 550,
   enhanced: "5.7.1",
   text: "Message rejected by policy",
+});
+
+/** The reply of `tempfail` when the rule gives none (RFC 3463 4.7.1, RFC 5321 §4.2.5: 451). */
+export const DEFAULT_TEMPFAIL_REPLY: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.7.1",
+  text: "Try again later",
 });
 
 /** A policy rule as loaded from the rule file. */
@@ -121,5 +261,31 @@ export interface Rule {
   /** Whether the actions are enforced or only logged. */
   mode: RuleMode;
   /** Where the rule starts in the rule file. */
+  at?: SourcePos;
+}
+
+/** The verdict actions a threshold may count. */
+export const COUNTABLE_VERDICTS = [
+  "forward",
+  "discard",
+  "reject",
+  "tempfail",
+  "quarantine",
+] as const;
+
+/**
+ * Memory across messages: after each verdict is recorded, a threshold counts the verdicts named
+ * in `count` per `key` over a sliding window; at `atLeast` within `withinSeconds` it fires its
+ * actions (blacklist the key for `blacklistSeconds`, alert) and its count for that key restarts.
+ */
+export interface Threshold {
+  name: string;
+  count: (typeof COUNTABLE_VERDICTS)[number][];
+  key: BlacklistKey;
+  atLeast: number;
+  withinSeconds: number;
+  actions: ("blacklist" | "alert")[];
+  /** How long `blacklist` lasts (set when `actions` has blacklist). */
+  blacklistSeconds?: number;
   at?: SourcePos;
 }

@@ -2,8 +2,17 @@
  * What the policy decided about one message, and the facts it decided on.
  *
  * The SMTP session builds an `Envelope` and hands it with the raw message to a `Judge`; the
- * judge returns a `Verdict`. The session then acts: forward (relay to the server, reply with the
- * server's own answer), discard (250, message dropped, logged), reject (the rule's code and text).
+ * judge returns a `Verdict`. The session then acts: forward (relay to the server — or, for a
+ * redirect, to the redirect target instead — and reply with that server's own answer), discard
+ * (250, message dropped, logged), reject and tempfail (the rule's code and text, in-session),
+ * quarantine (stored on disk and fsync'd, then 250). Whatever the action, the verdict may carry
+ * extras (`VerdictExtras`): a tag to apply, deliveries (bcc copies, a redirect), effects to run
+ * after the client got its answer (alerts, blacklist entries), and the observe-mode rules that
+ * matched (logged only).
+ *
+ * `action` is the discriminant and stays so: code written against the issue-2 shape (forward,
+ * discard, reject) still compiles; code that switches over `action` must now also handle
+ * tempfail and quarantine.
  */
 
 /** The SMTP facts of one transaction (all strings as received; untrusted). */
@@ -35,11 +44,71 @@ export interface Reply {
   text: string;
 }
 
-/** The outcome of judging one message. */
+/** Header fields to add and a Subject prefix (the `tag` action). Validated at load. */
+export interface Tag {
+  /** Header fields added to the message, in order (name without colon; value on one line). */
+  headers: { name: string; value: string }[];
+  /** Text put in front of the Subject, e.g. "[SPAM] ". */
+  subjectPrefix?: string;
+}
+
+/**
+ * A delivery over SMTP besides (or instead of) the normal relay: `bcc` delivers a copy AS WELL,
+ * `redirect` delivers the message INSTEAD (the original server then gets nothing).
+ */
+export interface Delivery {
+  kind: "bcc" | "redirect";
+  /** Envelope recipients of the delivery. */
+  to: string[];
+  /** Server to deliver to; absent: the transaction's original server. */
+  server?: { host: string; port: number };
+}
+
+/** The keys a dynamic blacklist entry may have. */
+export type BlacklistKey = "client_ip" | "sender" | "sender_domain";
+
+/**
+ * Something to do after the client got its answer. `rule` names the rule, threshold or built-in
+ * step ("spamtrap") that asked for it; `evidence` (optional) says why, for the alert text.
+ */
+export type Effect =
+  | { type: "alert"; rule: string; evidence?: string }
+  | {
+    type: "blacklist";
+    key: BlacklistKey;
+    /** The client IP, sender address or sender domain to blacklist (lower case). */
+    value: string;
+    /** How long, in seconds. */
+    seconds: number;
+    rule: string;
+    evidence?: string;
+  };
+
+/** What may accompany any verdict. */
+export interface VerdictExtras {
+  /** Tag to apply to the forwarded or quarantined message (only on forward and quarantine). */
+  tag?: Tag;
+  /** bcc copies and/or a redirect (only on forward verdicts). */
+  deliveries?: Delivery[];
+  /** Alerts and blacklist entries to carry out after the reply. */
+  effects?: Effect[];
+  /** Names of observe-mode rules that matched (logged, not enforced). */
+  observed?: string[];
+}
+
+/**
+ * The outcome of judging one message. A redirect is `action: "forward"` with a `deliveries`
+ * entry of kind "redirect" (the original server gets nothing).
+ */
 export type Verdict =
-  | { action: "forward"; rule?: string; evidence?: string }
-  | { action: "discard"; rule: string; evidence?: string }
-  | { action: "reject"; rule: string; reply: Reply; evidence?: string };
+  & (
+    | { action: "forward"; rule?: string; evidence?: string }
+    | { action: "discard"; rule: string; evidence?: string }
+    | { action: "reject"; rule: string; reply: Reply; evidence?: string }
+    | { action: "tempfail"; rule: string; reply: Reply; evidence?: string }
+    | { action: "quarantine"; rule: string; evidence?: string }
+  )
+  & VerdictExtras;
 
 /** Decides about one complete message. Must not throw for bad input; may reject the Promise on
  * internal failure (the session then answers 451 and keeps nothing). */

@@ -12,7 +12,7 @@
 import type { SsgConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
 import type { Judge } from "../policy/verdict.ts";
-import { serveSession } from "./session.ts";
+import { serveSession, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
 
 /** Where a diverted connection was going. */
@@ -35,6 +35,8 @@ export interface AcceptorOptions {
   log: EventLog;
   /** The original destination of a diverted connection from this client address and port. */
   originalDestination: (ip: string, port: number) => Promise<Destination | undefined>;
+  /** Carries out quarantine/tag/bcc/redirect/alert/blacklist verdicts. */
+  actions?: VerdictActions;
   /** How to reach a server (default: Deno.connect); tests may override. */
   connect?: (dest: Destination, timeoutMs: number) => Promise<SessionIo>;
 }
@@ -150,6 +152,7 @@ export class Acceptor {
       log,
       connectUpstream: connect,
       shutdown: this.#shutdown.signal,
+      actions: this.#opts.actions,
     }).catch((err) => {
       // serveSession answers misbehaving peers itself; reaching here is a bug, not a peer problem.
       log.event("smtp.crash", { session: id, error: String(err?.stack ?? err) }, "error");

@@ -62,7 +62,7 @@ const BROKEN: { name: string; text: string; errors: string[] }[] = [
     name: "an unknown key at top level",
     text: GOOD_GATEWAY + "rulez: []\n",
     errors: [
-      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, rules`,
+      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, state, lists, allowlist, blacklist, spamtraps, quarantine, alert, rules, thresholds`,
     ],
   },
   {
@@ -218,7 +218,7 @@ smtp:
 `,
     errors: [
       `rules/a.yaml:4:5: rule "lottery" has no "action"`,
-      `rules/a.yaml:7:5: unknown key "actoin" in rule "lottery"; expected one of name, when, action, reply, mode`,
+      `rules/a.yaml:7:5: unknown key "actoin" in rule "lottery"; expected one of name, when, action, reply, mode, tag, redirect, bcc, blacklist`,
     ],
   },
   {
@@ -233,8 +233,8 @@ smtp:
     action: discard
 `,
     errors: [
-      `rules/a.yaml:6:7: unknown key "subjet" in condition of rule "a"; expected one of subject, body, from, to, cc, mail_from, rcpt_to, helo, attachment_name, attachment_type, all, any, not`,
-      `rules/a.yaml:9:21: unknown key "contain" in "body"; expected one of contains, equals`,
+      `rules/a.yaml:6:7: unknown key "subjet" in condition of rule "a"; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, all, any, not`,
+      `rules/a.yaml:9:21: unknown key "contain" in "body"; expected one of contains, equals, matches, in_list`,
     ],
   },
   {
@@ -242,9 +242,11 @@ smtp:
     text: GOOD_GATEWAY + `rules:
   - name: a
     when: { subject: { contains: x } }
-    action: quarantine
+    action: quarantine-now
 `,
-    errors: [`rules/a.yaml:6:13: "action" must be one of forward, discard, reject`],
+    errors: [
+      `rules/a.yaml:6:13: "action" must be one of forward, discard, reject, tempfail, quarantine, redirect, tag, alert, bcc, blacklist`,
+    ],
   },
   {
     name: "two terminal actions",
@@ -254,7 +256,7 @@ smtp:
     action: [discard, reject]
 `,
     errors: [
-      `rules/a.yaml:6:13: "action" may name only one of forward, discard, reject, got discard, reject`,
+      `rules/a.yaml:6:13: "action" may name only one of forward, discard, reject, tempfail, quarantine, redirect, got discard, reject`,
     ],
   },
   {
@@ -293,7 +295,7 @@ smtp:
       `rules/a.yaml:7:20: "reply.code" must be an integer from 400 to 599, got 250`,
       `rules/a.yaml:11:35: "reply.enhanced" 5.7.1 must start with 4 to match code 451`,
       `rules/a.yaml:15:20: "reply.text" must be printable ASCII on one line, got "two\\xalines"`,
-      `rules/a.yaml:19:5: "reply" applies only to action reject`,
+      `rules/a.yaml:19:5: "reply" applies only to action reject or tempfail`,
     ],
   },
   {
@@ -317,7 +319,7 @@ smtp:
       `rules/a.yaml:8:35: "contains" value must not be empty`,
       `rules/a.yaml:8:39: "contains" value must be a string, got 42`,
       `rules/a.yaml:11:18: "any" must list at least one condition`,
-      `rules/a.yaml:14:11: condition of rule "d" is empty; expected one of subject, body, from, to, cc, mail_from, rcpt_to, helo, attachment_name, attachment_type, all, any, not`,
+      `rules/a.yaml:14:11: condition of rule "d" is empty; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, all, any, not`,
     ],
   },
   {
@@ -636,12 +638,15 @@ Deno.test("the shipped rules/default.yaml loads, protects the demo networks and 
     ["lottery", "discard", "enforce"],
     ["pills", "reject", "enforce"],
     ["crypto-pitch", "reject", "observe"],
+    ["bulk-campaign", "discard,alert", "enforce"],
+    ["scam-phrases", "tag", "enforce"],
+    ["disguised-executable", "quarantine,alert", "enforce"],
   ]);
   const text = summarizeConfig(cfg);
   assert.match(text, /^protect: 198\.51\.100\.0\/24, 2001:db8:25::\/64 \(TCP ports 25\)$/m);
   assert.match(text, /^responder: ipv4 auto, ipv6 auto, port 10025; hostname /m);
   assert.match(text, /^smtp: message 25M, 100 recipients, command line 512, text line 1000/m);
-  assert.match(text, /^rules: 3$/m);
+  assert.match(text, /^rules: 6$/m);
   assert.match(
     text,
     /^ {2}1\. lottery: subject contains "lottery", "jackpot", "당첨", "복권" → discard$/m,

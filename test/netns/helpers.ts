@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run, type Topology } from "./topology.ts";
 
@@ -90,6 +90,8 @@ export interface RuleFileOptions {
   connectTimeout?: number;
   /** Extra YAML appended under `rules:` (already indented by 2). */
   extraRules?: string;
+  /** Extra top-level YAML sections (alert, spamtraps, thresholds, blacklist, ...). */
+  extraSections?: string;
   /** Log level (default debug: tests read flow events). */
   level?: "debug" | "info" | "warning" | "error";
 }
@@ -116,6 +118,11 @@ relay:
 log:
   file: ${JSON.stringify(opts.logFile)}
   level: ${opts.level ?? "debug"}
+state:
+  file: ${JSON.stringify(join(dirname(opts.logFile), "state.db"))}
+quarantine:
+  dir: ${JSON.stringify(join(dirname(opts.logFile), "quarantine"))}
+${opts.extraSections ?? ""}
 rules:
   - name: lottery
     when:

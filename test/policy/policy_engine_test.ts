@@ -158,7 +158,7 @@ Deno.test("PolicyEngine: an observe rule is logged and not enforced; the next ru
     action: discard
 `);
   const v1 = await engine.judge(fixture("lottery_subject.eml"), ENVELOPE);
-  assert.deepEqual(v1, { action: "forward", evidence: undefined });
+  assert.deepEqual(v1, { action: "forward", evidence: undefined, observed: ["try-lottery"] });
   const obs = log.named("policy.observe");
   assert.equal(obs.length, 1);
   assert.deepEqual(obs[0].fields, {
@@ -343,14 +343,36 @@ Deno.test("PolicyEngine.judge() never rejects on random bytes", async () => {
 Deno.test("the shipped rules/default.yaml discards the lottery fixture and rejects the pills one", async () => {
   const { loadConfig } = await import("../../src/config/load_config.ts");
   const cfg = await loadConfig(new URL("../../rules/default.yaml", import.meta.url).pathname);
-  const engine = new PolicyEngine(cfg.rules, new MemoryLog());
+  const engine = new PolicyEngine(cfg, new MemoryLog());
   assert.equal((await engine.judge(fixture("euc_kr_subject.eml"), ENVELOPE)).action, "discard");
+  const exe = await engine.judge(fixture("phish_exe.eml"), ENVELOPE);
+  assert.equal(exe.action, "quarantine");
+  assert.equal(exe.rule, "disguised-executable");
+  assert.deepEqual(
+    exe.tag?.headers,
+    [{ name: "X-Spam-Flag", value: "YES" }],
+    "scam-phrases tagged it",
+  );
   const v = await engine.judge(fixture("qp_body.eml"), ENVELOPE);
   assert.equal(v.action, "reject");
   if (v.action === "reject") {
     assert.equal(v.reply.text, "Message rejected: content not accepted here");
   }
   assert.equal((await engine.judge(fixture("plain.eml"), ENVELOPE)).action, "forward");
+  engine.close();
+});
+
+Deno.test("an engine built from the rules alone treats a named list as empty and logs it", async () => {
+  const { loadConfig } = await import("../../src/config/load_config.ts");
+  const cfg = await loadConfig(new URL("../../rules/default.yaml", import.meta.url).pathname);
+  const log = new MemoryLog();
+  const engine = new PolicyEngine(cfg.rules, log);
+  assert.deepEqual(log.named("policy.list_missing").map((e) => e.fields.list), [
+    "scam_words",
+    "scam_words",
+  ]);
+  assert.equal((await engine.judge(fixture("plain.eml"), ENVELOPE)).action, "forward");
+  engine.close();
 });
 
 // Every field of the extractor table, tested through a rule on a fixture and an envelope.

@@ -1,0 +1,560 @@
+/**
+ * SSG's memory across messages, in one embedded SQLite database (`node:sqlite`'s
+ * `DatabaseSync`): sliding-window counters, dynamic blacklist/allowlist entries with expiry, and
+ * bulk fingerprints with the servers and recipients each reached. It survives restarts, so a
+ * blacklisted client stays blocked after `ssg run` is restarted (main re-applies
+ * `activeClientBlocks()` at start).
+ *
+ * Shape:
+ * - `events(kind, key, at)`: one row per counted event; a count is `COUNT(*)` over the window,
+ *   so the window slides exactly (no buckets whose edges a sender can time).
+ * - `entries(list, key, value, until, rule, added)`: dynamic list entries; expired rows are
+ *   ignored by every read at once and deleted a few at a time on later writes.
+ * - `bulk_clusters(id, sig, first, last)`, `bulk_bands(band, cluster)`, `bulk_hits(cluster,
+ *   kind, value, at)`: content clusters found through MinHash LSH band keys
+ *   (`bulk_fingerprint.ts`), each with the distinct servers (kind 0) and recipients (kind 1)
+ *   it reached and when each was last reached.
+ *
+ * Bounds: every table holds at most `maxRows` rows; past it the oldest (or soonest expiring)
+ * are evicted in small batches, so a flood of distinct senders cannot grow the file without end.
+ * Rows older than the longest window in use (`retain()`) are purged incrementally.
+ *
+ * Durability and concurrency: WAL journal, `synchronous=NORMAL` (a power cut may lose the last
+ * few writes, never the database), and `locking_mode=EXCLUSIVE`: one process — one writer —
+ * owns the file; a second `ssg run` on the same file fails at start with a clear message
+ * instead of two gateways fighting over it. All calls are synchronous and short (index probes);
+ * `:memory:` gives a private throw-away store (tests, `ssg explain`).
+ *
+ * What it trusts: keys and values are attacker-influenced strings (sender addresses): they are
+ * only ever bound as SQL parameters, never spliced into SQL text, and cut to `MAX_KEY_LENGTH`.
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+import {
+  BANDS,
+  type Fingerprint,
+  SAME_CONTENT,
+  SIGNATURE_SIZE,
+  similarity,
+} from "./bulk_fingerprint.ts";
+import type { BlacklistKey } from "../policy/verdict.ts";
+
+/** Default bound on the rows of each table. */
+export const DEFAULT_MAX_ROWS = 100_000;
+/** Longest key or value stored, in characters (an SMTP path is at most 256 octets). */
+export const MAX_KEY_LENGTH = 512;
+/** Expired rows deleted per write, at most (incremental purge). */
+export const PURGE_BATCH = 200;
+/** Least time between two incremental purges, in ms. */
+export const PURGE_INTERVAL_MS = 1000;
+/** Schema version written in `meta`. */
+export const SCHEMA_VERSION = 1;
+
+/** The state store could not be opened or used. */
+export class StateError extends Error {
+  override name = "StateError";
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** Which dynamic list. */
+export type ListName = "blacklist" | "allowlist";
+
+/** A dynamic list entry. */
+export interface ListEntry {
+  list: ListName;
+  key: BlacklistKey;
+  /** Canonical IP, or lower-case address/domain. */
+  value: string;
+  /** Expiry, ms since the epoch. */
+  untilMs: number;
+  /** The rule, threshold or step that added it. */
+  rule: string;
+  /** When it was added, ms since the epoch. */
+  addedMs: number;
+}
+
+/** Options of `StateStore.open`. */
+export interface StateStoreOptions {
+  /** Most rows per table (default 100000). */
+  maxRows?: number;
+  /** Called when a client IP is blacklisted (main: `DivertService.block`). */
+  onBlockClient?: (ip: string, untilMs: number) => void;
+  /** Create the file's directory (mode 0700) when missing (default true). */
+  createDir?: boolean;
+}
+
+/** Memory across messages. */
+export class StateStore {
+  readonly #db: DatabaseSync;
+  readonly #maxRows: number;
+  readonly #st: Record<string, StatementSync>;
+  readonly #rows: Record<"events" | "entries" | "bulk_clusters" | "bulk_hits", number>;
+  #closed = false;
+  #lastPurgeMs = -Infinity;
+  #eventRetentionMs = 30 * 86400_000;
+  #bulkRetentionMs = 86400_000;
+  /** Called when a client IP is blacklisted; main wires it to the packet-level block. */
+  onBlockClient: ((ip: string, untilMs: number) => void) | undefined;
+
+  private constructor(db: DatabaseSync, opts: StateStoreOptions) {
+    this.#db = db;
+    this.#maxRows = opts.maxRows ?? DEFAULT_MAX_ROWS;
+    this.onBlockClient = opts.onBlockClient;
+    db.exec(SCHEMA);
+    const version = db.prepare("SELECT v FROM meta WHERE k = 'schema'").get() as
+      | { v: string }
+      | undefined;
+    if (!version) {
+      db.prepare("INSERT INTO meta(k, v) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
+    } else if (Number(version.v) !== SCHEMA_VERSION) {
+      throw new StateError(
+        `state database has schema version ${version.v}; this SSG understands ${SCHEMA_VERSION}`,
+      );
+    }
+    const p = (sql: string) => db.prepare(sql);
+    this.#st = {
+      addEvent: p("INSERT INTO events(kind, key, at) VALUES (?, ?, ?)"),
+      countEvents: p("SELECT COUNT(*) AS n FROM events WHERE kind = ? AND key = ? AND at > ?"),
+      resetEvents: p("DELETE FROM events WHERE kind = ? AND key = ?"),
+      evictEvents: p("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)"),
+      purgeEvents: p(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at <= ? LIMIT ?)",
+      ),
+      upsertEntry: p(
+        `INSERT INTO entries(list, key, value, until, rule, added) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(list, key, value) DO UPDATE SET
+           until = MAX(until, excluded.until), rule = excluded.rule, added = excluded.added`,
+      ),
+      getEntry: p(
+        "SELECT until, rule, added FROM entries WHERE list = ? AND key = ? AND value = ? AND until > ?",
+      ),
+      deleteEntry: p("DELETE FROM entries WHERE list = ? AND key = ? AND value = ?"),
+      listEntries: p(
+        "SELECT list, key, value, until, rule, added FROM entries WHERE list = ? AND until > ? ORDER BY added",
+      ),
+      clientBlocks: p(
+        "SELECT value, until FROM entries WHERE list = 'blacklist' AND key = 'client_ip' AND until > ? ORDER BY until",
+      ),
+      evictEntries: p(
+        "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries ORDER BY until LIMIT ?)",
+      ),
+      purgeEntries: p(
+        "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE until <= ? LIMIT ?)",
+      ),
+      bandCandidates: p(
+        `SELECT DISTINCT c.id AS id, c.sig AS sig FROM bulk_bands b JOIN bulk_clusters c ON c.id = b.cluster
+         WHERE b.band IN (${new Array(BANDS).fill("?").join(", ")}) AND c.last > ?`,
+      ),
+      addCluster: p("INSERT INTO bulk_clusters(sig, first, last) VALUES (?, ?, ?)"),
+      touchCluster: p("UPDATE bulk_clusters SET last = ? WHERE id = ?"),
+      addBand: p("INSERT OR IGNORE INTO bulk_bands(band, cluster) VALUES (?, ?)"),
+      addHit: p(
+        `INSERT INTO bulk_hits(cluster, kind, value, at) VALUES (?, ?, ?, ?)
+         ON CONFLICT(cluster, kind, value) DO UPDATE SET at = MAX(at, excluded.at)`,
+      ),
+      hitExists: p("SELECT 1 AS x FROM bulk_hits WHERE cluster = ? AND kind = ? AND value = ?"),
+      reach: p(
+        "SELECT kind, COUNT(*) AS n FROM bulk_hits WHERE cluster = ? AND at > ? GROUP BY kind",
+      ),
+      oldClusters: p("SELECT id FROM bulk_clusters WHERE last <= ? ORDER BY last LIMIT ?"),
+      oldestClusters: p("SELECT id FROM bulk_clusters ORDER BY last LIMIT ?"),
+      dropCluster: p("DELETE FROM bulk_clusters WHERE id = ?"),
+      dropBands: p("DELETE FROM bulk_bands WHERE cluster = ?"),
+      dropHits: p("DELETE FROM bulk_hits WHERE cluster = ?"),
+      evictHits: p(
+        "DELETE FROM bulk_hits WHERE rowid IN (SELECT rowid FROM bulk_hits ORDER BY at LIMIT ?)",
+      ),
+      purgeHits: p(
+        "DELETE FROM bulk_hits WHERE rowid IN (SELECT rowid FROM bulk_hits WHERE at <= ? LIMIT ?)",
+      ),
+    };
+    const count = (t: string) =>
+      Number((db.prepare(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n);
+    this.#rows = {
+      events: count("events"),
+      entries: count("entries"),
+      bulk_clusters: count("bulk_clusters"),
+      bulk_hits: count("bulk_hits"),
+    };
+  }
+
+  /**
+   * Opens (creating if missing) the database at `path`, or a private in-memory one for
+   * ":memory:". Throws `StateError` when the file cannot be opened, is not an SSG state
+   * database, or is held by another process.
+   */
+  static open(path: string, opts: StateStoreOptions = {}): StateStore {
+    const memory = path === ":memory:";
+    if (!memory && opts.createDir !== false) {
+      try {
+        Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      } catch (e) {
+        throw new StateError(
+          `cannot create the directory of state file "${path}": ${(e as Error).message}`,
+          {
+            cause: e,
+          },
+        );
+      }
+    }
+    let db: DatabaseSync | undefined;
+    try {
+      db = new DatabaseSync(path);
+      if (!memory) {
+        db.exec("PRAGMA locking_mode = EXCLUSIVE");
+        const mode = db.prepare("PRAGMA journal_mode = WAL").get() as { journal_mode: string };
+        if (mode.journal_mode !== "wal") {
+          throw new Error(`journal mode is ${mode.journal_mode}, not wal`);
+        }
+        db.exec("PRAGMA synchronous = NORMAL");
+      }
+      return new StateStore(db, opts);
+    } catch (e) {
+      try {
+        db?.close();
+      } catch { /* already failing */ }
+      if (e instanceof StateError) throw e;
+      const why = (e as Error).message;
+      const hint = /locked|busy/i.test(why)
+        ? " (is another ssg running with the same state file?)"
+        : "";
+      throw new StateError(`cannot open state file "${path}": ${why}${hint}`, { cause: e });
+    }
+  }
+
+  /** Closes the database; safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#db.close();
+  }
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Rows currently in each table (for tests and `ssg check`-style summaries). */
+  get rowCounts(): Readonly<Record<"events" | "entries" | "bulk_clusters" | "bulk_hits", number>> {
+    return { ...this.#rows };
+  }
+
+  /**
+   * How long counter events and bulk hits are kept: the longest threshold window and the
+   * longest bulk window in force (the engine sets them on every (re)load).
+   */
+  retain(opts: { eventSeconds?: number; bulkSeconds?: number }): void {
+    if (opts.eventSeconds !== undefined) {
+      this.#eventRetentionMs = Math.max(1, opts.eventSeconds) * 1000;
+    }
+    if (opts.bulkSeconds !== undefined) {
+      this.#bulkRetentionMs = Math.max(1, opts.bulkSeconds) * 1000;
+    }
+  }
+
+  // ---- counters -------------------------------------------------------------------------
+
+  /** Records one event for (kind, key) at `nowMs`. */
+  addEvent(kind: string, key: string, nowMs: number): void {
+    this.#write(nowMs, () => {
+      this.#st.addEvent.run(cut(kind), cut(key), nowMs);
+      this.#rows.events++;
+      this.#bound("events", this.#st.evictEvents);
+    });
+  }
+
+  /** Events for (kind, key) in the window (nowMs − windowSeconds, nowMs]. */
+  countEvents(kind: string, key: string, windowSeconds: number, nowMs: number): number {
+    this.#open();
+    const r = this.#st.countEvents.get(cut(kind), cut(key), nowMs - windowSeconds * 1000) as {
+      n: number;
+    };
+    return Number(r.n);
+  }
+
+  /** Forgets every event of (kind, key) (a threshold that fired starts counting again). */
+  resetEvents(kind: string, key: string): void {
+    this.#open();
+    const r = this.#st.resetEvents.run(cut(kind), cut(key));
+    this.#rows.events = Math.max(0, this.#rows.events - Number(r.changes));
+  }
+
+  // ---- dynamic lists --------------------------------------------------------------------
+
+  /**
+   * Adds (or extends) a dynamic entry. A blacklisted client IP is also passed to
+   * `onBlockClient`. An entry already present keeps the later of the two expiries.
+   */
+  addEntry(
+    list: ListName,
+    key: BlacklistKey,
+    value: string,
+    untilMs: number,
+    rule: string,
+    nowMs = Date.now(),
+  ): void {
+    const v = cut(value.trim().toLowerCase());
+    this.#write(nowMs, () => {
+      const existed = this.#st.getEntry.get(list, key, v, -Infinity) !== undefined;
+      this.#st.upsertEntry.run(list, key, v, untilMs, cut(rule), nowMs);
+      if (!existed) {
+        this.#rows.entries++;
+        this.#bound("entries", this.#st.evictEntries);
+      }
+    });
+    if (list === "blacklist" && key === "client_ip") this.onBlockClient?.(v, untilMs);
+  }
+
+  /**
+   * The action runner's hook (`GatewayActionsOptions.addBlacklist`): persists a dynamic
+   * blacklist entry. Does not call `onBlockClient` when `notify` is false (the runner blocks
+   * the packet path itself).
+   */
+  addBlacklist(
+    entry: { key: BlacklistKey; value: string; untilMs: number; rule: string },
+    notify = true,
+  ): void {
+    const hook = this.onBlockClient;
+    if (!notify) this.onBlockClient = undefined;
+    try {
+      this.addEntry("blacklist", entry.key, entry.value, entry.untilMs, entry.rule);
+    } finally {
+      this.onBlockClient = hook;
+    }
+  }
+
+  /** The live entry for (list, key, value), if any. */
+  getEntry(list: ListName, key: BlacklistKey, value: string, nowMs: number): ListEntry | undefined {
+    this.#open();
+    const v = cut(value.trim().toLowerCase());
+    const r = this.#st.getEntry.get(list, key, v, nowMs) as
+      | { until: number; rule: string; added: number }
+      | undefined;
+    return r &&
+      { list, key, value: v, untilMs: Number(r.until), rule: r.rule, addedMs: Number(r.added) };
+  }
+
+  /** Removes an entry (e.g. an administrator lifting a blacklisting); true when one was removed. */
+  removeEntry(list: ListName, key: BlacklistKey, value: string): boolean {
+    this.#open();
+    const r = this.#st.deleteEntry.run(list, key, cut(value.trim().toLowerCase()));
+    const n = Number(r.changes);
+    this.#rows.entries = Math.max(0, this.#rows.entries - n);
+    return n > 0;
+  }
+
+  /** Every live entry of a list, oldest first. */
+  entries(list: ListName, nowMs: number): ListEntry[] {
+    this.#open();
+    return (this.#st.listEntries.all(list, nowMs) as {
+      list: ListName;
+      key: BlacklistKey;
+      value: string;
+      until: number;
+      rule: string;
+      added: number;
+    }[]).map((r) => ({
+      list: r.list,
+      key: r.key,
+      value: r.value,
+      untilMs: Number(r.until),
+      rule: r.rule,
+      addedMs: Number(r.added),
+    }));
+  }
+
+  /** Every client IP blacklisted at `nowMs`, with its expiry (main re-applies them at start). */
+  activeClientBlocks(nowMs: number): { ip: string; untilMs: number }[] {
+    this.#open();
+    return (this.#st.clientBlocks.all(nowMs) as { value: string; until: number }[]).map((r) => ({
+      ip: r.value,
+      untilMs: Number(r.until),
+    }));
+  }
+
+  // ---- bulk -----------------------------------------------------------------------------
+
+  /**
+   * Records that content `fp` reached `server` for `recipients` at `nowMs`, joining the most
+   * similar live cluster (estimated Jaccard ≥ `SAME_CONTENT`) or starting one. Returns the
+   * cluster id, for `bulkReach`.
+   */
+  observeBulk(
+    fp: Fingerprint,
+    server: string,
+    recipients: readonly string[],
+    nowMs: number,
+  ): number {
+    let cluster = 0;
+    this.#write(nowMs, () => {
+      const since = nowMs - this.#bulkRetentionMs;
+      const rows = this.#st.bandCandidates.all(...fp.bands, since) as {
+        id: number;
+        sig: Uint8Array;
+      }[];
+      let best = -1;
+      for (const r of rows) {
+        const sig = new Uint32Array(
+          r.sig.buffer.slice(r.sig.byteOffset, r.sig.byteOffset + SIGNATURE_SIZE * 4),
+        );
+        const s = similarity(sig, fp.signature);
+        if (s >= SAME_CONTENT && s > best) {
+          best = s;
+          cluster = Number(r.id);
+        }
+      }
+      if (cluster === 0) {
+        const sig = new Uint8Array(fp.signature.buffer.slice(0));
+        cluster = Number(this.#st.addCluster.run(sig, nowMs, nowMs).lastInsertRowid);
+        for (const b of fp.bands) this.#st.addBand.run(b, cluster);
+        this.#rows.bulk_clusters++;
+        if (this.#rows.bulk_clusters > this.#maxRows) this.#evictClusters(this.#batch(), cluster);
+      } else {
+        this.#st.touchCluster.run(nowMs, cluster);
+      }
+      // One row per distinct (cluster, server) and (cluster, recipient), holding when it was
+      // last reached: a reach count is bounded by distinct values, not by copies sent.
+      const hits: [number, string][] = [[0, cut(server)]];
+      for (const r of new Set(recipients.map((x) => cut(x.trim().toLowerCase())))) {
+        if (r !== "") hits.push([1, r]);
+      }
+      for (const [kind, value] of hits) {
+        if (this.#st.hitExists.get(cluster, kind, value) === undefined) this.#rows.bulk_hits++;
+        this.#st.addHit.run(cluster, kind, value, nowMs);
+      }
+      this.#bound("bulk_hits", this.#st.evictHits);
+    });
+    return cluster;
+  }
+
+  /** Distinct servers and recipients cluster `id` reached in (nowMs − withinSeconds, nowMs]. */
+  bulkReach(
+    id: number,
+    withinSeconds: number,
+    nowMs: number,
+  ): { servers: number; recipients: number } {
+    this.#open();
+    const rows = this.#st.reach.all(id, nowMs - withinSeconds * 1000) as {
+      kind: number;
+      n: number;
+    }[];
+    let servers = 0;
+    let recipients = 0;
+    for (const r of rows) {
+      if (Number(r.kind) === 0) servers = Number(r.n);
+      else recipients = Number(r.n);
+    }
+    return { servers, recipients };
+  }
+
+  // ---- internals ------------------------------------------------------------------------
+
+  #open(): void {
+    if (this.#closed) throw new StateError("the state store is closed");
+  }
+
+  /** Runs `fn` in one transaction, after purging a few expired rows. */
+  #write(nowMs: number, fn: () => void): void {
+    this.#open();
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      this.#purge(nowMs);
+      fn();
+      this.#db.exec("COMMIT");
+    } catch (e) {
+      try {
+        this.#db.exec("ROLLBACK");
+      } catch { /* the original error matters */ }
+      // Row counts may be off after a rollback; recount rather than drift.
+      this.#recount();
+      throw e instanceof StateError
+        ? e
+        : new StateError(`state store write failed: ${(e as Error).message}`, {
+          cause: e,
+        });
+    }
+  }
+
+  #purge(nowMs: number): void {
+    // At most once per second of clock (and whenever the clock goes back): each purge is a few
+    // index range probes, cheap but not free on every message.
+    if (nowMs >= this.#lastPurgeMs && nowMs - this.#lastPurgeMs < PURGE_INTERVAL_MS) return;
+    this.#lastPurgeMs = nowMs;
+    const n1 = Number(this.#st.purgeEntries.run(nowMs, PURGE_BATCH).changes);
+    this.#rows.entries = Math.max(0, this.#rows.entries - n1);
+    const n2 = Number(
+      this.#st.purgeEvents.run(nowMs - this.#eventRetentionMs, PURGE_BATCH).changes,
+    );
+    this.#rows.events = Math.max(0, this.#rows.events - n2);
+    const n3 = Number(this.#st.purgeHits.run(nowMs - this.#bulkRetentionMs, PURGE_BATCH).changes);
+    this.#rows.bulk_hits = Math.max(0, this.#rows.bulk_hits - n3);
+    const old = this.#st.oldClusters.all(nowMs - this.#bulkRetentionMs, 20) as { id: number }[];
+    for (const { id } of old) this.#dropCluster(Number(id));
+  }
+
+  #batch(): number {
+    return Math.max(1, Math.floor(this.#maxRows / 100));
+  }
+
+  #bound(table: "events" | "entries" | "bulk_hits", evict: StatementSync): void {
+    if (this.#rows[table] <= this.#maxRows) return;
+    const n = Number(evict.run(Math.max(this.#rows[table] - this.#maxRows, this.#batch())).changes);
+    this.#rows[table] = Math.max(0, this.#rows[table] - n);
+  }
+
+  #evictClusters(n: number, keep: number): void {
+    const rows = this.#st.oldestClusters.all(n + 1) as { id: number }[];
+    let dropped = 0;
+    for (const { id } of rows) {
+      if (Number(id) === keep || dropped >= n) continue;
+      this.#dropCluster(Number(id));
+      dropped++;
+    }
+  }
+
+  #dropCluster(id: number): void {
+    this.#st.dropBands.run(id);
+    const hits = Number(this.#st.dropHits.run(id).changes);
+    this.#rows.bulk_hits = Math.max(0, this.#rows.bulk_hits - hits);
+    const c = Number(this.#st.dropCluster.run(id).changes);
+    this.#rows.bulk_clusters = Math.max(0, this.#rows.bulk_clusters - c);
+  }
+
+  #recount(): void {
+    for (const t of TABLES) {
+      this.#rows[t] = Number(
+        (this.#db.prepare(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n,
+      );
+    }
+  }
+}
+
+const TABLES = ["events", "entries", "bulk_clusters", "bulk_hits"] as const;
+
+function cut(s: string): string {
+  return s.length > MAX_KEY_LENGTH ? s.slice(0, MAX_KEY_LENGTH) : s;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_kind_key_at ON events (kind, key, at);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS entries (
+  list TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, until INTEGER NOT NULL,
+  rule TEXT NOT NULL, added INTEGER NOT NULL, PRIMARY KEY (list, key, value));
+CREATE INDEX IF NOT EXISTS entries_until ON entries (until);
+CREATE TABLE IF NOT EXISTS bulk_clusters (
+  id INTEGER PRIMARY KEY, sig BLOB NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS bulk_clusters_last ON bulk_clusters (last);
+CREATE TABLE IF NOT EXISTS bulk_bands (
+  band INTEGER NOT NULL, cluster INTEGER NOT NULL, PRIMARY KEY (band, cluster)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bulk_bands_cluster ON bulk_bands (cluster);
+CREATE TABLE IF NOT EXISTS bulk_hits (
+  cluster INTEGER NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL, at INTEGER NOT NULL,
+  PRIMARY KEY (cluster, kind, value));
+CREATE INDEX IF NOT EXISTS bulk_hits_at ON bulk_hits (at);
+`;

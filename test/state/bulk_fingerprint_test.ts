@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import {
+  fingerprint,
+  fingerprintTokens,
+  SAME_CONTENT,
+  similarity,
+} from "../../src/state/bulk_fingerprint.ts";
+
+const CAMPAIGN = (name: string, account: string, amount: string, ws = " ") =>
+  `Dear ${name},${ws}We are pleased to inform you that your account ${account} has been selected` +
+  ` for our exclusive loyalty reward of ${amount} USD. To claim the reward, confirm your details` +
+  ` through the secure link below before the end of the week.${ws}This offer is personal and` +
+  ` cannot be transferred. Kind regards, the Customer Rewards Department`;
+
+const BASE = CAMPAIGN("John", "12345678", "500");
+
+// Variants a bulk sender makes per copy: each must be recognised as the same content.
+const SAME: { name: string; text: string }[] = [
+  { name: "another name", text: CAMPAIGN("Mary", "12345678", "500") },
+  { name: "a two-word name", text: CAMPAIGN("Kim Min-jun", "12345678", "500") },
+  { name: "other numbers", text: CAMPAIGN("John", "99", "1,250.00") },
+  { name: "other white space", text: CAMPAIGN("John", "12345678", "500", "\r\n\r\n   \t") },
+  { name: "upper case", text: CAMPAIGN("John", "12345678", "500").toUpperCase() },
+  { name: "full-width digits and letters", text: CAMPAIGN("Ｊｏｈｎ", "１２３４", "500") },
+  {
+    name: "name, number and white space changed at once",
+    text: CAMPAIGN("Alice Wonderland", "0042", "75", "\n\n"),
+  },
+  { name: "punctuation changed", text: BASE.replaceAll(",", " ;").replaceAll(".", "!") },
+];
+for (const c of SAME) {
+  Deno.test(`fingerprint(): ${c.name} is the same content`, () => {
+    const a = fingerprint(BASE)!;
+    const b = fingerprint(c.text)!;
+    const s = similarity(a.signature, b.signature);
+    assert.ok(s >= SAME_CONTENT, `similarity ${s}`);
+    assert.ok(a.bands.some((x) => b.bands.includes(x)), "shares an LSH band (found by lookup)");
+  });
+}
+
+// Different messages, some sharing vocabulary: must not be the same content.
+const DIFFERENT: { name: string; text: string }[] = [
+  {
+    name: "a meeting note",
+    text: "Hi team, the meeting tomorrow moves to 3pm in room B. Please bring the quarterly " +
+      "numbers and the draft proposal. Thanks, Alice",
+  },
+  {
+    name: "a real loyalty newsletter with some shared words",
+    text: "Dear member, your loyalty points for this month are now available in your account. " +
+      "Visit the store to see new arrivals and seasonal offers. Kind regards, the store team",
+  },
+  {
+    name: "an invoice",
+    text: "Invoice 2026-118 for consulting services in November is attached. Payment is due " +
+      "within thirty days by bank transfer to the account on the invoice.",
+  },
+  {
+    name: "a different campaign",
+    text:
+      "Cheap watches! Replica designer watches at 90% off, free shipping worldwide, order now and save big",
+  },
+];
+for (const c of DIFFERENT) {
+  Deno.test(`fingerprint(): ${c.name} is not the same content`, () => {
+    const s = similarity(fingerprint(BASE)!.signature, fingerprint(c.text)!.signature);
+    assert.ok(s < SAME_CONTENT, `similarity ${s}`);
+  });
+}
+
+Deno.test("fingerprintTokens() folds case and width, maps digit runs to 0 and drops punctuation", () => {
+  assert.deepEqual(fingerprintTokens("Order #12345, ＴＯＴＡＬ: $99.50!"), [
+    "order",
+    "0",
+    "total",
+    "0",
+    "0",
+  ]);
+  assert.deepEqual(fingerprintTokens("당첨을 축하합니다 123"), ["당첨을", "축하합니다", "0"]);
+});
+
+Deno.test("fingerprint() of text without words is undefined; of a short text it is stable", () => {
+  assert.equal(fingerprint(""), undefined);
+  assert.equal(fingerprint(" \r\n ... !!! "), undefined);
+  const a = fingerprint("hi there")!;
+  const b = fingerprint("HI   there")!;
+  assert.equal(similarity(a.signature, b.signature), 1);
+});
+
+Deno.test("fingerprint() is deterministic (fixed seeds: fingerprints persist across restarts)", () => {
+  const a = fingerprint(BASE)!;
+  const b = fingerprint(BASE)!;
+  assert.deepEqual([...a.signature], [...b.signature]);
+  assert.deepEqual(a.bands, b.bands);
+});
+
+Deno.test("fingerprint() is linear: 1 MB of text is fingerprinted (capped) in well under a second", () => {
+  const t0 = performance.now();
+  fingerprint("word ".repeat(200_000) + "x".repeat(500_000));
+  assert.ok(performance.now() - t0 < 1000);
+});
