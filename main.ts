@@ -317,7 +317,9 @@ async function reload(
 }
 
 function describe(err: unknown): string {
-  if (err instanceof Error) return err.cause ? `${err.message} (${describe(err.cause)})` : err.message;
+  if (err instanceof Error) {
+    return err.cause ? `${err.message} (${describe(err.cause)})` : err.message;
+  }
   return String(err);
 }
 
