@@ -108,7 +108,12 @@ disown # the teardown kills it; no job-control chatter
 wait_port "$S" 198.51.100.25 25 10 || die "smtp-sink did not start"
 
 step "Starting SSG in the gateway namespace: dist/ssg run $RULES"
-ip netns exec "$G" "$ROOT/dist/ssg" run "$RULES" >"$WORK/ssg.out" 2>&1 &
+# The demo keeps SSG's memory (state database, quarantine) in its own temp directory, so that it
+# neither leaves /var/lib/ssg behind nor inherits a blacklist from an earlier demo run. Nothing
+# else in the rule file is changed.
+sed -e "s#/var/lib/ssg/#$WORK/var/#g" "$RULES" >"$WORK/rules.yaml"
+info "(a copy of $RULES with its state and quarantine paths under $WORK/var/)"
+ip netns exec "$G" "$ROOT/dist/ssg" run "$WORK/rules.yaml" >"$WORK/ssg.out" 2>&1 &
 SSG_PID=$!
 disown
 for _ in $(seq 1 600); do
