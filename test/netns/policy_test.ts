@@ -9,7 +9,8 @@
  * Cases: a repeat offender blacklisted by a threshold and dropped at the packet level (also after
  * a restart); a bulk campaign across three servers stopped at the third; quarantine release
  * delivering the original bytes; an alert to the admin mailbox that carries no injected header;
- * a spamtrap hit; SIGHUP reload (a bad file refused, a good one applied, a live session kept).
+ * a spamtrap hit (client dropped, sender refused, the allowlist exempt); a blacklist entry that
+ * expires; SIGHUP reload (a bad file refused, a good one applied, a live session kept).
  *
  * Every assertion is on what a real peer saw: swaks's or a raw client's replies, smtp-sink's
  * dump files, whether a TCP handshake completed. Needs root and `./build.sh` first; ignored with
@@ -36,6 +37,7 @@ import {
   startSink,
   startSsg,
   swaks,
+  swaksReplies,
   tempDir,
 } from "./helpers.ts";
 
@@ -586,6 +588,21 @@ const ALERT_RULE = `  - name: injection-alert
     action: [discard, alert]
 `;
 
+/** The header fields an alert may have (lower case): a fixed set, none from the message. */
+const ALERT_FIELDS = [
+  "from",
+  "to",
+  "subject",
+  "date",
+  "message-id",
+  "auto-submitted",
+  "x-auto-response-suppress",
+  "x-ssg-alert-mark",
+  "mime-version",
+  "content-type",
+  "content-transfer-encoding",
+];
+
 /** A header field: its name and its full text (folded lines joined with "\n"). */
 function headerFields(lines: string[]): { name: string; text: string }[] {
   const out: { name: string; text: string }[] = [];
@@ -668,6 +685,8 @@ e2e(
         assert.ok(!names.includes(bad), `no "${bad}" field in the alert:\n${header}`);
       }
       assert.equal(names.filter((n) => n === "to").length, 1, header);
+      const unexpected = names.filter((n) => !ALERT_FIELDS.includes(n));
+      assert.deepEqual(unexpected, [], `only the alert's own fixed fields:\n${header}`);
       assert.match(header, /^Auto-Submitted: auto-generated/m);
       const subject = fields.find((f) => f.name.toLowerCase() === "subject");
       assert.ok(subject, `the alert has a Subject:\n${header}`);
@@ -691,31 +710,59 @@ e2e(
 // ---------------------------------------------------------------------------------------------
 
 const SPAMTRAP = `
+allowlist:
+  clients: [${OTHER_CLIENT4}]
 spamtraps:
   addresses: [trap@example.net]
   blacklist_for: 1h
 `;
 
 e2e(
-  "mail to a spamtrap is discarded and its client's next connection never completes a handshake",
+  "mail to a spamtrap is discarded and its client's next connection never completes a handshake; an allowlisted client is exempt",
   { extraSections: SPAMTRAP },
   async (w) => {
     const { t } = w;
+    const add = await t.exec(t.ns.client, [
+      "ip",
+      "addr",
+      "add",
+      `${OTHER_CLIENT4}/24`,
+      "dev",
+      "eth0",
+    ]);
+    assert.equal(add.code, 0, add.stderr);
     const sink = await startSink(t, t.addr.server4, join(w.dir, "sink"));
     const ssg = await w.startSsg();
-    const file = await w.message(
-      "trap.eml",
-      simpleMessage(
-        "Hello friend",
-        "A perfectly innocent looking text.",
-        "trap",
-        "trap@example.net",
-      ),
+    const text = simpleMessage(
+      "Hello friend",
+      "A perfectly innocent looking text.",
+      "trap",
+      "trap@example.net",
     );
+    const file = await w.message("trap.eml", text);
+
+    // Precedence 1: the static allowlist wins over the spamtrap — forwarded, never blocked.
+    const allowed = await swaks(t, {
+      server: t.addr.server4,
+      to: ["trap@example.net"],
+      dataFile: file,
+      extra: ["--local-interface", OTHER_CLIENT4],
+    });
+    assert.equal(finalReply(allowed.transcript)?.code, 250, allowed.transcript);
+    const dumps = await readSinkDumps(sink.dir);
+    assert.equal(dumps.length, 1, "the allowlisted client's message was forwarded");
+    assert.deepEqual(dumps[0].rcpts, ["<trap@example.net>"]);
+    assert.match(await tcpConnect(t, t.addr.server4, OTHER_CLIENT4), /^CONNECTED 220 /);
+
+    // Any other client: discarded, then dropped at the packet level.
     assert.match(await tcpConnect(t, t.addr.server4), /^CONNECTED 220 /, "served before the trap");
     const r = await swaks(t, { server: t.addr.server4, to: ["trap@example.net"], dataFile: file });
     assert.equal(finalReply(r.transcript)?.code, 250, `discarded with 250\n${r.transcript}`);
-    assert.deepEqual(await readSinkDumps(sink.dir), [], "the server received nothing");
+    assert.equal(
+      (await readSinkDumps(sink.dir)).length,
+      1,
+      "the trapped message reached no server",
+    );
     assert.ok(
       await logCount(ssg, /\bdivert\.block\b.*192\.0\.2\.10\b/, 1),
       "the spamtrap's blacklist reached the packet path",
@@ -725,6 +772,79 @@ e2e(
       "TIMEOUT",
       "the trapped client's next SYN is never answered",
     );
+    assert.match(
+      await tcpConnect(t, t.addr.server4, OTHER_CLIENT4),
+      /^CONNECTED 220 /,
+      "the allowlisted client is still served",
+    );
+    assert.doesNotMatch(ssg.log(), /\bdivert\.block\b.*192\.0\.2\.11\b/);
+
+    // The trapped sender is blacklisted too: from a third, unlisted client it is refused 554 5.7.1,
+    // while another sender from there still gets through.
+    const third = "192.0.2.12";
+    const add3 = await t.exec(t.ns.client, ["ip", "addr", "add", `${third}/24`, "dev", "eth0"]);
+    assert.equal(add3.code, 0, add3.stderr);
+    const clean = await w.message("clean.eml", CLEAN);
+    const bySender = await swaks(t, {
+      server: t.addr.server4,
+      to: ["b@example.net"],
+      dataFile: clean,
+      extra: ["--local-interface", third],
+    });
+    const refused = swaksReplies(bySender.transcript).find((x) => x.code >= 500);
+    assert.equal(refused?.code, 554, `the trapped sender is refused\n${bySender.transcript}`);
+    assert.match(refused!.text, /^5\.7\.1 /);
+    const other = await swaks(t, {
+      server: t.addr.server4,
+      from: "someone-else@example.org",
+      to: ["b@example.net"],
+      dataFile: clean,
+      extra: ["--local-interface", third],
+    });
+    assert.equal(other.code, 0, `another sender from the same client\n${other.transcript}`);
+    assert.equal((await readSinkDumps(sink.dir)).length, 2);
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+
+const SHORT_BLOCK_SECONDS = 4;
+const SHORT_BLOCK_RULE = `  - name: short-block
+    when:
+      subject: { contains: ["block-me"] }
+    action: [discard, blacklist]
+    blacklist: { key: client_ip, for: ${SHORT_BLOCK_SECONDS}s }
+`;
+
+e2e(
+  "a rule's blacklist entry drops the client's SYNs while it lives and lets them through once it has expired",
+  { extraRules: SHORT_BLOCK_RULE },
+  async (w) => {
+    const { t } = w;
+    const sink = await startSink(t, t.addr.server4, join(w.dir, "sink"));
+    const ssg = await w.startSsg();
+    const file = await w.message("block.eml", simpleMessage("please block-me", "x", "block"));
+    const r = await swaks(t, { server: t.addr.server4, to: ["b@example.net"], dataFile: file });
+    assert.equal(finalReply(r.transcript)?.code, 250, r.transcript);
+    const blockedAt = Date.now();
+    assert.ok(await logCount(ssg, /\bdivert\.block\b.*192\.0\.2\.10\b/, 1), "blocked");
+    assert.equal(await tcpConnect(t, t.addr.server4), "TIMEOUT", "dropped while the entry lives");
+    // Bounded: the entry lives SHORT_BLOCK_SECONDS; allow 15 s more for expiry to be applied.
+    let got = "";
+    const deadline = blockedAt + SHORT_BLOCK_SECONDS * 1000 + 15_000;
+    while (Date.now() < deadline) {
+      got = await tcpConnect(t, t.addr.server4);
+      if (got.startsWith("CONNECTED")) break;
+    }
+    assert.match(got, /^CONNECTED 220 /, "served again after the entry expired");
+    const clean = await w.message("clean.eml", CLEAN);
+    const again = await swaks(t, {
+      server: t.addr.server4,
+      to: ["b@example.net"],
+      dataFile: clean,
+    });
+    assert.equal(again.code, 0, again.transcript);
+    assert.equal((await readSinkDumps(sink.dir)).length, 1);
   },
 );
 
