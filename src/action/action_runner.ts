@@ -20,6 +20,7 @@
  */
 import type { QuarantineConfig, RelayConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
+import type { VerdictActions } from "../smtp/session.ts";
 import { type AlertConfig, AlertMailer } from "./alert_mailer.ts";
 import { deliver, deliveryServer } from "./delivery.ts";
 import { HeaderFieldError } from "./header_field.ts";
@@ -28,24 +29,12 @@ import type { Connect } from "./send_message.ts";
 import { DEFAULT_STRIP, tagMessage } from "./tag.ts";
 import type { BlacklistKey, Delivery, Effect, Envelope, Reply, Verdict } from "./verdict_types.ts";
 
-/** What the SMTP session calls to carry out a verdict (the issue-3 design's interface). */
-export interface ActionRunner {
-  /** Message bytes to forward/quarantine after tag (headers added, subject prefixed) and after
-   *  removing any inbound copies of SSG's own verdict headers (anti-forgery). Pure. */
-  transform(message: Uint8Array, verdict: Verdict): Uint8Array;
-  /** Store in quarantine; resolves only after file and directory are fsync'd. Rejects on any
-   *  failure (disk full, unwritable) — the session then answers 451 4.3.0, never 250. Returns the id. */
-  quarantine(message: Uint8Array, envelope: Envelope, verdict: Verdict): Promise<string>;
-  /** Deliver a copy (bcc) or the message (redirect) over SMTP; resolves with the server's final reply. */
-  deliver(
-    delivery: Delivery,
-    message: Uint8Array,
-    envelope: Envelope,
-  ): Promise<{ code: number; text: string }>;
-  /** After the client got its answer: alerts, blacklists, counters/thresholds. Never throws; logs. */
-  after(verdict: Verdict, envelope: Envelope, outcome: { code: number }, message: Uint8Array): void;
-}
-
+/**
+ * What the SMTP session calls to carry out a verdict: the session declares the interface
+ * (`VerdictActions`, so that the SMTP stage does not import the stages after it); this module
+ * implements it.
+ */
+export type { VerdictActions as ActionRunner } from "../smtp/session.ts";
 /** The `quarantine:` section of the rule file (`SsgConfig.quarantine`). */
 export type { QuarantineConfig };
 
@@ -105,7 +94,7 @@ export function quarantineFailureReply(error: unknown): Reply {
 const MAX_REMEMBERED_IDS = 1000;
 
 /** The gateway's action runner. */
-export class GatewayActions implements ActionRunner {
+export class GatewayActions implements VerdictActions {
   readonly #o: GatewayActionsOptions;
   readonly #store: QuarantineStore | undefined;
   readonly #mailer: AlertMailer | undefined;
