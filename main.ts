@@ -37,7 +37,8 @@ const USAGE = `SSG ${VERSION} — the Secured SMTP Gateway
 Usage:
   ssg run FILE.yaml     Divert SMTP for the protected servers in FILE, judge every message with
                         its rules, relay clean mail. Runs in the foreground; SIGTERM/SIGINT stop
-                        it cleanly, SIGHUP reloads FILE, SIGUSR1 re-opens the log file.
+                        it cleanly, SIGHUP reloads FILE (and re-opens the log), SIGUSR1 re-opens
+                        the log file.
   ssg check FILE.yaml   Validate FILE and print a summary. Exit 0 if valid, 2 with
                         "file:line:column: what is wrong" lines otherwise.
   ssg explain FILE.yaml MESSAGE.eml [--client IP] [--from ADDR] [--to ADDR]...
@@ -282,7 +283,10 @@ function installSignals(
     log.reopen();
     log.event("log.reopen", {});
   });
-  Deno.addSignalListener("SIGHUP", () => void reload(config, log, policy, state, divert));
+  Deno.addSignalListener("SIGHUP", () => {
+    log.reopen();
+    void reload(config, log, policy, state, divert);
+  });
 }
 
 /**

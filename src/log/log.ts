@@ -78,9 +78,28 @@ const encoder = new TextEncoder();
 class ReopeningFileSink {
   #path: string;
   #file: Deno.FsFile | undefined;
+  #timer: ReturnType<typeof setInterval>;
   constructor(path: string) {
     this.#path = path;
     this.reopen();
+    // A rotated file (moved away, or deleted) is noticed within ROTATE_CHECK_MS and a new one
+    // started at the configured path, so a plain `mv` from cron is enough — no signal, no pid
+    // file. (SIGUSR1 re-opens at once.) The timer does not keep the process alive.
+    this.#timer = setInterval(() => this.#reopenIfMoved(), ROTATE_CHECK_MS);
+    Deno.unrefTimer(this.#timer as unknown as number);
+  }
+  #reopenIfMoved(): void {
+    if (!this.#file) return;
+    try {
+      const onDisk = Deno.statSync(this.#path);
+      const open = this.#file.statSync();
+      if (onDisk.ino === open.ino && onDisk.dev === open.dev) return;
+    } catch {
+      // The path is gone: start a new file.
+    }
+    try {
+      this.reopen();
+    } catch { /* directory gone or unwritable: keep writing to the old file */ }
   }
   reopen(): void {
     try {
@@ -100,12 +119,16 @@ class ReopeningFileSink {
     while (off < bytes.length && this.#file) off += this.#file.writeSync(bytes.subarray(off));
   }
   close(): void {
+    clearInterval(this.#timer);
     try {
       this.#file?.close();
     } catch { /* already closed */ }
     this.#file = undefined;
   }
 }
+
+/** How often the log file's path is checked for rotation. */
+const ROTATE_CHECK_MS = 2000;
 
 const LEVEL_RANK: Record<LogLevel, number> = { debug: 0, info: 1, warning: 2, error: 3 };
 
