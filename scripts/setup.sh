@@ -19,7 +19,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 DENO_VERSION=2.9.6
 PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks python3-aiosmtpd tcpdump
-  openssl ca-certificates bash coreutils gzip tar procps)
+  openssl ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
 
 [ "$(id -u)" = 0 ] || die "run as root (installs packages; the tests create network namespaces)"
 
