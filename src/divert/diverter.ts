@@ -144,6 +144,7 @@ export class Diverter {
   #dropNoResponder = 0;
   #dropUnknownOutbound = 0;
   #dropUnreadableOutbound = 0;
+  #dropUnreadableInbound = 0;
   #synRetransmits = 0;
   #dropInvalid = 0;
 
@@ -220,14 +221,18 @@ export class Diverter {
   }
 
   #isProtected(p: Uint8Array, v: PacketView): boolean {
-    if (v.family === 4) {
-      const a = word(p, v.dstOffset);
+    return this.#isProtectedAt(p, v.dstOffset, v.family);
+  }
+
+  #isProtectedAt(p: Uint8Array, dstOffset: number, family: 4 | 6): boolean {
+    if (family === 4) {
+      const a = word(p, dstOffset);
       const nets = this.#net4;
       const masks = this.#mask4;
       for (let i = 0; i < nets.length; i++) if ((a & masks[i]) === nets[i]) return true;
       return false;
     }
-    const o = v.dstOffset;
+    const o = dstOffset;
     const a0 = word(p, o), a1 = word(p, o + 4), a2 = word(p, o + 8), a3 = word(p, o + 12);
     const nets = this.#net6;
     const masks = this.#mask6;
@@ -277,6 +282,19 @@ export class Diverter {
       (version === 6 && packet.length >= 40 && this.#isResponder(packet, 8, 6))
     ) {
       this.#dropUnreadableOutbound++;
+      return DivertVerdict.Drop;
+    }
+    // Security: the firewall queues only TCP to the protected servers' ports, so an unreadable
+    // packet bound for a protected server is a fragment (the first one: later fragments carry no
+    // port and are never queued), a source-routed packet or one with a routing header. Passing it
+    // on would let a client reach the real server around the gateway (a fragmented SYN opens a
+    // connection SSG never sees). Legitimate SMTP does not need any of these (PMTUD sets DF), so
+    // fail closed: drop it.
+    if (
+      (version === 4 && packet.length >= 20 && this.#isProtectedAt(packet, 16, 4)) ||
+      (version === 6 && packet.length >= 40 && this.#isProtectedAt(packet, 24, 6))
+    ) {
+      this.#dropUnreadableInbound++;
       return DivertVerdict.Drop;
     }
     return DivertVerdict.Accept;
@@ -394,9 +412,11 @@ export class Diverter {
       droppedNoResponder: this.#dropNoResponder,
       droppedUnknownOutbound: this.#dropUnknownOutbound,
       droppedUnreadableOutbound: this.#dropUnreadableOutbound,
+      droppedUnreadableInbound: this.#dropUnreadableInbound,
       droppedInvalid: this.#dropInvalid,
       dropped: this.#dropBlocked + this.#dropFull + this.#dropNoResponder +
-        this.#dropUnknownOutbound + this.#dropUnreadableOutbound + this.#dropInvalid,
+        this.#dropUnknownOutbound + this.#dropUnreadableOutbound +
+        this.#dropUnreadableInbound + this.#dropInvalid,
       flowsActive: t.active,
       flowsCreated: t.created,
       flowsExpired: t.endedRst + t.endedFin + t.endedIdle + t.endedHandshake,

@@ -433,7 +433,7 @@ for (const family of [4, 6] as const) {
   });
 }
 
-Deno.test("Diverter drops unreadable packets from the responder and passes other unreadable ones", () => {
+Deno.test("Diverter drops unreadable packets from the responder or to a protected server, and passes other unreadable ones", () => {
   const { d } = rig();
   const frag = buildTcpPacket({
     src: ip("192.0.2.1"),
@@ -459,12 +459,32 @@ Deno.test("Diverter drops unreadable packets from the responder and passes other
     flags: TCP_SYN,
     fragmentWord: 0x2000,
   });
-  assert.equal(d.handle(inFrag, 0), Accept);
+  // A fragmented SYN to a protected server would open a connection around the gateway.
+  assert.equal(d.handle(inFrag, 0), Drop);
+  const inFrag6 = buildTcpPacket({
+    src: ip("2001:db8:1::10"),
+    dst: ip("2001:db8:25::25"),
+    srcPort: 40000,
+    dstPort: 25,
+    flags: TCP_SYN,
+    extensions: [{ type: 44 }],
+  });
+  assert.equal(d.handle(inFrag6, 0), Drop);
+  const otherFrag = buildTcpPacket({
+    src: ip("192.0.2.10"),
+    dst: ip("203.0.113.25"),
+    srcPort: 40000,
+    dstPort: 25,
+    flags: TCP_SYN,
+    fragmentWord: 0x2000,
+  });
+  assert.equal(d.handle(otherFrag, 0), Accept);
   assert.equal(d.handle(new Uint8Array(0), 0), Accept);
   assert.equal(d.handle(Uint8Array.of(0x45, 0, 0), 0), Accept);
   const s = d.stats();
-  assert.equal(s.packetsUnreadable, 5);
+  assert.equal(s.packetsUnreadable, 7);
   assert.equal(s.droppedUnreadableOutbound, 2);
+  assert.equal(s.droppedUnreadableInbound, 2);
 });
 
 Deno.test("Diverter handles IPv4 and IPv6 flows of the same client port independently", () => {
