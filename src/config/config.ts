@@ -92,6 +92,27 @@ export interface SmtpConfig {
   };
   /** Offer PIPELINING (default true). */
   pipelining: boolean;
+  /** The responder's TLS identity; when present EHLO advertises STARTTLS (RFC 3207). */
+  tls?: TlsIdentity;
+}
+
+/**
+ * `smtp.tls:` — the certificate and key the responder presents after STARTTLS, read and checked
+ * at load (PEM; the key must belong to the certificate). Security: the key is secret; it is kept
+ * only in memory and never logged.
+ */
+export interface TlsIdentity {
+  /** Certificate file as written in the rule file (relative to it). */
+  certFile: string;
+  /** Private key file as written in the rule file (relative to it). */
+  keyFile: string;
+  /** The certificate chain, PEM. */
+  cert: string;
+  /** The private key, PEM. */
+  key: string;
+  /** The certificate's subject and expiry, for the summary (e.g. "CN=mx.example"). */
+  subject: string;
+  validTo: string;
 }
 
 /** The relay client towards the original server. */
@@ -102,6 +123,14 @@ export interface RelayConfig {
   replyTimeout: number;
   /** Timeout for the reply to end-of-data, in seconds (default 600, §4.5.3.2.6). */
   dataTimeout: number;
+  /**
+   * STARTTLS towards the server (the loader always sets it; absent means "opportunistic"):
+   * "opportunistic" encrypts whenever the server advertises STARTTLS, without verifying its
+   * certificate (the server is an internal host, typically addressed by IP with a self-signed
+   * certificate: encryption against passive eavesdropping, no authentication — RFC 7435);
+   * "off" never uses it.
+   */
+  starttls?: "opportunistic" | "off";
 }
 
 /** Where and how much to log. */

@@ -41,6 +41,7 @@ export const RELAY_DEFAULTS: Readonly<RelayConfig> = Object.freeze({
   connectTimeout: 30,
   replyTimeout: 300, // §4.5.3.2.1-4: 5 minutes for MAIL, RCPT, DATA initiation
   dataTimeout: 600, // §4.5.3.2.6: 10 minutes for the reply to end-of-data
+  starttls: "opportunistic",
 });
 
 /** Defaults of `log:`. */

@@ -38,6 +38,7 @@ import {
 import { type Fields, YamlReader, type YNode } from "./yaml_reader.ts";
 import { parseIpv4, parseIpv6 } from "../packet/ip_address.ts";
 import { parseRules } from "../policy/parse_rules.ts";
+import { readTlsIdentity, TLS_KEYS } from "./read_tls_identity.ts";
 import {
   readListFileSync,
   readPolicySections,
@@ -47,7 +48,7 @@ import {
 
 /** Options of `parseConfig`. */
 export interface ParseConfigOptions {
-  /** How list files named in `lists:` are read (default: from disk, bounded). */
+  /** How list files (`lists:`) and TLS files (`smtp.tls`) are read (default: from disk, bounded). */
   readTextFile?: ReadTextFile;
 }
 
@@ -93,9 +94,10 @@ const SMTP_KEYS = [
   "max_sessions_per_client",
   "timeouts",
   "pipelining",
+  "tls",
 ] as const;
 const TIMEOUT_KEYS = ["command", "data", "session"] as const;
-const RELAY_KEYS = ["connect_timeout", "reply_timeout", "data_timeout"] as const;
+const RELAY_KEYS = ["connect_timeout", "reply_timeout", "data_timeout", "starttls"] as const;
 const LOG_KEYS = ["file", "level"] as const;
 
 const HOSTNAME_RE =
@@ -128,7 +130,8 @@ export async function loadConfig(path: string): Promise<SsgConfig> {
 
 /**
  * Validates rule-file text; `file` is used in messages and kept as `SsgConfig.file`, and list
- * files named in `lists:` are read relative to its directory (the only I/O; see `options`).
+ * files named in `lists:` and the PEM files named in `smtp.tls` are read relative to its
+ * directory (the only I/O; see `options`).
  */
 export function parseConfig(
   text: string,
@@ -175,14 +178,15 @@ export function parseConfig(
   } else {
     gateway = readGateway(top.get("gateway"), reader, top.key("gateway"));
   }
-  const smtp = readSmtp(top.get("smtp"), top.has("smtp"), reader, top.key("smtp"));
+  const readText = options.readTextFile ?? readListFileSync;
+  const smtp = readSmtp(top.get("smtp"), top.has("smtp"), reader, top.key("smtp"), file, readText);
   const relay = readRelay(top.get("relay"), top.has("relay"), reader, top.key("relay"));
   const log = readLog(top.get("log"), top.has("log"), reader, top.key("log"));
   const sections = readPolicySections(
     top,
     reader,
     file,
-    options.readTextFile ?? readListFileSync,
+    readText,
     gateway?.hostname ?? defaultHostname(),
   );
   const rules = parseRules(top.get("rules"), reader, top.key("rules"), {
@@ -391,7 +395,14 @@ function optionalSection(
   return r.fields(parent.get(key), label, keys, `in ${label}`, parent.key(key));
 }
 
-function readSmtp(node: YNode, present: boolean, r: YamlReader, keyNode: YNode) {
+function readSmtp(
+  node: YNode,
+  present: boolean,
+  r: YamlReader,
+  keyNode: YNode,
+  file: string,
+  readText: ReadTextFile,
+) {
   const s = structuredClone(SMTP_DEFAULTS) as SmtpConfig;
   if (!present || isEmpty(node)) return s;
   const f = r.fields(node, `"smtp"`, SMTP_KEYS, `in "smtp"`, keyNode);
@@ -449,6 +460,13 @@ function readSmtp(node: YNode, present: boolean, r: YamlReader, keyNode: YNode) 
     s.pipelining = r.bool(f.get("pipelining"), `"smtp.pipelining"`, f.key("pipelining")) ??
       s.pipelining;
   }
+  const tlsFields = optionalSection(f, "tls", `"smtp.tls"`, TLS_KEYS, r);
+  if (tlsFields) {
+    const identity = readTlsIdentity(tlsFields, r, file, readText);
+    if (identity) s.tls = identity;
+  } else if (f.has("tls") && isEmpty(f.get("tls"))) {
+    r.report(f.key("tls"), `"smtp.tls" is empty; give "cert" and "key" (PEM files) or remove it`);
+  }
   return r.issues.length === before ? s : undefined;
 }
 
@@ -466,6 +484,14 @@ function readRelay(node: YNode, present: boolean, r: YamlReader, keyNode: YNode)
   for (const [key, prop] of fields) {
     if (!f.has(key)) continue;
     c[prop] = r.duration(f.get(key), `"relay.${key}"`, 0.001, 86400, f.key(key)) ?? c[prop];
+  }
+  if (f.has("starttls")) {
+    c.starttls = r.oneOf(
+      f.get("starttls"),
+      `"relay.starttls"`,
+      ["opportunistic", "off"] as const,
+      f.key("starttls"),
+    ) ?? c.starttls;
   }
   return r.issues.length === before ? c : undefined;
 }

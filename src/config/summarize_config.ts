@@ -29,7 +29,15 @@ export function summarizeConfig(cfg: SsgConfig): string {
     `relay: connect ${formatDuration(r.connectTimeout)}, reply ${
       formatDuration(r.replyTimeout)
     }, ` +
-    `end of data ${formatDuration(r.dataTimeout)}`,
+    `end of data ${formatDuration(r.dataTimeout)}; starttls ${r.starttls ?? "opportunistic"}` +
+    `${
+      (r.starttls ?? "opportunistic") === "opportunistic"
+        ? " (server certificate not verified)"
+        : ""
+    }`,
+    s.tls
+      ? `smtp tls: STARTTLS offered; cert ${s.tls.certFile} (${s.tls.subject}, valid to ${s.tls.validTo}), key ${s.tls.keyFile}`
+      : `smtp tls: off (STARTTLS not offered: set smtp.tls.cert and smtp.tls.key)`,
     `log: ${cfg.log.file ?? "stderr only"}, level ${cfg.log.level}`,
     ...describePolicySections(cfg),
     `rules: ${cfg.rules.length}${cfg.rules.length ? "" : " (every message is forwarded)"}`,

@@ -4,8 +4,8 @@
  * Dispatch is a lookup in a fixed `Map` whose values call a typed method of `CommandHandlers`;
  * a verb is never turned into a method name (Haraka's `hook_${verb}` style was rejected: it lets
  * client text choose code). The table also carries each verb's RFC 2920 §3.1 role: replies to
- * EHLO, HELO, DATA, VRFY, EXPN, QUIT, NOOP and unknown or unimplemented commands are flushed at
- * once; replies to RSET, MAIL and RCPT may wait in the output buffer while pipelined input remains.
+ * EHLO, HELO, DATA, VRFY, EXPN, QUIT, NOOP, STARTTLS (RFC 3207 §4.1: it ends a group) and unknown
+ * or unimplemented commands are flushed at once; replies to RSET, MAIL and RCPT may wait in the output buffer while pipelined input remains.
  */
 
 /** What the session offers the table; one method per implemented verb. */
@@ -20,6 +20,8 @@ export interface CommandHandlers {
   quit(arg: string): Promise<void>;
   vrfy(arg: string): Promise<void>;
   help(arg: string): Promise<void>;
+  /** STARTTLS (RFC 3207); 502 when the responder has no certificate. */
+  starttls(arg: string): Promise<void>;
   /** A verb SMTP knows that this responder does not implement (502). */
   notImplemented(verb: string): Promise<void>;
   /** A verb that marks the peer as not an SMTP client at all (HTTP, proxies): refuse and close. */
@@ -41,7 +43,7 @@ const notImplemented: CommandEntry = {
 const forbidden: CommandEntry = { run: (h, _arg, verb) => h.forbidden(verb), flush: true };
 
 /**
- * The dispatch table. Verbs not in it get 500 5.5.1. STARTTLS, AUTH, BDAT (CHUNKING), ETRN and
+ * The dispatch table. Verbs not in it get 500 5.5.1. AUTH, BDAT (CHUNKING), ETRN and
  * the rest are known but not offered: 502 5.5.1. CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
  * or proxy probes and end the session, as Postfix's `smtpd_forbidden_commands` does.
  */
@@ -57,7 +59,7 @@ export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, 
   ["VRFY", { run: (h, a) => h.vrfy(a), flush: true }],
   ["HELP", { run: (h, a) => h.help(a), flush: true }],
   ["EXPN", notImplemented],
-  ["STARTTLS", notImplemented],
+  ["STARTTLS", { run: (h, a) => h.starttls(a), flush: true }],
   ["AUTH", notImplemented],
   ["BDAT", notImplemented],
   ["ETRN", notImplemented],

@@ -151,6 +151,23 @@ export class LineReader {
     this.#start -= count;
   }
 
+  /**
+   * Hands the stream back for a TLS upgrade (RFC 3207): discards every buffered byte and releases
+   * the lock, leaving the stream open; returns how many bytes were discarded. Security: those
+   * bytes arrived in plaintext after the STARTTLS command (or the server's 220); executing them
+   * after the handshake is CVE-2011-0411, so they are dropped, never carried over. Throws when a
+   * read is still in flight (its bytes could not be accounted for); the reader is unusable after.
+   */
+  release(): number {
+    if (this.#pending) throw new Error("Cannot release the stream while a read is in flight");
+    const dropped = this.buffered;
+    this.#start = this.#end = 0;
+    this.#discarding = false;
+    this.#eof = true;
+    this.#reader.releaseLock();
+    return dropped;
+  }
+
   /** Stops reading: cancels the stream (any pending read ends). Safe to call twice. */
   async cancel(): Promise<void> {
     this.#eof = true;

@@ -9,7 +9,8 @@
  *
  * The client address is the real peer's (the gateway is a hop, §2.3.10 and RFC 2979, so it must
  * leave a trace like any relay). `for` appears only with exactly one recipient, so a Bcc list is
- * never disclosed. The protocol word follows RFC 3848: "ESMTP" after EHLO, "SMTP" after HELO.
+ * never disclosed. The protocol word follows RFC 3848: "ESMTP" after EHLO, "ESMTPS" after EHLO
+ * under STARTTLS, "SMTP" after HELO (RFC 3848 registers no TLS variant of plain SMTP).
  *
  * Security: untrusted bytes. The HELO name is the client's free text; it is written only when it is
  * a plain domain or address literal and replaced by "unknown" otherwise, so a client cannot end the
@@ -25,8 +26,8 @@ export interface ReceivedInfo {
   clientIp: string;
   /** This gateway's host name. */
   hostname: string;
-  /** "ESMTP" after EHLO, "SMTP" after HELO. */
-  protocol: "ESMTP" | "SMTP";
+  /** "ESMTP" after EHLO, "ESMTPS" after EHLO under TLS, "SMTP" after HELO. */
+  protocol: "ESMTP" | "ESMTPS" | "SMTP";
   /** The transaction id. */
   id: string;
   /** The recipients the server accepted. */

@@ -16,6 +16,15 @@
  *
  * Sends: EHLO with our host name (HELO if EHLO is refused); SIZE= and BODY= only when the server
  * advertised SIZE and 8BITMIME; the message dot-stuffed, CRLF only, as one write.
+ *
+ * STARTTLS (RFC 3207), `relay.starttls: opportunistic` (the default): when the server advertises
+ * it, the client upgrades and says EHLO again (§4.2: the pre-TLS extensions are forgotten). The
+ * server's certificate is not verified (see `start_tls.ts`: encryption against passive
+ * eavesdropping on the internal link, RFC 7435). Like Postfix's `smtp_tls_security_level = may`,
+ * a refused STARTTLS (non-220) continues in plaintext on the same connection, and a failed
+ * handshake is retried once in plaintext on a new connection; either way `tlsFailure` says why
+ * (the session logs `relay.tls_failed`). Security: bytes the server sent after its 220 are
+ * discarded, never read as post-TLS replies. `off`: STARTTLS is never used.
  */
 import type { RelayConfig } from "../config/config.ts";
 import { raceDeadline, secondsToMs } from "./deadline.ts";
@@ -23,6 +32,7 @@ import { dotStuff } from "./dot_stuff.ts";
 import { LineReader } from "./line_reader.ts";
 import { isEnhancedCode, MAX_REPLY_LINES, sanitizeText, type SmtpReply } from "./reply.ts";
 import { closeQuietly, type SessionIo, setNoDelay } from "./session_io.ts";
+import { startClientTls } from "./start_tls.ts";
 
 /** Longest reply line accepted from the server, CRLF included (RFC 5321 §4.5.3.1.5 says 512;
  * we allow slack for servers that exceed it, and bound it all the same). */
@@ -36,7 +46,7 @@ export const MAX_SERVER_REPLY_LINES = 200;
 export const QUIT_WAIT_MS = 5000;
 
 /** Why the relay failed. */
-export type RelayFailure = "connect" | "timeout" | "closed" | "protocol" | "refused";
+export type RelayFailure = "connect" | "timeout" | "closed" | "protocol" | "refused" | "tls";
 
 /** The relay to the server failed; the session answers 4xx. */
 export class RelayError extends Error {
@@ -81,6 +91,8 @@ export class RelayClient {
   #usable = true;
   #closed = false;
   #greeting: SmtpReply | undefined;
+  #tls: { protocol: string; cipher: string } | undefined;
+  #tlsFailure: string | undefined;
 
   private constructor(io: SessionIo, config: RelayConfig) {
     this.#io = io;
@@ -98,6 +110,21 @@ export class RelayClient {
    * "timeout", "closed", "protocol".
    */
   static async open(opts: RelayOptions): Promise<RelayClient> {
+    try {
+      return await RelayClient.#open(opts);
+    } catch (e) {
+      if (!(e instanceof RelayError && e.kind === "tls")) throw e;
+      // Opportunistic: a server whose TLS is broken still gets the mail, in plaintext.
+      const client = await RelayClient.#open({
+        ...opts,
+        config: { ...opts.config, starttls: "off" },
+      });
+      client.#tlsFailure = e.message;
+      return client;
+    }
+  }
+
+  static async #open(opts: RelayOptions): Promise<RelayClient> {
     const connectMs = secondsToMs(opts.config.connectTimeout);
     const attempt = opts.connect(opts.server, connectMs).then(
       (io) => ({ io }),
@@ -127,6 +154,16 @@ export class RelayClient {
   /** The server's greeting. */
   get greeting(): SmtpReply | undefined {
     return this.#greeting;
+  }
+
+  /** The negotiated TLS protocol and cipher; undefined while in plaintext. */
+  get tls(): { protocol: string; cipher: string } | undefined {
+    return this.#tls;
+  }
+
+  /** Why STARTTLS was advertised but not used (refused or failed handshake), if it was. */
+  get tlsFailure(): string | undefined {
+    return this.#tlsFailure;
   }
 
   /** EHLO keywords (upper case) the server advertised, with their parameters. */
@@ -211,9 +248,11 @@ export class RelayClient {
     }
     const ehlo = await this.command(`EHLO ${hostname}`);
     if (ehlo.code === 250) {
-      for (const line of ehlo.lines.slice(1)) {
-        const [kw, ...rest] = line.split(" ");
-        if (kw) this.#extensions.set(kw.toUpperCase(), rest.join(" "));
+      this.#readExtensions(ehlo);
+      if (
+        this.#extensions.has("STARTTLS") && (this.#config.starttls ?? "opportunistic") !== "off"
+      ) {
+        await this.#startTls(hostname, replyMs);
       }
       return;
     }
@@ -223,6 +262,46 @@ export class RelayClient {
       throw new RelayError("refused", `Server refused HELO with ${helo.code}`, { reply: helo });
     }
     throw new RelayError("refused", `Server refused EHLO with ${ehlo.code}`, { reply: ehlo });
+  }
+
+  #readExtensions(ehlo: SmtpReply): void {
+    this.#extensions.clear();
+    for (const line of ehlo.lines.slice(1)) {
+      const [kw, ...rest] = line.split(" ");
+      if (kw) this.#extensions.set(kw.toUpperCase(), rest.join(" "));
+    }
+  }
+
+  /** STARTTLS, the handshake and the second EHLO; a refusal leaves the connection in plaintext. */
+  async #startTls(hostname: string, replyMs: number): Promise<void> {
+    const r = await this.command("STARTTLS");
+    if (r.code !== 220) {
+      this.#tlsFailure = `Server answered STARTTLS with ${r.code}`;
+      return;
+    }
+    // Security: anything after the 220 came in plaintext; it is dropped, not read as a reply.
+    this.#reader.release();
+    this.#writer.releaseLock();
+    try {
+      const tls = await startClientTls(this.#io, {}, replyMs);
+      this.#io = tls;
+      this.#tls = { protocol: tls.protocol, cipher: tls.cipher };
+    } catch (e) {
+      this.#usable = false;
+      this.#closed = true;
+      closeQuietly(this.#io);
+      throw new RelayError("tls", e instanceof Error ? e.message : String(e), { cause: e });
+    }
+    this.#reader = new LineReader(this.#io.readable);
+    this.#writer = this.#io.writable.getWriter();
+    this.#writer.closed.catch(() => {});
+    const ehlo = await this.command(`EHLO ${hostname}`);
+    if (ehlo.code !== 250) {
+      throw new RelayError("refused", `Server refused EHLO after STARTTLS with ${ehlo.code}`, {
+        reply: ehlo,
+      });
+    }
+    this.#readExtensions(ehlo);
   }
 
   async #write(bytes: Uint8Array, ms: number): Promise<void> {

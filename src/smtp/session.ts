@@ -37,9 +37,17 @@
  * grows with the bytes received; the session deadline bounds everything the client controls
  * (waits on the server are bounded by the relay timeouts instead).
  *
- * Not done yet: STARTTLS, CHUNKING/BDAT, SMTPUTF8, DSN (all answered 502/555 and never
- * advertised), and spooling to disk (a message is held in memory, bounded by `maxMessageBytes`
- * per session).
+ * STARTTLS (RFC 3207) is offered only when `smtp.tls` gives a certificate, and only before TLS
+ * is active (otherwise 502 5.5.1, as Postfix without TLS). It is accepted before EHLO too: RFC
+ * 3207 §4 sets no precondition, and Postfix (smtpd, postscreen's psc_starttls_cmd) checks none.
+ * Security (CVE-2011-0411): plaintext bytes already received after the STARTTLS line are
+ * discarded with the line reader, never executed after the handshake. After TLS everything the
+ * client said before is forgotten (RFC 3207 §4.2): it must EHLO again, no transaction survives.
+ * The handshake is bounded by the command timeout (Postfix's smtpd_starttls_timeout defaults to
+ * the same 300 s) and the session deadline; a failed handshake is logged and closes the session.
+ *
+ * Not done yet: CHUNKING/BDAT, SMTPUTF8, DSN (all answered 502/555 and never advertised), and
+ * spooling to disk (a message is held in memory, bounded by `maxMessageBytes` per session).
  */
 import type { RelayConfig, SmtpConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
@@ -61,6 +69,7 @@ import {
   type SmtpReply,
 } from "./reply.ts";
 import { closeQuietly, type SessionIo, setNoDelay } from "./session_io.ts";
+import { startServerTls } from "./start_tls.ts";
 
 export type { SessionIo } from "./session_io.ts";
 
@@ -143,6 +152,7 @@ export type SessionEnd =
   | "flood"
   | "write-failed"
   | "relay-lost"
+  | "tls-failed"
   | "internal-error";
 
 /** Counts for main after a session ends. */
@@ -238,6 +248,10 @@ class Session implements CommandHandlers {
   #deadline: number;
   #helo: string | undefined;
   #protocol: "ESMTP" | "SMTP" = "ESMTP";
+  /** Whether STARTTLS completed: the rest of the session is encrypted. */
+  #tls = false;
+  /** Bytes the plaintext reader had received before STARTTLS replaced it. */
+  #bytesBeforeTls = 0;
   #tx: Transaction | undefined;
   #relay: RelayClient | undefined;
   /** Whether the server holds a MAIL of ours that needs an RSET. */
@@ -280,7 +294,7 @@ class Session implements CommandHandlers {
       end: this.#end ?? "internal-error",
       ...this.#counts,
       errors: this.#errors,
-      bytesIn: this.#reader.bytesRead,
+      bytesIn: this.#bytesBeforeTls + this.#reader.bytesRead,
       durationMs: Math.round(performance.now() - this.#started),
     };
     ctx.log.event("smtp.close", {
@@ -469,7 +483,16 @@ class Session implements CommandHandlers {
         server: `${ctx.server.ip}:${ctx.server.port}`,
         ms: Math.round(performance.now() - t0),
         extensions: [...this.#relay.extensions.keys()],
+        tls: this.#relay.tls ? `${this.#relay.tls.protocol} ${this.#relay.tls.cipher}` : "none",
       });
+      if (this.#relay.tlsFailure) {
+        ctx.log.event("relay.tls_failed", {
+          session: ctx.id,
+          server: `${ctx.server.ip}:${ctx.server.port}`,
+          reason: this.#relay.tlsFailure,
+          fallback: "plaintext",
+        }, "warning");
+      }
       return this.#relay;
     } catch (e) {
       this.#relayError(e, "connect");
@@ -559,7 +582,54 @@ class Session implements CommandHandlers {
     const lines = [host];
     if (smtp.pipelining) lines.push("PIPELINING");
     lines.push(`SIZE ${smtp.maxMessageBytes}`, "8BITMIME", "ENHANCEDSTATUSCODES");
+    if (smtp.tls && !this.#tls) lines.push("STARTTLS");
     this.#send({ code: 250, lines });
+  }
+
+  async starttls(arg: string): Promise<void> {
+    const ctx = this.#ctx;
+    const identity = ctx.smtp.tls;
+    if (!identity) return this.notImplemented("STARTTLS");
+    if (arg !== "") return this.#fail(reply(501, "5.5.4", "Syntax: STARTTLS"), "starttls-syntax");
+    if (this.#tls) {
+      return this.#fail(reply(554, "5.5.1", "Error: TLS already active"), "starttls-active");
+    }
+    this.#send(reply(220, "2.0.0", "Ready to start TLS"));
+    if (!(await this.#flush())) return;
+    // Security (CVE-2011-0411): whatever followed the STARTTLS line in plaintext is dropped here.
+    this.#bytesBeforeTls = this.#reader.bytesRead;
+    const dropped = this.#reader.release();
+    this.#writer.releaseLock();
+    if (dropped > 0) {
+      ctx.log.event("smtp.tls_discard", {
+        session: ctx.id,
+        bytes: dropped,
+        reason: "plaintext pipelined after STARTTLS",
+      }, "warning");
+    }
+    const left = this.#deadline - performance.now();
+    const ms = Math.max(1, Math.min(secondsToMs(ctx.smtp.timeouts.command), left));
+    try {
+      const tls = await startServerTls(this.#io, identity, ms);
+      this.#io = tls;
+      this.#reader = new LineReader(tls.readable);
+      this.#writer = tls.writable.getWriter();
+      this.#writer.closed.catch(() => {});
+      ctx.log.event("smtp.tls", { session: ctx.id, protocol: tls.protocol, cipher: tls.cipher });
+    } catch (e) {
+      ctx.log.event("smtp.tls_failed", {
+        session: ctx.id,
+        error: e instanceof Error ? e.message : String(e),
+      }, "warning");
+      this.#end = "tls-failed";
+      return;
+    }
+    // RFC 3207 §4.2: discard all knowledge obtained from the client before TLS.
+    this.#tls = true;
+    this.#helo = undefined;
+    this.#protocol = "ESMTP";
+    this.#tx = undefined;
+    await this.#resetUpstream();
   }
 
   async mail(arg: string): Promise<void> {
@@ -749,7 +819,7 @@ class Session implements CommandHandlers {
       client: ctx.client,
       server: ctx.server,
       helo: this.#helo ?? "",
-      tls: false,
+      tls: this.#tls,
       sessionId: ctx.id,
       transactionId: tx.id,
     };
@@ -928,7 +998,7 @@ class Session implements CommandHandlers {
       helo: this.#helo ?? "",
       clientIp: ctx.client.ip,
       hostname: ctx.hostname,
-      protocol: this.#protocol,
+      protocol: this.#tls && this.#protocol === "ESMTP" ? "ESMTPS" : this.#protocol,
       id: tx.id,
       recipients: tx.rcpts,
       date: ctx.clock ? ctx.clock() : new Date(),

@@ -411,7 +411,12 @@ rules:
     timeouts: { command: 300, data: 180, session: 3600 },
     pipelining: true,
   });
-  assert.deepEqual(cfg.relay, { connectTimeout: 30, replyTimeout: 300, dataTimeout: 600 });
+  assert.deepEqual(cfg.relay, {
+    connectTimeout: 30,
+    replyTimeout: 300,
+    dataTimeout: 600,
+    starttls: "opportunistic",
+  });
   assert.deepEqual(cfg.log, { level: "info" });
   assert.deepEqual(cfg.rules, [
     {
@@ -460,7 +465,7 @@ smtp:
   max_sessions_per_client: 10
   timeouts: { command: 90s, data: 250ms, session: 1h30m }
   pipelining: false
-relay: { connect_timeout: 1.5, reply_timeout: "2m", data_timeout: 600 }
+relay: { connect_timeout: 1.5, reply_timeout: "2m", data_timeout: 600, starttls: off }
 log: { file: /var/log/ssg.log, level: debug }
 `,
     "x.yaml",
@@ -475,7 +480,12 @@ log: { file: /var/log/ssg.log, level: debug }
   assert.equal(cfg.smtp.maxSessionsPerClient, 10);
   assert.deepEqual(cfg.smtp.timeouts, { command: 90, data: 0.25, session: 5400 });
   assert.equal(cfg.smtp.pipelining, false);
-  assert.deepEqual(cfg.relay, { connectTimeout: 1.5, replyTimeout: 120, dataTimeout: 600 });
+  assert.deepEqual(cfg.relay, {
+    connectTimeout: 1.5,
+    replyTimeout: 120,
+    dataTimeout: 600,
+    starttls: "off",
+  });
   assert.deepEqual(cfg.log, { file: "/var/log/ssg.log", level: "debug" });
 });
 
@@ -658,5 +668,97 @@ Deno.test("the shipped rules/default.yaml loads, protects the demo networks and 
   assert.match(
     text,
     /^ {2}3\. crypto-pitch: subject contains .* or body contains .* → reject 550 5\.7\.1 Message rejected by policy \(observe only\)$/m,
+  );
+});
+
+/** A test-only self-signed certificate and key (openssl), and a second key that fits neither. */
+async function tlsFiles(dir: string): Promise<void> {
+  for (const name of ["a", "b"]) {
+    const out = await new Deno.Command("openssl", {
+      args: ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.example"]
+        .concat(["-days", "1", "-keyout", `${dir}/${name}.key`, "-out", `${dir}/${name}.crt`]),
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    assert.ok(out.success, "openssl req");
+  }
+}
+
+Deno.test("smtp.tls reads the PEM certificate and key relative to the rule file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await tlsFiles(dir);
+    await Deno.mkdir(`${dir}/rules`);
+    const path = `${dir}/rules/r.yaml`;
+    await Deno.writeTextFile(
+      path,
+      GOOD_GATEWAY + `smtp:\n  tls: { cert: ../a.crt, key: ${dir}/a.key }\n`,
+    );
+    const cfg = await loadConfig(path);
+    assert.equal(cfg.smtp.tls?.certFile, "../a.crt");
+    assert.equal(cfg.smtp.tls?.cert, await Deno.readTextFile(`${dir}/a.crt`));
+    assert.equal(cfg.smtp.tls?.key, await Deno.readTextFile(`${dir}/a.key`));
+    assert.equal(cfg.smtp.tls?.subject, "CN=mx.example");
+    const text = summarizeConfig(cfg);
+    assert.match(
+      text,
+      /^smtp tls: STARTTLS offered; cert \.\.\/a\.crt \(CN=mx\.example, valid to /m,
+    );
+    assert.match(text, /starttls opportunistic \(server certificate not verified\)$/m);
+    assert.doesNotMatch(text, /PRIVATE KEY/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("smtp.tls problems are refused with file:line:column", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await tlsFiles(dir);
+    await Deno.writeTextFile(`${dir}/junk.pem`, "not a certificate\n");
+    const cases: [string, RegExp][] = [
+      [
+        `tls: { cert: missing.crt, key: a.key }`,
+        /r\.yaml:4:16: cannot read "smtp\.tls\.cert" file "missing\.crt" \(.*missing\.crt\): /,
+      ],
+      [
+        `tls: { cert: junk.pem, key: a.key }`,
+        /r\.yaml:4:16: "smtp\.tls\.cert" file "junk\.pem" is not a PEM certificate/,
+      ],
+      [
+        `tls: { cert: a.crt, key: junk.pem }`,
+        /r\.yaml:4:28: "smtp\.tls\.key" file "junk\.pem" is not a PEM private key/,
+      ],
+      [
+        `tls: { cert: a.crt, key: b.key }`,
+        /r\.yaml:4:28: "smtp\.tls\.key" file "b\.key" does not belong to the certificate "a\.crt"/,
+      ],
+      [`tls: { cert: a.crt }`, /r\.yaml:4:8: "smtp\.tls\.key" is missing/],
+      [
+        `tls: { cert: a.crt, key: a.key, ca: x }`,
+        /r\.yaml:4:35: unknown key "ca" in "smtp\.tls"; expected one of cert, key/,
+      ],
+      [`tls:`, /r\.yaml:4:3: "smtp\.tls" is empty/],
+    ];
+    for (const [line, re] of cases) {
+      const path = `${dir}/r.yaml`;
+      await Deno.writeTextFile(path, GOOD_GATEWAY + `smtp:\n  ${line}\n`);
+      await assert.rejects(() => loadConfig(path), (e: unknown) => {
+        assert.ok(e instanceof ConfigError, String(e));
+        assert.match(e.format(), re);
+        return true;
+      }, line);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("relay.starttls must be opportunistic or off", () => {
+  const lines = errorsOf(GOOD_GATEWAY + "relay:\n  starttls: required\n");
+  assert.equal(lines.length, 1);
+  assert.match(
+    lines[0],
+    /^rules\/a\.yaml:4:13: "relay\.starttls" must be one of opportunistic, off/,
   );
 });

@@ -232,6 +232,8 @@ export interface FakeServerOptions {
   data?: () => string | null;
   dataEnd?: (m: ReceivedMessage) => string | null;
   rset?: () => string | null;
+  /** Answer to STARTTLS (default 500: not recognised); advertise it through `ehlo`. */
+  starttls?: () => string | null;
 }
 
 /** Default EHLO reply of the fake server. */
@@ -352,6 +354,9 @@ export class FakeServer {
             mailFrom = "";
             rcpts = [];
             answer = o.rset ? o.rset() : "250 2.0.0 Ok";
+            break;
+          case "STARTTLS":
+            answer = o.starttls ? o.starttls() : "500 5.5.2 Error: command not recognized";
             break;
           case "QUIT":
             await this.#send("221 2.0.0 Bye");

@@ -123,3 +123,27 @@ Deno.test("LineReader.waitForData with 0 ms notices only bytes already sent", as
   assert.equal(await early.reader.waitForData(0), "data");
   early.close();
 });
+
+Deno.test("LineReader.release() drops buffered bytes and hands back the stream; later bytes reach the new owner", async () => {
+  const d = duplex();
+  const w = d.a.writable.getWriter();
+  const reader = new LineReader(d.b.readable);
+  await w.write(bytes("STARTTLS\r\nMAIL FROM:<inject@evil.example>\r\n"));
+  const r = await reader.readLine(512, 1000);
+  assert.equal(r.kind === "line" && text(r.line), "STARTTLS");
+  assert.equal(reader.release(), "MAIL FROM:<inject@evil.example>\r\n".length);
+  assert.equal(reader.buffered, 0);
+  const next = d.b.readable.getReader(); // the lock was released
+  await w.write(bytes("handshake"));
+  const chunk = await next.read();
+  assert.equal(text(chunk.value!), "handshake");
+  d.a.close();
+});
+
+Deno.test("LineReader.release() refuses while a read is in flight", async () => {
+  const { reader, close } = setup();
+  assert.equal((await reader.readLine(512, 1)).kind, "timeout"); // leaves its read pending
+  assert.throws(() => reader.release(), /read is in flight/);
+  close();
+  await reader.cancel();
+});
