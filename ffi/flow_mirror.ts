@@ -78,7 +78,7 @@ export class FlowMirror {
         clientPort: e.clientPort,
         server: e.serverIp,
         serverPort: e.serverPort,
-      });
+      }, "debug"); // debug: a SYN flood must not become a log flood (smtp.connect is info)
       const ws = this.#waiters.get(key);
       if (ws) {
         this.#waiters.delete(key);
@@ -96,7 +96,7 @@ export class FlowMirror {
         serverPort: e.serverPort,
         reason: e.reason,
         ms: entry ? now - entry.created : undefined,
-      });
+      }, "debug");
     }
   }
 
