@@ -66,6 +66,11 @@ export interface GatewayConfig {
 export interface SmtpConfig {
   /** Largest message in bytes, advertised in SIZE (default 26214400). */
   maxMessageBytes: number;
+  /**
+   * Most message bytes held in memory by all sessions together (default 256 MiB; at least
+   * `maxMessageBytes`). Past it a message is read but not stored, and gets 452 4.3.1.
+   */
+  maxInflightBytes: number;
   /** Most recipients per transaction before 452 (default 100, the RFC minimum). */
   maxRecipients: number;
   /** Command line limit in bytes including CRLF (default 512). */

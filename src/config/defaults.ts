@@ -24,6 +24,7 @@ export const GATEWAY_DEFAULTS: Readonly<Omit<GatewayConfig, "protect" | "hostnam
 /** Defaults of `smtp:` (RFC 5321 §4.5.3 minimums and timeouts). */
 export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
   maxMessageBytes: 25 * 1024 * 1024,
+  maxInflightBytes: 256 * 1024 * 1024,
   maxRecipients: 100, // §4.5.3.1.8: at least 100 recipients MUST be buffered
   maxCommandLine: 512, // §4.5.3.1.4
   maxTextLine: 1000, // §4.5.3.1.6

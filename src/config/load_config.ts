@@ -84,6 +84,7 @@ const QUEUE_KEYS = ["num", "maxlen", "rcvbuf", "fail_open"] as const;
 const FLOWS_KEYS = ["max", "idle_seconds"] as const;
 const SMTP_KEYS = [
   "max_message_bytes",
+  "max_inflight_bytes",
   "max_recipients",
   "max_command_line",
   "max_text_line",
@@ -420,6 +421,21 @@ function readSmtp(
       1 << 30,
       f.key("max_message_bytes"),
     ) ?? s.maxMessageBytes;
+  }
+  if (f.has("max_inflight_bytes")) {
+    s.maxInflightBytes = r.size(
+      f.get("max_inflight_bytes"),
+      `"smtp.max_inflight_bytes"`,
+      1024,
+      64 * (1 << 30),
+      f.key("max_inflight_bytes"),
+    ) ?? s.maxInflightBytes;
+  }
+  if (s.maxInflightBytes < s.maxMessageBytes) {
+    r.report(
+      f.get("max_inflight_bytes") ?? f.get("max_message_bytes") ?? f.node,
+      `"smtp.max_inflight_bytes" (${s.maxInflightBytes}) must be at least "smtp.max_message_bytes" (${s.maxMessageBytes}), or no message of the largest size could ever be accepted`,
+    );
   }
   // RFC 5321 §4.5.3.1: these are minimums a server must accept; lower values break the RFC.
   s.maxRecipients = int("max_recipients", 100, 100_000, s.maxRecipients);

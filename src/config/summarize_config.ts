@@ -19,7 +19,9 @@ export function summarizeConfig(cfg: SsgConfig): string {
     `queue: num ${g.queue.num}, maxlen ${g.queue.maxlen}, rcvbuf ${formatSize(g.queue.rcvbuf)}, ` +
     `${g.queue.failOpen ? "fail-open" : "fail-closed"}; ` +
     `flows: max ${g.flows.max}, idle ${formatDuration(g.flows.idleSeconds)}`,
-    `smtp: message ${formatSize(s.maxMessageBytes)}, ${s.maxRecipients} recipients, ` +
+    `smtp: message ${formatSize(s.maxMessageBytes)} (${
+      formatSize(s.maxInflightBytes)
+    } in memory in all), ${s.maxRecipients} recipients, ` +
     `command line ${s.maxCommandLine}, text line ${s.maxTextLine}, bare line endings ${s.bareLineEndings}, ` +
     `pipelining ${s.pipelining ? "on" : "off"}`,
     `smtp sessions: ${s.maxSessions} (${s.maxSessionsPerClient} per client), ` +

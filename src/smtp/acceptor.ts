@@ -14,6 +14,7 @@ import type { EventLog } from "../log/log.ts";
 import type { Judge } from "../policy/verdict.ts";
 import { serveSession, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
+import { MemoryBudget } from "./memory_budget.ts";
 
 /** Where a diverted connection was going. */
 export interface Destination {
@@ -52,6 +53,8 @@ export class Acceptor {
   #sessions = new Map<string, { conn: Deno.Conn; done: Promise<unknown> }>();
   #perClient = new Map<string, number>();
   #shutdown = new AbortController();
+  /** One bound on message bytes held by all sessions together. */
+  #memory: MemoryBudget;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
   #closing: Promise<void> | undefined;
@@ -63,6 +66,7 @@ export class Acceptor {
 
   constructor(opts: AcceptorOptions) {
     this.#opts = opts;
+    this.#memory = new MemoryBudget(opts.config.smtp.maxInflightBytes);
     this.#closed = new Promise((r) => this.#resolveClosed = r);
   }
 
@@ -153,6 +157,7 @@ export class Acceptor {
       connectUpstream: connect,
       shutdown: this.#shutdown.signal,
       actions: this.#opts.actions,
+      memory: this.#memory,
     }).catch((err) => {
       // serveSession answers misbehaving peers itself; reaching here is a bug, not a peer problem.
       log.event("smtp.crash", { session: id, error: String(err?.stack ?? err) }, "error");

@@ -38,6 +38,8 @@ export interface DataReaderOptions {
   maxTextLine: number;
   /** What bare CR / bare LF mean (see the module comment). */
   bareLineEndings: "reject" | "normalize";
+  /** Shared bound on stored bytes (see memory_budget.ts); absent: unbounded but for the size. */
+  budget?: MemoryBudget;
 }
 
 /** Defects found in a message's content; any of them stops storage except normalised endings. */
@@ -52,7 +54,11 @@ export interface DataDefects {
   lineTooLong: boolean;
   /** The content exceeded `maxMessageBytes`. */
   overSize: boolean;
+  /** The shared in-flight memory budget was exhausted: a temporary failure (452 4.3.1). */
+  noMemory: boolean;
 }
+
+import type { MemoryBudget } from "./memory_budget.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -96,13 +102,43 @@ export class DataReader {
     nul: false,
     lineTooLong: false,
     overSize: false,
+    noMemory: false,
   };
   #received = 0;
+  #reserved = 0;
 
   /** Starts decoding right after the DATA command's CRLF. */
   constructor(opts: DataReaderOptions) {
     this.#opts = opts;
-    this.#out = new Uint8Array(Math.min(64 * 1024, Math.max(16, opts.maxMessageBytes)));
+    const initial = Math.min(64 * 1024, Math.max(16, opts.maxMessageBytes));
+    if (!this.#reserve(initial)) {
+      this.#out = new Uint8Array(0);
+      return;
+    }
+    this.#out = new Uint8Array(initial);
+  }
+
+  /** Reserves `n` more bytes from the budget; on failure records `noMemory` and stops storing. */
+  #reserve(n: number): boolean {
+    const b = this.#opts.budget;
+    if (!b || b.tryReserve(n)) {
+      this.#reserved += n;
+      return true;
+    }
+    this.#defects.noMemory = true;
+    this.#store = false;
+    return false;
+  }
+
+  /**
+   * Gives the stored bytes back to the budget. Call once the message is no longer needed (it is
+   * safe to call twice; `message()` must not be used afterwards).
+   */
+  dispose(): void {
+    this.#opts.budget?.release(this.#reserved);
+    this.#reserved = 0;
+    this.#out = new Uint8Array(0);
+    this.#outLen = 0;
   }
 
   /** Whether CR LF "." CR LF has been seen. */
@@ -129,7 +165,7 @@ export class DataReader {
   get rejected(): boolean {
     const d = this.#defects;
     const bare = (d.bareCr || d.bareLf) && this.#opts.bareLineEndings === "reject";
-    return bare || d.nul || d.lineTooLong || d.overSize;
+    return bare || d.nul || d.lineTooLong || d.overSize || d.noMemory;
   }
 
   /**
@@ -271,9 +307,9 @@ export class DataReader {
     if (!this.#store) return;
     const need = this.#outLen + bytes.length;
     if (need > this.#out.length) {
-      const grown = new Uint8Array(
-        Math.min(Math.max(need, this.#out.length * 2), this.#opts.maxMessageBytes),
-      );
+      const size = Math.min(Math.max(need, this.#out.length * 2), this.#opts.maxMessageBytes);
+      if (!this.#reserve(size - this.#out.length)) return;
+      const grown = new Uint8Array(size);
       grown.set(this.#out.subarray(0, this.#outLen));
       this.#out = grown;
     }

@@ -3,6 +3,7 @@
  * for a rule's rejection.
  *
  * Codes (RFC 5321 §4.3.2 lists 552, 554, 451, 452, 450, 550 for end of data):
+ * - the shared in-flight memory budget exhausted: 452 4.3.1 (temporary; see memory_budget.ts);
  * - more than `maxMessageBytes`: 552 5.3.4 (RFC 1870 §6, RFC 3463 X.3.4);
  * - a NUL byte: 554 5.6.0 (content not valid for transfer; see data_reader.ts for why);
  * - bare CR or LF under the "reject" policy: 550 5.5.2 (Postfix's reply for the same case);
@@ -21,6 +22,13 @@ export function defectReply(
   d: Readonly<DataDefects>,
   maxTextLine: number,
 ): { reply: SmtpReply; reason: string } {
+  if (d.noMemory) {
+    // Temporary: the content was not stored because all sessions together hold too much.
+    return {
+      reply: reply(452, "4.3.1", "Error: insufficient system storage, try again later"),
+      reason: "no-memory",
+    };
+  }
   if (d.overSize) {
     return {
       reply: reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size"),

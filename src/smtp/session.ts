@@ -55,6 +55,7 @@ import type { Delivery, Envelope, Judge, Reply, Verdict } from "../policy/verdic
 import { parseCommandLine, parseHeloArg, parseMailArg, parseRcptArg } from "./command.ts";
 import { COMMAND_TABLE, type CommandHandlers } from "./command_table.ts";
 import { DataReader } from "./data_reader.ts";
+import type { MemoryBudget } from "./memory_budget.ts";
 import { defectReply, ruleReply } from "./end_of_data_reply.ts";
 import { raceDeadline, secondsToMs } from "./deadline.ts";
 import { LineReader } from "./line_reader.ts";
@@ -132,6 +133,8 @@ export interface SessionContext {
   minDataRate?: number;
   /** The clock for the Received header's date (default: the system clock; tests pin it). */
   clock?: () => Date;
+  /** The shared bound on message bytes held by all sessions (`smtp.max_inflight_bytes`). */
+  memory?: MemoryBudget;
   /** Carries out quarantine/tag/bcc/redirect/alert/blacklist verdicts. Without it a verdict that
    * needs one of those is answered 451 4.3.0 (nothing is lost; the client retries). */
   actions?: VerdictActions;
@@ -770,7 +773,6 @@ class Session implements CommandHandlers {
   }
 
   async data(arg: string): Promise<void> {
-    const ctx = this.#ctx;
     if (arg !== "") return this.#fail(reply(501, "5.5.4", "Syntax: DATA"), "data-syntax");
     const tx = this.#tx;
     if (!tx) return this.#fail(reply(503, "5.5.1", "Error: need MAIL command"), "data-before-mail");
@@ -783,6 +785,16 @@ class Session implements CommandHandlers {
     const tReceive = performance.now();
     const dr = await this.#receive(tx);
     if (!dr) return;
+    try {
+      await this.#endOfData(tx, dr, tReceive);
+    } finally {
+      // The message is no longer held: its bytes go back to the shared in-flight budget.
+      dr.dispose();
+    }
+  }
+
+  async #endOfData(tx: Transaction, dr: DataReader, tReceive: number): Promise<void> {
+    const ctx = this.#ctx;
     // The transaction ends here whatever happens next (RFC 5321 §4.1.1.4).
     this.#tx = undefined;
     const outcome: Outcome = {
@@ -796,6 +808,19 @@ class Session implements CommandHandlers {
 
     if (dr.rejected) {
       const { reply: r, reason } = defectReply(dr.defects, ctx.smtp.maxTextLine);
+      if (reason === "no-memory") {
+        // Our shortage, not the client's fault: a 4xx that does not count as a client error.
+        ctx.log.event("smtp.limit", {
+          session: ctx.id,
+          tx: tx.id,
+          limit: "inflight-bytes",
+          max: ctx.memory?.limit,
+        }, "warning");
+        await this.#resetUpstream();
+        this.#send(r);
+        this.#counts.failed++;
+        return this.#messageLog({ ...outcome, verdict: "tempfail", rule: reason, reply: r });
+      }
       if (reason === "message-too-big" || reason === "text-line-too-long") {
         const overSize = reason === "message-too-big";
         ctx.log.event("smtp.limit", {
@@ -1012,7 +1037,16 @@ class Session implements CommandHandlers {
       maxMessageBytes: ctx.smtp.maxMessageBytes,
       maxTextLine: ctx.smtp.maxTextLine,
       bareLineEndings: ctx.smtp.bareLineEndings,
+      budget: ctx.memory,
     });
+    const got = await this.#receiveInto(tx, dr);
+    // Cut short: nothing is kept, and the bytes go back to the shared budget.
+    if (!got) dr.dispose();
+    return got;
+  }
+
+  async #receiveInto(tx: Transaction, dr: DataReader): Promise<DataReader | undefined> {
+    const ctx = this.#ctx;
     const dataMs = secondsToMs(ctx.smtp.timeouts.data);
     const rate = ctx.minDataRate && ctx.minDataRate > 0 ? ctx.minDataRate : undefined;
     let requestDeadline = performance.now() + dataMs;

@@ -400,6 +400,7 @@ rules:
   assert.deepEqual(cfg.gateway.flows, { max: 65536, idleSeconds: 600 });
   assert.deepEqual(cfg.smtp, {
     maxMessageBytes: 26214400,
+    maxInflightBytes: 268435456,
     maxRecipients: 100,
     maxCommandLine: 512,
     maxTextLine: 1000,
@@ -655,7 +656,10 @@ Deno.test("the shipped rules/default.yaml loads, protects the demo networks and 
   const text = summarizeConfig(cfg);
   assert.match(text, /^protect: 198\.51\.100\.0\/24, 2001:db8:25::\/64 \(TCP ports 25\)$/m);
   assert.match(text, /^responder: ipv4 auto, ipv6 auto, port 10025; hostname /m);
-  assert.match(text, /^smtp: message 25M, 100 recipients, command line 512, text line 1000/m);
+  assert.match(
+    text,
+    /^smtp: message 25M \(256M in memory in all\), 100 recipients, command line 512, text line 1000/m,
+  );
   assert.match(text, /^rules: 6$/m);
   assert.match(
     text,
@@ -761,4 +765,24 @@ Deno.test("relay.starttls must be opportunistic or off", () => {
     lines[0],
     /^rules\/a\.yaml:4:13: "relay\.starttls" must be one of opportunistic, off/,
   );
+});
+
+Deno.test("smtp.max_inflight_bytes below smtp.max_message_bytes is refused with its line", () => {
+  const text = [
+    "gateway:",
+    "  protect: [198.51.100.0/24]",
+    "smtp:",
+    "  max_message_bytes: 25M",
+    "  max_inflight_bytes: 10M",
+    "rules: []",
+    "",
+  ].join("\n");
+  assert.throws(
+    () => parseConfig(text, "r.yaml"),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      /^r\.yaml:5:23: "smtp\.max_inflight_bytes" \(10485760\) must be at least/.test(e.format()),
+  );
+  const ok = parseConfig(text.replace("10M", "25M"), "r.yaml");
+  assert.equal(ok.smtp.maxInflightBytes, 25 * 1024 * 1024);
 });

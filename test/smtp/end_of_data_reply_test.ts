@@ -2,10 +2,18 @@ import assert from "node:assert/strict";
 import { defectReply, ruleReply } from "../../src/smtp/end_of_data_reply.ts";
 import { formatReply } from "../../src/smtp/reply.ts";
 
-const NONE = { bareLf: false, bareCr: false, nul: false, lineTooLong: false, overSize: false };
+const NONE = {
+  bareLf: false,
+  bareCr: false,
+  nul: false,
+  lineTooLong: false,
+  overSize: false,
+  noMemory: false,
+};
 
-Deno.test("defectReply picks size, then NUL, then bare line endings, then long lines", () => {
+Deno.test("defectReply picks memory, then size, then NUL, then bare line endings, then long lines", () => {
   const cases: [Partial<typeof NONE>, string, string][] = [
+    [{ noMemory: true, overSize: true, nul: true }, "452 4.3.1", "no-memory"],
     [
       { overSize: true, nul: true, bareLf: true, lineTooLong: true },
       "552 5.3.4",

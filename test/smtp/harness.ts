@@ -189,6 +189,7 @@ export function codes(replies: string): number[] {
 export function smtpConfig(over: Partial<SmtpConfig> = {}): SmtpConfig {
   return {
     maxMessageBytes: 10_000_000,
+    maxInflightBytes: 1 << 30,
     maxRecipients: 100,
     maxCommandLine: 512,
     maxTextLine: 1000,
@@ -427,6 +428,8 @@ export interface StartOptions {
   minDataRate?: number;
   /** Action modules (quarantine, tag, bcc/redirect, after). */
   actions?: SessionContext["actions"];
+  /** Shared in-flight memory budget. */
+  memory?: SessionContext["memory"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -467,6 +470,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     minDataRate: o.minDataRate,
     clock: () => FIXED_DATE,
     actions: o.actions,
+    memory: o.memory,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };
