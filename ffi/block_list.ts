@@ -10,6 +10,7 @@ export class BlockList {
   readonly max: number;
   #until = new Map<string, number>();
 
+  /** Creates an empty list holding at most `max` entries (default 65536). */
   constructor(max = 65536) {
     this.max = max;
   }

@@ -26,11 +26,13 @@ export type { OriginalDestination };
 
 /** Options of `DivertService.start`. */
 export interface DivertServiceOptions {
+  /** The validated `gateway:` section: queue, protected networks, ports, responder, flow bounds. */
   config: GatewayConfig;
   /** Responder IPv4 address (already resolved from "auto"); required when IPv4 is protected. */
   responder4?: string;
   /** Responder IPv6 address (already resolved from "auto"); required when IPv6 is protected. */
   responder6?: string;
+  /** Receives the packet path's events: divert.*, flow.new / flow.end, Worker warnings. */
   log: EventLog;
   /**
    * skb->mark for rewritten inbound packets (default DIVERT_MARK; 0: none). Caution: the
@@ -45,9 +47,11 @@ export interface DivertServiceOptions {
 
 /** Raised when the packet path cannot start. */
 export class DivertError extends Error {
+  /** The error class name, "DivertError". */
   override name = "DivertError";
   /** Linux errno when a system call caused it. */
   readonly errno: number | undefined;
+  /** Creates the error; `options.errno` is kept as `errno`, `options.cause` as `cause`. */
   constructor(message: string, options?: { cause?: unknown; errno?: number }) {
     super(message, options);
     this.errno = options?.errno;

@@ -12,7 +12,9 @@ import type { FlowEventMessage } from "./queue_protocol.ts";
 
 /** The original destination of a diverted connection. */
 export interface OriginalDestination {
+  /** The server's address as text (IPv4 dotted quad or IPv6). */
   ip: string;
+  /** The server's TCP port. */
   port: number;
 }
 
@@ -34,6 +36,7 @@ export class FlowMirror {
   #waiters = new Map<string, Set<Waiter>>();
   #nextId = 1;
 
+  /** Creates an empty mirror holding at most `max` entries (at least 1), logging to `log`. */
   constructor(max: number, log: EventLog) {
     this.max = Math.max(1, max);
     this.#log = log;

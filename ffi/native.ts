@@ -10,8 +10,11 @@ import { LIBC_SYMBOLS, LIBRARY_FILES, MNL_SYMBOLS, NFQ_SYMBOLS } from "./nfq_sym
 
 /** The opened libraries of this thread. */
 export interface Native {
+  /** libnetfilter_queue's symbols (prototypes in nfq_symbols.ts). */
   readonly nfq: Deno.DynamicLibrary<typeof NFQ_SYMBOLS>["symbols"];
+  /** libmnl's symbols (prototypes in nfq_symbols.ts). */
   readonly mnl: Deno.DynamicLibrary<typeof MNL_SYMBOLS>["symbols"];
+  /** libc's symbols (prototypes in nfq_symbols.ts). */
   readonly libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
   /** The calling thread's errno (read right after the failing call, nothing in between). */
   errno(): number;

@@ -27,33 +27,45 @@ export const NLM_F_ACK = 4;
 export const NFNL_SUBSYS_QUEUE = 3;
 /** nfqnl_msg_types. */
 export const NFQNL_MSG_PACKET = 0;
+/** nfqnl_msg_types: a verdict sent to the kernel. */
 export const NFQNL_MSG_VERDICT = 1;
+/** nfqnl_msg_types: a queue configuration request. */
 export const NFQNL_MSG_CONFIG = 2;
 /** nfqnl_attr_type values used here. */
 export const NFQA_PACKET_HDR = 1;
+/** nfqnl_attr_type: the verdict header (verdict, packet id). */
 export const NFQA_VERDICT_HDR = 2;
+/** nfqnl_attr_type: skb->mark (read from a packet, set with a verdict). */
 export const NFQA_MARK = 3;
+/** nfqnl_attr_type: the packet bytes (from the IP header on). */
 export const NFQA_PAYLOAD = 10;
+/** nfqnl_attr_type: the packet's original length when the payload was truncated. */
 export const NFQA_CAP_LEN = 13;
+/** nfqnl_attr_type: skb info flags (e.g. GSO, checksum not ready). */
 export const NFQA_SKB_INFO = 14;
 /** nfqnl_attr_config values. */
 export const NFQA_CFG_MASK = 4;
+/** nfqnl_attr_config: the flag values (NFQA_CFG_F_*) to set under NFQA_CFG_MASK. */
 export const NFQA_CFG_FLAGS = 5;
 /** Queue config commands (nfqnl_msg_config_cmds). */
 export const NFQNL_CFG_CMD_BIND = 1;
+/** Queue config command: unbind from the queue number. */
 export const NFQNL_CFG_CMD_UNBIND = 2;
 /** Copy mode: whole packets. */
 export const NFQNL_COPY_PACKET = 2;
 /** Queue flags (NFQA_CFG_F_*). */
 export const NFQA_CFG_F_FAIL_OPEN = 1;
+/** Queue flag: accept unsegmented GSO packets (SSG leaves it off, see nfq_socket.ts). */
 export const NFQA_CFG_F_GSO = 4;
 /** Largest copy range the kernel honours: 0xffff - NLA_HDRLEN (nfnetlink_queue.c). */
 export const NFQNL_MAX_COPY_RANGE = 0xffff - 4;
 /** Verdicts (linux/netfilter.h). */
 export const NF_DROP = 0;
+/** Verdict: let the packet continue. */
 export const NF_ACCEPT = 1;
 /** Netfilter hooks, as reported in the packet header. */
 export const NF_INET_PRE_ROUTING = 0;
+/** Netfilter hook: locally generated packets (OUTPUT). */
 export const NF_INET_LOCAL_OUT = 3;
 
 /** True on the little-endian hosts SSG supports (netlink headers are in host order). */

@@ -18,11 +18,13 @@ export const Errno = {
 
 /** A libc or netlink call failed; `errno` is the Linux error number. */
 export class NfqError extends Error {
+  /** The error class name, "NfqError". */
   override name = "NfqError";
   /** The C call or netlink request that failed, e.g. "bind" or "NFQNL_CFG_CMD_BIND". */
   readonly call: string;
   /** The Linux errno (positive). */
   readonly errno: number;
+  /** Creates the error; the message is "`call` failed: `detail` (errno `errno`)". */
   constructor(call: string, errno: number, detail: string, options?: { cause?: unknown }) {
     super(`${call} failed: ${detail} (errno ${errno})`, options);
     this.call = call;
@@ -32,9 +34,11 @@ export class NfqError extends Error {
 
 /** A shared library could not be loaded (package missing, wrong architecture, no --allow-ffi). */
 export class LibraryLoadError extends Error {
+  /** The error class name, "LibraryLoadError". */
   override name = "LibraryLoadError";
   /** The library file name, e.g. "libnetfilter_queue.so.1". */
   readonly library: string;
+  /** Creates the error for `library` with an actionable `message`. */
   constructor(library: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.library = library;

@@ -7,14 +7,21 @@ import type { FlowEvent } from "../src/divert/diverter.ts";
 
 /** Everything the Worker needs to open the queue and build its Diverter. */
 export interface WorkerStart {
+  /** Message discriminator. */
   type: "start";
+  /** NFQUEUE settings: queue number, kernel queue length, socket buffer bytes, fail-open. */
   queue: { num: number; maxlen: number; rcvbuf: number; failOpen: boolean };
+  /** Protected networks: only TCP to these (and `ports`) is diverted. */
   protect: Cidr[];
+  /** Destination ports that are diverted. */
   ports: number[];
   /** Responder addresses as bytes (4 / 16), when that family is diverted. */
   responder4?: Uint8Array;
+  /** IPv6 counterpart of `responder4` (16 bytes). */
   responder6?: Uint8Array;
+  /** TCP port the responder listens on; diverted flows are rewritten to it. */
   responderPort: number;
+  /** Flow table bounds: most concurrent flows, idle expiry in seconds. */
   flows: { max: number; idleSeconds: number };
   /** skb->mark set on rewritten inbound packets (the firewall guard checks it); 0: none. */
   mark: number;

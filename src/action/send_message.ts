@@ -26,7 +26,7 @@ export type Connect = (
 ) => Promise<SessionIo>;
 
 /** A `Connect` over `Deno.connect` (the connect timeout is enforced by the relay client). */
-export const denoConnect: Connect = (server) =>
+export const denoConnect: Connect = (server): Promise<Deno.TcpConn> =>
   Deno.connect({ hostname: server.ip, port: server.port });
 
 /** Where and how to send. */

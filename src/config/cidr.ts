@@ -14,9 +14,11 @@ import { formatIp, parseIp } from "../packet/ip_address.ts";
 
 /** Why a CIDR text was refused. */
 export class CidrError extends Error {
+  /** The error class name, "CidrError". */
   override name = "CidrError";
   /** The text that was refused. */
   readonly text: string;
+  /** Creates the error for the refused `text`, with `message` saying why. */
   constructor(text: string, message: string, options?: ErrorOptions) {
     super(message, options);
     this.text = text;

@@ -85,6 +85,7 @@ export interface SmtpConfig {
   maxTransactions: number;
   /** Most concurrent sessions (default 500) and per client IP (default 20). */
   maxSessions: number;
+  /** Most concurrent sessions from one client IP (default 20). */
   maxSessionsPerClient: number;
   /** Timeouts in seconds. */
   timeouts: {
@@ -117,6 +118,7 @@ export interface TlsIdentity {
   key: string;
   /** The certificate's subject and expiry, for the summary (e.g. "CN=mx.example"). */
   subject: string;
+  /** The certificate's expiry date, for the summary. */
   validTo: string;
 }
 
@@ -160,7 +162,9 @@ export interface StateConfig {
  * merged in at load (IPs/CIDRs into `clients`, the rest into `senders`).
  */
 export interface AccessList {
+  /** Client networks (IPs or CIDRs). */
   clients: Cidr[];
+  /** Lower-case sender addresses, or domains written "@example.org". */
   senders: string[];
   /** The named list merged in, if any (for the summary). */
   list?: string;
@@ -200,9 +204,13 @@ export interface AlertConfig {
 export interface SsgConfig {
   /** Path of the rule file this came from. */
   file: string;
+  /** What is diverted and where diverted flows are answered. */
   gateway: GatewayConfig;
+  /** Bounds and timeouts of the responder side. */
   smtp: SmtpConfig;
+  /** The relay client towards the original server. */
   relay: RelayConfig;
+  /** Where and how much to log. */
   log: LogConfig;
   /** The policy, evaluated in order. */
   rules: Rule[];

@@ -8,7 +8,9 @@ import { parseIpv4, parseIpv6 } from "../packet/ip_address.ts";
 
 /** An SMTP server address. */
 export interface HostPort {
+  /** IP address (IPv6 without brackets) or host name, not resolved. */
   host: string;
+  /** TCP port, 1 to 65535. */
   port: number;
 }
 

@@ -83,12 +83,19 @@ export function readListFileSync(path: string): string {
 
 /** The policy sections, validated (absent sections get their defaults). */
 export interface PolicySections {
+  /** `state:`, with defaults when absent. */
   state: StateConfig;
+  /** `lists:` — named lists: name → entries (empty when absent). */
   lists: Record<string, string[]>;
+  /** `allowlist:`, with named lists merged in. */
   allowlist: AccessList;
+  /** `blacklist:`, with named lists merged in. */
   blacklist: AccessList;
+  /** `spamtraps:` (absent when the section is). */
   spamtraps?: SpamtrapConfig;
+  /** `quarantine:`, with defaults when absent. */
   quarantine: QuarantineConfig;
+  /** `alert:` (absent when the section is: alerts are then logged only). */
   alert?: AlertConfig;
 }
 

@@ -35,6 +35,7 @@ export class Fields {
   /** The mapping itself, for positions of "missing key" issues. */
   readonly node: YAMLMap;
   readonly #entries: Map<string, { key: Scalar; value: YNode }>;
+  /** Wraps a checked mapping and its entries by key (built by the reader, not by callers). */
   constructor(node: YAMLMap, entries: Map<string, { key: Scalar; value: YNode }>) {
     this.node = node;
     this.#entries = entries;

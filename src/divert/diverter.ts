@@ -62,11 +62,17 @@ export type DivertVerdict = typeof DivertVerdict[keyof typeof DivertVerdict];
 
 /** A flow began (its SYN was diverted) or ended (expired, reset, replaced). */
 export interface FlowEvent {
+  /** "new" when the SYN was diverted, "end" when the flow left the table. */
   type: "new" | "end";
+  /** IP version of the flow. */
   family: 4 | 6;
+  /** Client address as text. */
   clientIp: string;
+  /** Client TCP port. */
   clientPort: number;
+  /** Original destination (the protected server) address as text. */
   serverIp: string;
+  /** Original destination TCP port. */
   serverPort: number;
   /** Why the flow ended ("rst", "fin", "idle", "replaced", "removed"); only on "end". */
   reason?: string;
@@ -98,6 +104,7 @@ export interface DiverterOptions {
 
 /** A Diverter that cannot be built from its options. */
 export class DiverterError extends Error {
+  /** Creates the error; `name` is "DiverterError". */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "DiverterError";
@@ -148,6 +155,7 @@ export class Diverter {
   #synRetransmits = 0;
   #dropInvalid = 0;
 
+  /** Builds the lookup tables from `opts`; throws DiverterError on a bad address or port. */
   constructor(opts: DiverterOptions) {
     if (opts.responder4 && opts.responder4.length !== 4) {
       throw new DiverterError(`responder4 must be 4 bytes, got ${opts.responder4.length}`);

@@ -43,7 +43,9 @@ export const DIVERT_MARK = 0x53470000;
 export const RULE_COMMENT = "ssg";
 /** Chains (iptables backend). */
 export const CHAIN_PRE = "SSG-PRE";
+/** Chain for locally generated packets (the responder's replies), raw table. */
 export const CHAIN_OUT = "SSG-OUT";
+/** Chain of the guard, mangle table (drops responder traffic without DIVERT_MARK). */
 export const CHAIN_GUARD = "SSG-GUARD";
 /** The nftables table (family inet). */
 export const NFT_TABLE = "ssg";
@@ -61,6 +63,7 @@ export interface DiversionPlan {
   interfaces: string[];
   /** Responder addresses; required for each family present in `protect`. */
   responder4?: string;
+  /** IPv6 counterpart of `responder4`. */
   responder6?: string;
   /** Responder TCP port. */
   responderPort: number;
@@ -72,14 +75,19 @@ export interface DiversionPlan {
 
 /** One command the firewall runs: argv, optional stdin. */
 export interface FirewallCommand {
+  /** Program and arguments, e.g. ["nft", "-f", "/dev/stdin"]. */
   argv: string[];
+  /** Text piped to the program's stdin (an nft ruleset); absent: stdin is null. */
   stdin?: string;
 }
 
 /** Result of running a FirewallCommand. `code` -1: the program is not installed. */
 export interface CommandResult {
+  /** Exit code; -1: the program is not installed; -2: it could not be run otherwise. */
   code: number;
+  /** Captured standard output. */
   stdout: string;
+  /** Captured standard error, or why the program could not be run. */
   stderr: string;
 }
 
@@ -88,7 +96,9 @@ export type CommandRunner = (cmd: FirewallCommand) => Promise<CommandResult>;
 
 /** Firewall set-up failed: no usable backend, or a rule was refused. */
 export class FirewallError extends Error {
+  /** The error class name, "FirewallError". */
   override name = "FirewallError";
+  /** Creates the error; `options.cause` is kept as `cause`. */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }
@@ -288,7 +298,7 @@ export const NFT_REMOVE: FirewallCommand = { argv: ["nft", "delete", "table", "i
 const decoder = new TextDecoder();
 
 /** The default runner: Deno.Command with a 15 s bound. */
-export const runCommand: CommandRunner = async (cmd) => {
+export const runCommand: CommandRunner = async (cmd): Promise<CommandResult> => {
   try {
     const child = new Deno.Command(cmd.argv[0], {
       args: cmd.argv.slice(1),
@@ -369,6 +379,7 @@ export class Firewall {
     log: EventLog,
     opts?: FirewallOptions,
   );
+  /** Rules for an explicit DiversionPlan; throws FirewallError like the overload above. */
   constructor(plan: DiversionPlan, log: EventLog, opts?: FirewallOptions);
   constructor(
     a: GatewayConfig | DiversionPlan,

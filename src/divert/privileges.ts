@@ -12,7 +12,9 @@ export const CAP_NET_ADMIN = 12;
 
 /** SSG lacks what packet diversion needs. */
 export class PrivilegeError extends Error {
+  /** The error class name, "PrivilegeError". */
   override name = "PrivilegeError";
+  /** Creates the error; `message` says what to do, `options.cause` is kept as `cause`. */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }

@@ -16,19 +16,25 @@ import { formatIp, parseIp } from "../packet/ip_address.ts";
 export interface HostAddress {
   /** Interface name, e.g. "eth0". */
   name: string;
+  /** Address family, as Deno reports it. */
   family: "IPv4" | "IPv6";
+  /** The address as text, without prefix length. */
   address: string;
 }
 
 /** The responder addresses chosen; a family is absent when it is not protected and not named. */
 export interface ResponderAddresses {
+  /** Local IPv4 address diverted IPv4 flows are rewritten to. */
   ipv4?: string;
+  /** Local IPv6 address diverted IPv6 flows are rewritten to. */
   ipv6?: string;
 }
 
 /** No usable responder address. */
 export class ResponderAddressError extends Error {
+  /** The error class name, "ResponderAddressError". */
   override name = "ResponderAddressError";
+  /** Creates the error; `options.cause` is kept as `cause`. */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }

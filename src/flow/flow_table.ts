@@ -120,6 +120,7 @@ export class Flow {
   /** @internal which list */
   _list = LIST_NONE;
 
+  /** Called by FlowTable only: the address arrays must already be copies; `now` is in ms. */
   constructor(
     id: number,
     family: 4 | 6,
@@ -177,11 +178,17 @@ export interface FlowTableStats {
   full: number;
   /** Flows ended, by reason. */
   endedRst: number;
+  /** Ended after FIN in both directions and the linger time. */
   endedFin: number;
+  /** Ended after `idleSeconds` without a packet. */
   endedIdle: number;
+  /** Ended because a new flow from the same client address and port replaced it. */
   endedReplaced: number;
+  /** Ended by an explicit `remove`. */
   endedRemoved: number;
+  /** Ended as embryonic (handshake not completed) after `synTimeoutMs` without a packet. */
   endedHandshake: number;
+  /** Embryonic flows evicted from a full table for a new one. */
   endedEvicted: number;
 }
 
@@ -230,6 +237,7 @@ function word(b: Uint8Array, o: number): number {
 
 /** Thrown for options a FlowTable cannot work with. */
 export class FlowTableError extends Error {
+  /** Creates the error; `name` is "FlowTableError". */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "FlowTableError";
@@ -269,6 +277,7 @@ export class FlowTable {
   #full = 0;
   #ended = { rst: 0, fin: 0, idle: 0, handshake: 0, evicted: 0, replaced: 0, removed: 0 };
 
+  /** Validates `opts` (throws FlowTableError) and allocates an empty table. */
   constructor(opts: FlowTableOptions) {
     if (!Number.isInteger(opts.max) || opts.max < 1 || opts.max > 1 << 24) {
       throw new FlowTableError(`flows.max must be an integer 1..16777216, got ${opts.max}`);

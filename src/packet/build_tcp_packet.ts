@@ -11,15 +11,21 @@ import { PacketView, parsePacket, ParseStatus, PROTO_TCP } from "./packet_view.t
  * fragment 44). `body` is everything after the next-header and length bytes; it is padded with
  * zeros to a multiple of 8 bytes including those two. */
 export interface ExtensionHeaderSpec {
+  /** The extension header's protocol number: 0, 43, 44 or 60. */
   type: 0 | 43 | 44 | 60;
+  /** Header content after the next-header and length bytes (default empty). */
   body?: Uint8Array;
 }
 
 /** What to serialize. Addresses are 4 bytes (IPv4) or 16 bytes (IPv6), both of one family. */
 export interface TcpPacketSpec {
+  /** Source address, 4 or 16 bytes. */
   src: Uint8Array;
+  /** Destination address, same family as `src`. */
   dst: Uint8Array;
+  /** Source TCP port. */
   srcPort: number;
+  /** Destination TCP port. */
   dstPort: number;
   /** Sequence number (default 0). */
   seq?: number;
@@ -49,6 +55,7 @@ export interface TcpPacketSpec {
 
 /** A spec that cannot be serialized. */
 export class PacketSpecError extends Error {
+  /** Creates the error; `name` is "PacketSpecError". */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "PacketSpecError";

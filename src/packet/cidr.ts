@@ -14,6 +14,7 @@ import { formatIp, parseIp } from "./ip_address.ts";
 export class CidrError extends Error {
   /** The text that was rejected. */
   readonly text: string;
+  /** Creates the error; the message is `Invalid network "text": reason`. */
   constructor(text: string, reason: string, options?: ErrorOptions) {
     super(`Invalid network "${text}": ${reason}`, options);
     this.name = "CidrError";

@@ -57,9 +57,12 @@ export interface EvalHooks {
 
 /** The per-message state evaluators share: the input and each field's normalised texts. */
 export class EvalContext {
+  /** The message facts and envelope being judged. */
   readonly input: FieldInput;
+  /** The engine's memory (bulk counts, lists, spamtraps). */
   readonly hooks: EvalHooks;
   readonly #folded = new Map<string, string[]>();
+  /** Creates the context for one message; without `hooks`, `bulk` and `listed` never hold. */
   constructor(input: FieldInput, hooks: EvalHooks = {}) {
     this.input = input;
     this.hooks = hooks;
@@ -89,15 +92,19 @@ export type Evaluator = (ctx: EvalContext) => Match[] | null;
 export interface Trace {
   /** The node as text (`subject contains "lottery"`, `any`, `not`). */
   test: string;
+  /** Whether the node held. */
   holds: boolean;
   /** Why: what matched, or what the field was. */
   detail?: string;
+  /** The child nodes' traces (combinators only). */
   children?: Trace[];
 }
 
 /** A compiled condition: a fast test and a tracing one. */
 export interface CompiledCondition {
+  /** The fast test, used for every message. */
   test: Evaluator;
+  /** The same test, recording what each node did (for `ssg explain`). */
   trace(ctx: EvalContext): Trace;
 }
 

@@ -47,11 +47,17 @@ export interface Explanation {
 
 /** Options of `explainMessage`: the envelope fields given on the command line. */
 export interface ExplainEnvelope {
+  /** Client IP (default 0.0.0.0). */
   client?: string;
+  /** Envelope sender (default: the From header's address). */
   from?: string;
+  /** Envelope recipients (default: the To and Cc addresses). */
   to?: string[];
+  /** HELO/EHLO name (default empty). */
   helo?: string;
+  /** The protected server the mail was for (default: the first protected network's address). */
   server?: string;
+  /** Whether the session used STARTTLS (default false). */
   tls?: boolean;
 }
 
@@ -193,7 +199,9 @@ Exit: 0 explained, 1 message unreadable, 2 rule-file error, 64 usage error.
 
 /** Output channels of the command (tests capture them). */
 export interface ExplainIo {
+  /** Where the explanation goes (default console.log). */
   stdout?: (text: string) => void;
+  /** Where errors and usage go (default console.error). */
   stderr?: (text: string) => void;
 }
 

@@ -12,7 +12,9 @@ import type { FieldName } from "./rule.ts";
 
 /** What an extractor reads from. */
 export interface FieldInput {
+  /** The decoded message. */
   facts: MessageFacts;
+  /** The transaction's SMTP facts. */
   envelope: Envelope;
 }
 

@@ -44,8 +44,11 @@ export interface Mailbox {
 
 /** An attachment's metadata (the content is not kept). */
 export interface AttachmentFacts {
+  /** File name ("" when none). */
   filename: string;
+  /** MIME type (default "application/octet-stream"). */
   contentType: string;
+  /** Size of the content in bytes (as the decoder reports it). */
   size: number;
 }
 
@@ -61,9 +64,13 @@ export interface MessageFacts {
   html: string;
   /** Top-level header fields in order, decoded. */
   headers: HeaderField[];
+  /** Mailboxes of the From header. */
   from: Mailbox[];
+  /** Mailboxes of the To header. */
   to: Mailbox[];
+  /** Mailboxes of the Cc header. */
   cc: Mailbox[];
+  /** Attachments, in order. */
   attachments: AttachmentFacts[];
   /** Which decoder produced the facts. */
   decoder: "mailparser" | "fallback";

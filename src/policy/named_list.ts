@@ -26,7 +26,9 @@ export const MAX_LIST_FILE_BYTES = 16 * 1024 * 1024;
 
 /** A problem in a list file, with its 1-based line. */
 export interface ListFileIssue {
+  /** 1-based line of the list file. */
   line: number;
+  /** What is wrong with the line. */
   message: string;
 }
 
@@ -53,6 +55,7 @@ export function parseListText(text: string): { entries: string[]; issues: ListFi
 
 /** A list sorted for lookups. */
 export interface CompiledList {
+  /** The list's name in `lists:`. */
   name: string;
   /** Every entry folded (NFKC + case fold), for substring tests on free text. */
   words: string[];

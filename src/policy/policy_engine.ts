@@ -72,11 +72,17 @@ export const BLACKLIST_REPLY: Readonly<Reply> = Object.freeze({
 
 /** The parts of the configuration the engine uses (an `SsgConfig` fits). */
 export interface PolicyInput {
+  /** The rules, evaluated in order. */
   rules: Rule[];
+  /** Named lists: name → entries. */
   lists?: Record<string, string[]>;
+  /** Static allowlist. */
   allowlist?: AccessList;
+  /** Static blacklist. */
   blacklist?: AccessList;
+  /** Spamtrap addresses. */
   spamtraps?: SpamtrapConfig;
+  /** Thresholds over recorded verdicts, in order. */
   thresholds?: Threshold[];
 }
 
@@ -92,8 +98,11 @@ export interface PolicyEngineOptions {
 
 /** What one rule did with one message (for `ssg explain` and tests). */
 export interface RuleResult {
+  /** The rule's name. */
   rule: string;
+  /** Whether the rule enforces or only observes. */
   mode: RuleMode;
+  /** Whether its condition held. */
   matched: boolean;
   /** Which leaf tests held, e.g. `subject contains "lottery"`. */
   evidence?: string;
@@ -114,13 +123,17 @@ export interface RuleResult {
 
 /** One precedence step before the rules (allowlist, blacklist, spamtrap). */
 export interface StepResult {
+  /** Which step. */
   step: "allowlist" | "blacklist" | "spamtrap";
+  /** Whether it applied (client or sender listed, a recipient a spamtrap). */
   holds: boolean;
+  /** What was found, or why not (e.g. "not blacklisted"). */
   detail: string;
 }
 
 /** The outcome of evaluating the policy against one message. */
 export interface Evaluation {
+  /** The decision. */
   verdict: Verdict;
   /** The precedence steps checked before the rules, in order. */
   steps: StepResult[];

@@ -45,9 +45,11 @@ export const MAX_REGEX_SCAN_CHARS = 64 * 1024;
 
 /** A pattern was refused; `message` says why, for `ssg check`. */
 export class RegexRefusedError extends Error {
+  /** The error class name, "RegexRefusedError". */
   override name = "RegexRefusedError";
   /** The pattern as written. */
   readonly pattern: string;
+  /** Creates the error for `pattern`; `message` says why it was refused. */
   constructor(pattern: string, message: string, options?: ErrorOptions) {
     super(message, options);
     this.pattern = pattern;

@@ -20,7 +20,9 @@ import type { BlacklistKey, Reply, Tag } from "./verdict.ts";
 
 /** Where something was written in the rule file (1-based). */
 export interface SourcePos {
+  /** 1-based line. */
   line: number;
+  /** 1-based column. */
   column: number;
 }
 
@@ -94,8 +96,11 @@ export const SPECIAL_CONDITION_NAMES = [
 
 /** A text leaf: one field tested with one operator against values (any may match). */
 export interface FieldCondition {
+  /** Discriminant: a text leaf. */
   kind: "field";
+  /** The field tested. */
   field: FieldName;
+  /** How it is tested against `values`. */
   operator: OperatorName;
   /** `field: header` only: the header field name (any case). */
   header?: string;
@@ -104,6 +109,7 @@ export interface FieldCondition {
    * patterns; for `in_list` the list's name (one value).
    */
   values: string[];
+  /** Where the leaf was written. */
   at?: SourcePos;
 }
 
@@ -116,10 +122,15 @@ export type NumberOperator = typeof NUMBER_OPERATORS[number];
 
 /** A numeric leaf: `size: { over: 5M }`, `rcpt_count: { at_least: 20 }`. */
 export interface NumberCondition {
+  /** Discriminant: a numeric leaf. */
   kind: "number";
+  /** The number tested: message size in bytes, or envelope recipient count. */
   field: NumberField;
+  /** The comparison. */
   operator: NumberOperator;
+  /** The bound compared against (bytes for `size`). */
   value: number;
+  /** Where the leaf was written. */
   at?: SourcePos;
 }
 
@@ -128,20 +139,27 @@ export interface NumberCondition {
  * (`server`) lies in one of the networks, or in a named list's networks.
  */
 export interface IpCondition {
+  /** Discriminant: an address leaf. */
   kind: "ip";
+  /** The client's address, or the protected server's. */
   field: "client_ip" | "server";
   /** Networks in normal form ("192.0.2.0/24", "2001:db8::1/128"). */
   networks: string[];
   /** A named list whose IP/CIDR entries also count. */
   list?: string;
+  /** Where the leaf was written. */
   at?: SourcePos;
 }
 
 /** A boolean leaf: `tls: true` (the session used STARTTLS), `spamtrap: true` (a recipient is one). */
 export interface FlagCondition {
+  /** Discriminant: a boolean leaf. */
   kind: "flag";
+  /** The flag tested: STARTTLS used, or a recipient is a spamtrap. */
   field: "tls" | "spamtrap";
+  /** The value the flag must have. */
   value: boolean;
+  /** Where the leaf was written. */
   at?: SourcePos;
 }
 
@@ -151,38 +169,55 @@ export interface FlagCondition {
  * message included). At least one of the two is set.
  */
 export interface BulkCondition {
+  /** Discriminant: the bulk leaf. */
   kind: "bulk";
+  /** Fires at this many distinct protected servers. */
   servers?: number;
+  /** Fires at this many distinct recipients. */
   recipients?: number;
+  /** The sliding window, in seconds. */
   withinSeconds: number;
+  /** Where the leaf was written. */
   at?: SourcePos;
 }
 
 /** The client IP, sender or sender domain is currently on the (static or dynamic) list. */
 export interface ListedCondition {
+  /** Discriminant: the listed leaf. */
   kind: "listed";
+  /** Which list is consulted. */
   list: "blacklist" | "allowlist";
+  /** Where the leaf was written. */
   at?: SourcePos;
 }
 
 /** True when every child is true (and for an empty list). */
 export interface AllCondition {
+  /** Discriminant: every child must hold. */
   kind: "all";
+  /** The children. */
   conditions: Condition[];
+  /** Where the combinator was written. */
   at?: SourcePos;
 }
 
 /** True when at least one child is true. */
 export interface AnyCondition {
+  /** Discriminant: some child must hold. */
   kind: "any";
+  /** The children. */
   conditions: Condition[];
+  /** Where the combinator was written. */
   at?: SourcePos;
 }
 
 /** True when the child is false. */
 export interface NotCondition {
+  /** Discriminant: negation. */
   kind: "not";
+  /** The negated child. */
   condition: Condition;
+  /** Where the combinator was written. */
   at?: SourcePos;
 }
 
@@ -216,7 +251,9 @@ export type TerminalActionName = typeof TERMINAL_ACTIONS[number];
 
 /** An SMTP server given as `host:port` in the rule file. */
 export interface ServerAddress {
+  /** IP address (IPv6 without brackets) or host name (not resolved at load). */
   host: string;
+  /** TCP port, 1 to 65535 (default 25). */
   port: number;
 }
 
@@ -279,13 +316,20 @@ export const COUNTABLE_VERDICTS = [
  * actions (blacklist the key for `blacklistSeconds`, alert) and its count for that key restarts.
  */
 export interface Threshold {
+  /** Unique name, used in logs and alerts. */
   name: string;
+  /** The verdict actions counted. */
   count: (typeof COUNTABLE_VERDICTS)[number][];
+  /** What the count is kept per: client IP, sender or sender domain. */
   key: BlacklistKey;
+  /** Count at which the threshold fires. */
   atLeast: number;
+  /** The sliding window, in seconds. */
   withinSeconds: number;
+  /** What it does when it fires. */
   actions: ("blacklist" | "alert")[];
   /** How long `blacklist` lasts (set when `actions` has blacklist). */
   blacklistSeconds?: number;
+  /** Where the threshold was written. */
   at?: SourcePos;
 }

@@ -31,6 +31,7 @@ export interface Envelope {
   tls: boolean;
   /** Session id and transaction id, for logs. */
   sessionId: string;
+  /** Transaction id (MAIL to end of DATA), for logs. */
   transactionId: string;
 }
 
@@ -57,6 +58,7 @@ export interface Tag {
  * `redirect` delivers the message INSTEAD (the original server then gets nothing).
  */
 export interface Delivery {
+  /** `bcc`: a copy as well; `redirect`: instead of the normal relay. */
   kind: "bcc" | "redirect";
   /** Envelope recipients of the delivery. */
   to: string[];

@@ -18,7 +18,9 @@ import { MemoryBudget } from "./memory_budget.ts";
 
 /** Where a diverted connection was going. */
 export interface Destination {
+  /** The protected server's address as text. */
   ip: string;
+  /** The protected server's TCP port. */
   port: number;
 }
 
@@ -64,6 +66,10 @@ export class Acceptor {
     "",
   );
 
+  /**
+   * Sets up the acceptor; nothing listens until `start()`. All sessions share one bound on
+   * stored message bytes, `smtp.maxInflightBytes`.
+   */
   constructor(opts: AcceptorOptions) {
     this.#opts = opts;
     this.#memory = new MemoryBudget(opts.config.smtp.maxInflightBytes);

@@ -16,7 +16,9 @@ import { reply, type SmtpReply } from "./reply.ts";
 
 /** A command line split into its verb (upper case) and argument (trimmed). */
 export interface CommandLine {
+  /** The verb, upper case (e.g. "MAIL"). */
   verb: string;
+  /** Everything after the verb, trimmed ("" when none). */
   arg: string;
 }
 

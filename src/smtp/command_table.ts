@@ -10,15 +10,25 @@
 
 /** What the session offers the table; one method per implemented verb. */
 export interface CommandHandlers {
+  /** EHLO (RFC 5321 §4.1.1.1): greet and list the extensions. */
   ehlo(arg: string): Promise<void>;
+  /** HELO (RFC 5321 §4.1.1.1): greet without extensions. */
   helo(arg: string): Promise<void>;
+  /** MAIL FROM (RFC 5321 §4.1.1.2): start a transaction. */
   mail(arg: string): Promise<void>;
+  /** RCPT TO (RFC 5321 §4.1.1.3): add a recipient. */
   rcpt(arg: string): Promise<void>;
+  /** DATA (RFC 5321 §4.1.1.4): read the message, judge it, answer. */
   data(arg: string): Promise<void>;
+  /** RSET (RFC 5321 §4.1.1.5): abort the transaction. */
   rset(arg: string): Promise<void>;
+  /** NOOP (RFC 5321 §4.1.1.9): 250. */
   noop(arg: string): Promise<void>;
+  /** QUIT (RFC 5321 §4.1.1.10): 221 and close. */
   quit(arg: string): Promise<void>;
+  /** VRFY (RFC 5321 §4.1.1.6): 252 (not verified, §3.5.3), 501 without an argument. */
   vrfy(arg: string): Promise<void>;
+  /** HELP (RFC 5321 §4.1.1.8): 214 with the supported commands. */
   help(arg: string): Promise<void>;
   /** STARTTLS (RFC 3207); 502 when the responder has no certificate. */
   starttls(arg: string): Promise<void>;

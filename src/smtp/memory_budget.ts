@@ -16,6 +16,7 @@ export class MemoryBudget {
   readonly limit: number;
   #used = 0;
 
+  /** Creates an empty budget of `limit` bytes. */
   constructor(limit: number) {
     this.limit = limit;
   }

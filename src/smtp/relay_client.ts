@@ -54,6 +54,7 @@ export class RelayError extends Error {
   readonly kind: RelayFailure;
   /** The server's reply when the failure was a refusal (e.g. its greeting was 554). */
   readonly reply?: SmtpReply;
+  /** Creates the error; `options.reply` is the server's refusal, `options.cause` the cause. */
   constructor(
     kind: RelayFailure,
     message: string,

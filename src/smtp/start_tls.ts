@@ -26,6 +26,7 @@ import { closeQuietly, type SessionIo } from "./session_io.ts";
 
 /** A TLS handshake failed or timed out; the connection is closed. */
 export class TlsError extends Error {
+  /** Creates the error; `name` is "TlsError". */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "TlsError";

@@ -52,7 +52,9 @@ export const SCHEMA_VERSION = 1;
 
 /** The state store could not be opened or used. */
 export class StateError extends Error {
+  /** The error class name, "StateError". */
   override name = "StateError";
+  /** Creates the error; `options.cause` is kept as `cause`. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
   }
@@ -63,7 +65,9 @@ export type ListName = "blacklist" | "allowlist";
 
 /** A dynamic list entry. */
 export interface ListEntry {
+  /** Which list the entry is on. */
   list: ListName;
+  /** What `value` is: a client IP, a sender address or a sender domain. */
   key: BlacklistKey;
   /** Canonical IP, or lower-case address/domain. */
   value: string;
