@@ -307,6 +307,14 @@ async function reload(
     const next = await loadConfig(config.file);
     policy.replace(new PolicyEngine(next, log, { state }));
     divert.blockNetworks(policy.staticBlockedClients());
+    // Allowlists win over blacklists, also at the packet level: a client the new file allowlists
+    // is unblocked now (its dynamic entry stays recorded, but no longer takes effect). This is
+    // how an administrator lifts a wrong block: add the client to allowlist.clients, SIGHUP.
+    for (const b of state.activeClientBlocks(Date.now())) {
+      if (!policy.isAllowlisted("client_ip", b.ip)) continue;
+      divert.block(b.ip, 0);
+      log.event("divert.unblock", { client: b.ip, why: "allowlisted" });
+    }
     if (JSON.stringify(next.gateway) !== JSON.stringify(config.gateway)) {
       log.event("config.reload.partial", {
         file: config.file,

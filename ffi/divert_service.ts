@@ -276,7 +276,8 @@ export class DivertService {
     return this.#flows.waitFor(clientIp, clientPort, timeoutMs);
   }
 
-  /** Drops new connections (SYNs) from `ip` at the packet level until `untilMs` (epoch ms). */
+  /** Drops new connections (SYNs) from `ip` at the packet level until `untilMs` (epoch ms); a
+   * deadline in the past (e.g. 0) lifts an earlier block. */
   block(ip: string, untilMs: number): void {
     if (this.#closing || this.#failed) return;
     if (canonicalIp(ip) === undefined) {

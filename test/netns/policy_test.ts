@@ -850,6 +850,52 @@ e2e(
 
 // ---------------------------------------------------------------------------------------------
 
+const LONG_BLOCK_RULE = `  - name: long-block
+    when:
+      subject: { contains: ["block-me"] }
+    action: [discard, blacklist]
+    blacklist: { key: client_ip, for: 1h }
+`;
+
+e2e(
+  "an administrator lifts a wrong block by allowlisting the client and sending SIGHUP",
+  { extraRules: LONG_BLOCK_RULE },
+  async (w) => {
+    const { t } = w;
+    const sink = await startSink(t, t.addr.server4, join(w.dir, "sink"));
+    const ssg = await w.startSsg();
+    const file = await w.message("block.eml", simpleMessage("please block-me", "x", "block"));
+    const r = await swaks(t, { server: t.addr.server4, to: ["b@example.net"], dataFile: file });
+    assert.equal(finalReply(r.transcript)?.code, 250, r.transcript);
+    assert.ok(await logCount(ssg, /\bdivert\.block\b.*192\.0\.2\.10\b/, 1), "blocked");
+    assert.equal(await tcpConnect(t, t.addr.server4), "TIMEOUT", "dropped while blacklisted");
+
+    await Deno.writeTextFile(
+      w.ruleFile,
+      ruleFileText({
+        ...w.ruleOptions,
+        extraSections: "allowlist:\n  clients: [192.0.2.10]\n",
+      }),
+    );
+    ssg.child.kill("SIGHUP");
+    assert.ok(
+      await logCount(ssg, /\bdivert\.unblock\b.*192\.0\.2\.10\b/, 1),
+      "unblocked on reload (divert.unblock)",
+    );
+    assert.match(await tcpConnect(t, t.addr.server4), /^CONNECTED 220 /, "served again");
+    const clean = await w.message("clean.eml", CLEAN);
+    const again = await swaks(t, {
+      server: t.addr.server4,
+      to: ["b@example.net"],
+      dataFile: clean,
+    });
+    assert.equal(again.code, 0, again.transcript);
+    assert.equal((await readSinkDumps(sink.dir)).length, 1, "the clean mail arrives");
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+
 function reloadRule(keyword: string): string {
   return `  - name: reload-probe
     when:
