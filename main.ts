@@ -150,10 +150,12 @@ async function run(config: SsgConfig): Promise<number> {
   let actions: GatewayActions | undefined;
   let state: StateStore | undefined;
   let stopping: Promise<void> | undefined;
+  const stopHooks: (() => Promise<void>)[] = [];
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       log.event("ssg.stop", { reason });
       await acceptor?.close();
+      for (const hook of stopHooks) await hook().catch(() => {});
       await firewall.remove().catch((e) =>
         log.event("firewall.error", { op: "remove", error: String(e) }, "error")
       );
@@ -223,6 +225,16 @@ async function run(config: SsgConfig): Promise<number> {
     // removes whatever a killed SSG left behind.
     await firewall.install();
     installSignals(config, log, policy, store, d, (why) => void stop(why));
+    // One summary line every STATS_INTERVAL_MS, and one at stop: what an administrator graphs.
+    const logStats = async () => {
+      log.event("ssg.stats", { ...acceptor!.stats(), ...pick(await d.stats(), STATS_PACKET) });
+    };
+    const statsTimer = setInterval(() => void logStats(), STATS_INTERVAL_MS);
+    Deno.unrefTimer(statsTimer as unknown as number);
+    stopHooks.push(async () => {
+      clearInterval(statsTimer);
+      await logStats();
+    });
     log.event("ssg.ready", {
       backend: firewall.backend,
       queue: config.gateway.queue.num,
@@ -241,6 +253,26 @@ async function run(config: SsgConfig): Promise<number> {
   } finally {
     await log.close();
   }
+}
+
+/** How often `ssg.stats` is logged. */
+const STATS_INTERVAL_MS = 5 * 60_000;
+/** The packet counters worth a line every few minutes (the full set is logged at stop). */
+const STATS_PACKET = [
+  "nfqPackets",
+  "nfqEnobufs",
+  "verdictErrors",
+  "flowsActive",
+  "flowsCreated",
+  "droppedBlocked",
+  "droppedTableFull",
+  "droppedInvalid",
+  "droppedUnreadableInbound",
+  "dropped",
+];
+
+function pick(all: Record<string, number>, keys: string[]): Record<string, number> {
+  return Object.fromEntries(keys.filter((k) => k in all).map((k) => [k, all[k]]));
 }
 
 /** Holds the live policy so that SIGHUP can swap it without touching running sessions. */

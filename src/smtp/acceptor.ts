@@ -57,6 +57,17 @@ export class Acceptor {
   #shutdown = new AbortController();
   /** One bound on message bytes held by all sessions together. */
   #memory: MemoryBudget;
+  #totals = {
+    sessions: 0,
+    transactions: 0,
+    forwarded: 0,
+    discarded: 0,
+    rejected: 0,
+    failed: 0,
+    clientErrors: 0,
+    refusedNoFlow: 0,
+    refusedLimit: 0,
+  };
   #closed: Promise<void>;
   #resolveClosed!: () => void;
   #closing: Promise<void> | undefined;
@@ -84,6 +95,18 @@ export class Acceptor {
   /** Number of sessions running now. */
   get activeSessions(): number {
     return this.#sessions.size;
+  }
+
+  /**
+   * Counters since start (for the periodic `ssg.stats` log line): sessions ended, transactions,
+   * messages by outcome, client-caused errors, refusals at accept, and what is running now.
+   */
+  stats(): Record<string, number> {
+    return {
+      ...this.#totals,
+      sessionsActive: this.#sessions.size,
+      inflightBytes: this.#memory.used,
+    };
   }
 
   /** Opens the listeners (throws if an address can't be bound) and starts accepting. */
@@ -126,6 +149,7 @@ export class Acceptor {
         client: `${client.ip}:${client.port}`,
         reason: "no diverted flow for this connection (direct connection to the responder port)",
       }, "warning");
+      this.#totals.refusedNoFlow++;
       safeClose(conn);
       return;
     }
@@ -142,6 +166,7 @@ export class Acceptor {
         server: `${server.ip}:${server.port}`,
         limit,
       }, "warning");
+      this.#totals.refusedLimit++;
       await conn.write(
         encoder.encode(`421 4.7.0 ${config.gateway.hostname} ${limit}, try again later\r\n`),
       )
@@ -164,6 +189,15 @@ export class Acceptor {
       shutdown: this.#shutdown.signal,
       actions: this.#opts.actions,
       memory: this.#memory,
+    }).then((summary) => {
+      const t = this.#totals;
+      t.sessions++;
+      t.transactions += summary.transactions;
+      t.forwarded += summary.forwarded;
+      t.discarded += summary.discarded;
+      t.rejected += summary.rejected;
+      t.failed += summary.failed;
+      t.clientErrors += summary.errors;
     }).catch((err) => {
       // serveSession answers misbehaving peers itself; reaching here is a bug, not a peer problem.
       log.event("smtp.crash", { session: id, error: String(err?.stack ?? err) }, "error");

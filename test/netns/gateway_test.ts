@@ -199,6 +199,11 @@ e2e(
     assert.match(ssg.log(), /\bflow\.new\b/, "the connection went through SSG's diversion");
     const status = await ssg.stop("SIGTERM");
     assert.equal(status.code, 0, "ssg exits 0 on SIGTERM");
+    assert.match(
+      ssg.log(),
+      /\bssg\.stats\b.*\bsessions=1\b.*\bforwarded=1\b.*\bdiscarded=0\b/,
+      "a final ssg.stats line counts the session and the forwarded message",
+    );
   },
 );
 
