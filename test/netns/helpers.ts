@@ -10,7 +10,8 @@
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { run, type Topology } from "./topology.ts";
+import assert from "node:assert/strict";
+import { canRunNetns, createTopology, run, type Topology } from "./topology.ts";
 
 /** The repository root (this file lives in test/netns/). */
 export const REPO_ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
@@ -500,4 +501,127 @@ export async function eventually(
     await new Promise((r) => setTimeout(r, 50));
   }
   return await fn();
+}
+
+// ---- shared by the end-to-end test files ----
+
+const CRLF = "\r\n";
+
+/** Base64 of the UTF-8 bytes of `s` (for RFC 2047 encoded words in test messages). */
+export function utf8Base64(s: string): string {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(s)));
+}
+
+/** A small text/plain message from sender@example.org with the given subject, body and id. */
+export function simpleMessage(
+  subject: string,
+  body: string,
+  id: string,
+  to = "b@example.net",
+): string {
+  return [
+    `From: <sender@example.org>`,
+    `To: <${to}>`,
+    `Subject: ${subject}`,
+    `Date: Fri, 27 Nov 2026 10:00:00 +0000`,
+    `Message-ID: <${id}@example.org>`,
+    `MIME-Version: 1.0`,
+    `Content-Type: text/plain; charset=UTF-8`,
+    ``,
+    body,
+  ].join(CRLF);
+}
+
+/** What an address looks like inside a Received header: [192.0.2.10] or [IPv6:2001:db8:1::10]. */
+export function addressLiteral(ip: string): RegExp {
+  const esc = ip.replaceAll(".", "\\.");
+  return ip.includes(":") ? new RegExp(`\\[(IPv6:)?${esc}\\]`, "i") : new RegExp(`\\[${esc}\\]`);
+}
+
+/** The dump is the sent message with exactly one header added in front: SSG's Received. */
+export function assertForwardedIntact(
+  d: SinkDump,
+  sentFile: string,
+  clientIp: string,
+  mailFrom: string | RegExp = "<sender@example.org>",
+): void {
+  const [received, rest] = splitFirstHeader(d.message);
+  assert.match(received, /^Received: from client\.example\.org /, "SSG's Received comes first");
+  assert.match(received, addressLiteral(clientIp), "Received records the real client address");
+  assert.match(received, /\bby ssg\.gateway\.test\b/, "Received names the gateway");
+  assert.equal(rest, lf(asSent(sentFile)), "the rest of the message is byte-identical");
+  if (typeof mailFrom === "string") assert.equal(d.mailFrom, mailFrom);
+  else assert.match(d.mailFrom, mailFrom);
+  assert.deepEqual(d.rcpts, ["<b@example.net>"]);
+}
+
+/** One test's world: a topology, a temp dir with the rule file, and the SSG processes started. */
+export interface World {
+  t: Topology;
+  dir: string;
+  ruleFile: string;
+  logFile: string;
+  /** Rule-file options this test started with (to write edited versions). */
+  ruleOptions: RuleFileOptions;
+  /** Starts dist/ssg in the gateway and waits until ready; remembered for failure output. */
+  startSsg(): Promise<SsgProcess>;
+  /** Writes a file in the temp dir and returns its path. */
+  message(name: string, text: string | Uint8Array): Promise<string>;
+}
+
+/** Runs `fn` in a fresh world; on failure prints everything SSG said and the gateway's firewall. */
+export function e2e(
+  name: string,
+  rules: Omit<RuleFileOptions, "logFile">,
+  fn: (w: World) => Promise<void>,
+): void {
+  Deno.test({
+    name,
+    ignore: !canRunNetns(),
+    // Child processes are reaped by the topology's dispose; their stream readers finish after it.
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      await using t = await createTopology();
+      await using tmp = await tempDir();
+      const logFile = join(tmp.path, "ssg.log");
+      const ruleFile = join(tmp.path, "rules.yaml");
+      const ruleOptions: RuleFileOptions = { ...rules, logFile };
+      await Deno.writeTextFile(ruleFile, ruleFileText(ruleOptions));
+      const started: SsgProcess[] = [];
+      const w: World = {
+        t,
+        dir: tmp.path,
+        ruleFile,
+        logFile,
+        ruleOptions,
+        async startSsg() {
+          const p = await startSsg(t, ruleFile, logFile);
+          started.push(p);
+          return p;
+        },
+        async message(n, text) {
+          const p = join(tmp.path, n);
+          if (typeof text === "string") await Deno.writeTextFile(p, text);
+          else await Deno.writeFile(p, text);
+          return p;
+        },
+      };
+      try {
+        await fn(w);
+      } catch (e) {
+        console.error(`\n===== ${name}: FAILED; what SSG said =====`);
+        for (const p of started) console.error(p.transcript());
+        if (started.length === 0) {
+          try {
+            console.error(`--- ssg log file ---\n${await Deno.readTextFile(logFile)}`);
+          } catch { /* never written */ }
+        }
+        console.error(await firewallDump(t, t.ns.gateway).catch((x) => String(x)));
+        throw e;
+      } finally {
+        for (const p of started) await p[Symbol.asyncDispose]();
+      }
+    },
+  });
 }

@@ -18,27 +18,24 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { canRunNetns, createTopology, type Topology } from "./topology.ts";
+import { canRunNetns, type Topology } from "./topology.ts";
 import {
-  asSent,
+  assertForwardedIntact,
+  e2e,
   E2eError,
   eventually,
   finalReply,
-  firewallDump,
-  lf,
   parseSinkDump,
   readSinkDumps,
   requireSsgBinary,
-  type RuleFileOptions,
   ruleFileText,
+  simpleMessage,
   type SinkDump,
-  splitFirstHeader,
   type SsgProcess,
   startSink,
-  startSsg,
   swaks,
   swaksReplies,
-  tempDir,
+  utf8Base64,
 } from "./helpers.ts";
 
 const ignore = !canRunNetns();
@@ -49,24 +46,6 @@ const CRLF = "\r\n";
 const OTHER_CLIENT4 = "192.0.2.11";
 /** How long a TCP connect may take before we call it "no handshake". */
 const HANDSHAKE_WAIT_S = 3;
-
-function utf8Base64(s: string): string {
-  return btoa(String.fromCharCode(...new TextEncoder().encode(s)));
-}
-
-function simpleMessage(subject: string, body: string, id: string, to = "b@example.net"): string {
-  return [
-    `From: <sender@example.org>`,
-    `To: <${to}>`,
-    `Subject: ${subject}`,
-    `Date: Fri, 27 Nov 2026 10:00:00 +0000`,
-    `Message-ID: <${id}@example.org>`,
-    `MIME-Version: 1.0`,
-    `Content-Type: text/plain; charset=UTF-8`,
-    ``,
-    body,
-  ].join(CRLF);
-}
 
 /** A message with 8-bit text, a folded header and a dot line: what must survive quarantine. */
 const HELD_MESSAGE = [
@@ -88,77 +67,6 @@ const HELD_MESSAGE = [
   "y".repeat(990),
   `Regards`,
 ].join(CRLF);
-
-/** One test's world: a topology, a temp dir with the rule file, and the SSG processes started. */
-interface World {
-  t: Topology;
-  dir: string;
-  ruleFile: string;
-  logFile: string;
-  /** Rule-file options this test started with (to write edited versions). */
-  ruleOptions: RuleFileOptions;
-  /** Starts dist/ssg in the gateway and waits until ready; remembered for failure output. */
-  startSsg(): Promise<SsgProcess>;
-  /** Writes a file in the temp dir and returns its path. */
-  message(name: string, text: string | Uint8Array): Promise<string>;
-}
-
-/** Runs `fn` in a fresh world; on failure prints everything SSG said and the gateway's firewall. */
-function e2e(
-  name: string,
-  rules: Omit<RuleFileOptions, "logFile">,
-  fn: (w: World) => Promise<void>,
-): void {
-  Deno.test({
-    name,
-    ignore,
-    // Child processes are reaped by the topology's dispose; their stream readers finish after it.
-    sanitizeOps: false,
-    sanitizeResources: false,
-    async fn() {
-      await using t = await createTopology();
-      await using tmp = await tempDir();
-      const logFile = join(tmp.path, "ssg.log");
-      const ruleFile = join(tmp.path, "rules.yaml");
-      const ruleOptions: RuleFileOptions = { ...rules, logFile };
-      await Deno.writeTextFile(ruleFile, ruleFileText(ruleOptions));
-      const started: SsgProcess[] = [];
-      const w: World = {
-        t,
-        dir: tmp.path,
-        ruleFile,
-        logFile,
-        ruleOptions,
-        async startSsg() {
-          const p = await startSsg(t, ruleFile, logFile);
-          started.push(p);
-          return p;
-        },
-        async message(n, text) {
-          const p = join(tmp.path, n);
-          if (typeof text === "string") await Deno.writeTextFile(p, text);
-          else await Deno.writeFile(p, text);
-          return p;
-        },
-      };
-      try {
-        await fn(w);
-      } catch (e) {
-        console.error(`\n===== ${name}: FAILED; what SSG said =====`);
-        for (const p of started) console.error(p.transcript());
-        if (started.length === 0) {
-          try {
-            console.error(`--- ssg log file ---\n${await Deno.readTextFile(logFile)}`);
-          } catch { /* never written */ }
-        }
-        console.error(await firewallDump(t, t.ns.gateway).catch((x) => String(x)));
-        throw e;
-      } finally {
-        for (const p of started) await p[Symbol.asyncDispose]();
-      }
-    },
-  });
-}
 
 /** What a plain TCP connect from the client namespace got. */
 type ConnectResult = "CONNECTED" | "TIMEOUT" | "REFUSED" | string;
@@ -312,28 +220,6 @@ function readOr(path: string): string {
 async function logCount(ssg: SsgProcess, re: RegExp, count: number, ms = 10_000): Promise<boolean> {
   const g = new RegExp(re.source, "g");
   return await eventually(() => (ssg.log().match(g)?.length ?? 0) >= count, ms);
-}
-
-/** What an address looks like inside a Received header: [192.0.2.10]. */
-function addressLiteral(ip: string): RegExp {
-  return new RegExp(`\\[${ip.replaceAll(".", "\\.")}\\]`);
-}
-
-/** The dump is the sent message with exactly one header added in front: SSG's Received. */
-function assertForwardedIntact(
-  d: SinkDump,
-  sentFile: string,
-  clientIp: string,
-  mailFrom: string | RegExp = "<sender@example.org>",
-): void {
-  const [received, rest] = splitFirstHeader(d.message);
-  assert.match(received, /^Received: from client\.example\.org /, "SSG's Received comes first");
-  assert.match(received, addressLiteral(clientIp), "Received records the real client address");
-  assert.match(received, /\bby ssg\.gateway\.test\b/, "Received names the gateway");
-  assert.equal(rest, lf(asSent(sentFile)), "the rest of the message is byte-identical");
-  if (typeof mailFrom === "string") assert.equal(d.mailFrom, mailFrom);
-  else assert.match(d.mailFrom, mailFrom);
-  assert.deepEqual(d.rcpts, ["<b@example.net>"]);
 }
 
 /** Runs `dist/ssg ARGS...` in the gateway namespace (bounded). */

@@ -498,3 +498,34 @@ export function envelope(from = "alice@example.org", rcpts = ["bob@example.net"]
   return `EHLO client.example\r\nMAIL FROM:<${from}>\r\n` +
     rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join("") + "DATA\r\n";
 }
+
+/**
+ * A loopback listener whose connections (at most `max`) are each served by `serve`. `stop()`
+ * closes it and resolves with what every `serve` call resolved to, in accept order.
+ */
+export function listenLoopback<T>(
+  serve: (conn: Deno.Conn, index: number) => Promise<T>,
+  max = 1000,
+): { port: number; stop(): Promise<T[]> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const running: Promise<T>[] = [];
+  const loop = (async () => {
+    for (let i = 0; i < max; i++) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return;
+      }
+      running.push(serve(conn, i));
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async stop() {
+      listener.close();
+      await loop;
+      return await Promise.all(running);
+    },
+  };
+}

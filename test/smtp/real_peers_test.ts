@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { MemoryLog } from "../../src/log/log.ts";
 import { serveSession, type SessionSummary } from "../../src/smtp/session.ts";
-import { recordingJudge, relayConfig, smtpConfig } from "./harness.ts";
+import { listenLoopback, recordingJudge, relayConfig, smtpConfig } from "./harness.ts";
 
 function has(bin: string): boolean {
   for (const dir of ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]) {
@@ -73,39 +73,21 @@ async function startSink(dir: string, args: string[] = []) {
 
 /** Our session on loopback, relaying every connection to 127.0.0.1:`serverPort`. */
 function startGateway(serverPort: number, log: MemoryLog) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const sessions: Promise<SessionSummary>[] = [];
-  const loop = (async () => {
-    for (let i = 0; i < 10_000; i++) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      const remote = conn.remoteAddr as Deno.NetAddr;
-      sessions.push(serveSession(conn, {
-        id: `R${i}`,
-        client: { ip: remote.hostname, port: remote.port },
-        server: { ip: "127.0.0.1", port: serverPort },
-        hostname: "mx.example",
-        smtp: smtpConfig(),
-        relay: relayConfig({ connectTimeout: 5, replyTimeout: 10, dataTimeout: 10 }),
-        judge: recordingJudge(),
-        log,
-        connectUpstream: (s) => Deno.connect({ hostname: s.ip, port: s.port }),
-        shutdown: new AbortController().signal,
-      }));
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async stop() {
-      listener.close();
-      await loop;
-      return await Promise.all(sessions);
-    },
-  };
+  return listenLoopback((conn, i) => {
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    return serveSession(conn, {
+      id: `R${i}`,
+      client: { ip: remote.hostname, port: remote.port },
+      server: { ip: "127.0.0.1", port: serverPort },
+      hostname: "mx.example",
+      smtp: smtpConfig(),
+      relay: relayConfig({ connectTimeout: 5, replyTimeout: 10, dataTimeout: 10 }),
+      judge: recordingJudge(),
+      log,
+      connectUpstream: (s) => Deno.connect({ hostname: s.ip, port: s.port }),
+      shutdown: new AbortController().signal,
+    });
+  }, 10_000);
 }
 
 async function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {

@@ -15,6 +15,7 @@ import {
   FAKE_EHLO,
   FakeServer,
   fakeUpstream,
+  listenLoopback,
   recordingJudge,
   relayConfig,
   smtpConfig,
@@ -126,46 +127,32 @@ async function gateway(opts: { tls?: boolean; command?: number } = {}) {
   const upstream = fakeUpstream();
   const judge = recordingJudge();
   const log = new MemoryLog();
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const sessions: Promise<SessionSummary>[] = [];
-  const loop = (async () => {
-    for (let i = 0; i < 100; i++) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      const remote = conn.remoteAddr as Deno.NetAddr;
-      sessions.push(serveSession(conn, {
-        id: `T${i}`,
-        client: { ip: remote.hostname, port: remote.port },
-        server: { ip: "192.0.2.25", port: 25 },
-        hostname: "mx.example",
-        smtp: smtpConfig({
-          tls: opts.tls === false ? undefined : id,
-          timeouts: { command: opts.command ?? 5, data: 5, session: 30 },
-        }),
-        relay: relayConfig(),
-        judge,
-        log,
-        connectUpstream: upstream.connect,
-        shutdown: new AbortController().signal,
-        clock: () => new Date(Date.UTC(2026, 10, 27, 22, 57, 1)),
-      }));
-    }
-  })();
+  const listener = listenLoopback((conn, i) => {
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    return serveSession(conn, {
+      id: `T${i}`,
+      client: { ip: remote.hostname, port: remote.port },
+      server: { ip: "192.0.2.25", port: 25 },
+      hostname: "mx.example",
+      smtp: smtpConfig({
+        tls: opts.tls === false ? undefined : id,
+        timeouts: { command: opts.command ?? 5, data: 5, session: 30 },
+      }),
+      relay: relayConfig(),
+      judge,
+      log,
+      connectUpstream: upstream.connect,
+      shutdown: new AbortController().signal,
+      clock: () => new Date(Date.UTC(2026, 10, 27, 22, 57, 1)),
+    });
+  }, 100);
   return {
-    port: (listener.addr as Deno.NetAddr).port,
+    port: listener.port,
     cert: id.cert,
     upstream,
     judge,
     log,
-    async stop(): Promise<SessionSummary[]> {
-      listener.close();
-      await loop;
-      return await Promise.all(sessions);
-    },
+    stop: (): Promise<SessionSummary[]> => listener.stop(),
   };
 }
 

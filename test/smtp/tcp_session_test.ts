@@ -5,32 +5,15 @@
 import assert from "node:assert/strict";
 import { MemoryLog } from "../../src/log/log.ts";
 import { serveSession, type SessionSummary } from "../../src/smtp/session.ts";
-import { codes, FakeServer, Peer, recordingJudge, relayConfig, smtpConfig } from "./harness.ts";
-
-/** A loopback listener whose connections are served by `serve`; returns the port and a stop. */
-function listen(serve: (conn: Deno.Conn) => Promise<unknown>) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const running: Promise<unknown>[] = [];
-  const loop = (async () => {
-    for (let i = 0; i < 1000; i++) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      running.push(serve(conn));
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async stop() {
-      listener.close();
-      await loop;
-      await Promise.all(running);
-    },
-  };
-}
+import {
+  codes,
+  FakeServer,
+  listenLoopback as listen,
+  Peer,
+  recordingJudge,
+  relayConfig,
+  smtpConfig,
+} from "./harness.ts";
 
 /** Wraps a Deno.Conn for the test-side Peer (which wants endOutput). */
 function peerOf(conn: Deno.Conn): Peer {
