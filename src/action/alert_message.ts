@@ -18,6 +18,7 @@
  * RFC 3834 §5: `Auto-Submitted: auto-generated`; the envelope sender is null (`<>`, set by the
  * mailer), so no reply or bounce is ever sent back about an alert.
  */
+import { rfc5322Date } from "../smtp/received_header.ts";
 import { ALERT_MARK_HEADER, type AlertMark } from "./alert_mark.ts";
 import { cleanLines, cleanText } from "./clean_text.ts";
 import { formatHeaderField } from "./header_field.ts";
@@ -287,14 +288,5 @@ export function encodeQuotedPrintable(text: string): string {
   return out.join("\r\n") + "\r\n";
 }
 
-const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
-/** RFC 5322 §3.3 date-time in UTC: "Thu, 27 Nov 2026 10:00:00 +0000". */
-export function rfc5322Date(d: Date): string {
-  const p = (n: number) => String(n).padStart(2, "0");
-  return `${DAYS[d.getUTCDay()]}, ${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ` +
-    `${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${
-      p(d.getUTCSeconds())
-    } +0000`;
-}
+/** The RFC 5322 date the alert carries (the same formatter as the Received header). */
+export { rfc5322Date };

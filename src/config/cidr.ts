@@ -1,16 +1,22 @@
 /**
- * CIDR networks (RFC 4632 for IPv4, RFC 4291 §2.3 for IPv6): parse the text an administrator
- * wrote into a `Cidr`, format it back, and test membership.
- *
- * Address text itself is parsed by `src/packet/ip_address.ts` (strict: no octal-looking octets,
- * no zone ids), so the config and the packet path agree on what an address means.
+ * CIDR networks as the rule file states them: the parsing and byte-level matching live in
+ * `src/packet/cidr.ts` (one implementation for the packet path and the policy); this module words
+ * the errors for an administrator and accepts address text where the policy has text.
  *
  * Host bits must be zero: "198.51.100.25/24" is refused with the network it probably meant
  * ("198.51.100.0/24"), because silently widening or narrowing what is diverted is how a gateway
  * ends up intercepting the wrong hosts. A bare address is a host route (/32 or /128).
  */
 import type { Cidr } from "./config.ts";
-import { formatIp, parseIp } from "../packet/ip_address.ts";
+import { parseIp } from "../packet/ip_address.ts";
+import {
+  cidrContains as cidrContainsBytes,
+  CidrError as PacketCidrError,
+  formatCidr,
+  parseCidr as parsePacketCidr,
+} from "../packet/cidr.ts";
+
+export { formatCidr };
 
 /** Why a CIDR text was refused. */
 export class CidrError extends Error {
@@ -31,65 +37,29 @@ export class CidrError extends Error {
  * has host bits set.
  */
 export function parseCidr(text: string): Cidr {
-  const t = text.trim();
-  const slash = t.indexOf("/");
-  const addrText = slash < 0 ? t : t.slice(0, slash);
-  const bytes = parseIp(addrText);
-  if (!bytes) {
-    throw new CidrError(text, `"${text}" is not an IPv4 or IPv6 address or network`);
+  try {
+    return parsePacketCidr(text);
+  } catch (e) {
+    if (!(e instanceof PacketCidrError)) throw e;
+    const family = text.includes(":") ? 6 : 4;
+    const message = e.problem === "host-bits"
+      ? `"${text}" has host bits set; did you mean "${e.suggestion}"?`
+      : e.problem === "prefix"
+      ? `"${text}" has a bad prefix length (IPv${family}: 0 to ${family === 4 ? 32 : 128})`
+      : `"${text}" is not an IPv4 or IPv6 address or network`;
+    throw new CidrError(text, message, { cause: e });
   }
-  const family: 4 | 6 = bytes.length === 4 ? 4 : 6;
-  const max = family === 4 ? 32 : 128;
-  let prefix = max;
-  if (slash >= 0) {
-    const p = t.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > max) {
-      throw new CidrError(text, `"${text}" has a bad prefix length (IPv${family}: 0 to ${max})`);
-    }
-    prefix = Number(p);
-  }
-  const network = maskBytes(bytes, prefix);
-  const normal = `${formatIp(network)}/${prefix}`;
-  if (!equalBytes(network, bytes)) {
-    throw new CidrError(text, `"${text}" has host bits set; did you mean "${normal}"?`);
-  }
-  return { family, bytes: network, prefix, text: normal };
-}
-
-/** Formats a Cidr in normal form ("198.51.100.0/24", "2001:db8:25::/64"). */
-export function formatCidr(cidr: Cidr): string {
-  return `${formatIp(cidr.bytes)}/${cidr.prefix}`;
 }
 
 /** True when `addr` (4 or 16 bytes, or text) lies inside `cidr`. Different families never match. */
 export function cidrContains(cidr: Cidr, addr: Uint8Array | string): boolean {
   const bytes = typeof addr === "string" ? parseIp(addr) : addr;
-  if (!bytes || bytes.length !== cidr.bytes.length) return false;
-  const full = cidr.prefix >> 3;
-  for (let i = 0; i < full; i++) if (bytes[i] !== cidr.bytes[i]) return false;
-  const rest = cidr.prefix & 7;
-  if (rest === 0) return true;
-  const mask = (0xff << (8 - rest)) & 0xff;
-  return (bytes[full] & mask) === cidr.bytes[full];
+  if (!bytes || (bytes.length !== 4 && bytes.length !== 16)) return false;
+  return cidrContainsBytes(cidr, bytes);
 }
 
 /** True when two networks share at least one address (one contains the other's base). */
 export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
   if (a.family !== b.family) return false;
   return a.prefix <= b.prefix ? cidrContains(a, b.bytes) : cidrContains(b, a.bytes);
-}
-
-function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
-  const out = new Uint8Array(bytes.length);
-  for (let i = 0; i < bytes.length; i++) {
-    const bits = Math.max(0, Math.min(8, prefix - 8 * i));
-    out[i] = bytes[i] & ((0xff << (8 - bits)) & 0xff);
-  }
-  return out;
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -10,15 +10,30 @@
 import type { Cidr } from "../config/config.ts";
 import { formatIp, parseIp } from "./ip_address.ts";
 
+/** What was wrong with a CIDR text. */
+export type CidrProblem = "address" | "prefix" | "host-bits";
+
 /** A CIDR text that could not be parsed; the message says why. */
 export class CidrError extends Error {
   /** The text that was rejected. */
   readonly text: string;
+  /** Which part was wrong (callers that word their own messages switch on it). */
+  readonly problem: CidrProblem;
+  /** For "host-bits": the network the text probably meant, e.g. "198.51.100.0/24". */
+  readonly suggestion?: string;
   /** Creates the error; the message is `Invalid network "text": reason`. */
-  constructor(text: string, reason: string, options?: ErrorOptions) {
+  constructor(
+    text: string,
+    reason: string,
+    problem: CidrProblem,
+    suggestion?: string,
+    options?: ErrorOptions,
+  ) {
     super(`Invalid network "${text}": ${reason}`, options);
     this.name = "CidrError";
     this.text = text;
+    this.problem = problem;
+    this.suggestion = suggestion;
   }
 }
 
@@ -31,24 +46,23 @@ export function parseCidr(text: string): Cidr {
   const slash = trimmed.indexOf("/");
   const addrText = slash < 0 ? trimmed : trimmed.slice(0, slash);
   const bytes = parseIp(addrText);
-  if (!bytes) throw new CidrError(text, `"${addrText}" is not an IPv4 or IPv6 address`);
+  if (!bytes) {
+    throw new CidrError(text, `"${addrText}" is not an IPv4 or IPv6 address`, "address");
+  }
   const family: 4 | 6 = bytes.length === 4 ? 4 : 6;
   const maxPrefix = family === 4 ? 32 : 128;
   let prefix = maxPrefix;
   if (slash >= 0) {
     const p = trimmed.slice(slash + 1);
     if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || Number(p) > maxPrefix) {
-      throw new CidrError(text, `prefix length must be 0..${maxPrefix}`);
+      throw new CidrError(text, `prefix length must be 0..${maxPrefix}`, "prefix");
     }
     prefix = Number(p);
   }
   for (let bit = prefix; bit < maxPrefix; bit++) {
     if (bytes[bit >> 3] & (0x80 >> (bit & 7))) {
-      const masked = maskBytes(bytes, prefix);
-      throw new CidrError(
-        text,
-        `host bits are set (did you mean ${formatIp(masked)}/${prefix}?)`,
-      );
+      const meant = `${formatIp(maskBytes(bytes, prefix))}/${prefix}`;
+      throw new CidrError(text, `host bits are set (did you mean ${meant}?)`, "host-bits", meant);
     }
   }
   return { family, bytes, prefix, text: `${formatIp(bytes)}/${prefix}` };

@@ -140,7 +140,6 @@ export class Acceptor {
     const client = { ip: remote.hostname, port: remote.port };
     const id = `${this.#prefix}${(++this.#seq).toString(36).padStart(4, "0")}`;
     const { log, config } = this.#opts;
-    conn.setNoDelay(true);
 
     const server = await this.#opts.originalDestination(client.ip, client.port);
     if (!server) {
@@ -250,7 +249,6 @@ async function connectTcp(dest: Destination, timeoutMs: number): Promise<Session
         );
       }),
     ]);
-    conn.setNoDelay(true);
     return conn;
   } catch (err) {
     // Caution: lifetime — a connect that completes after the deadline must not leak.

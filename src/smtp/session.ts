@@ -921,9 +921,13 @@ class Session implements CommandHandlers {
     // Received header and the verdict's tag.
     const out = actions ? actions.transform(message, verdict) : message;
     const header = encoder.encode(this.#receivedHeader(tx));
+    // The whole message as one buffer, for quarantine/bcc/redirect: built once, when first needed
+    // (the relay to the server takes header and body as two parts and needs no copy).
+    let whole: Uint8Array | undefined;
+    const full = () => whole ??= concat(header, out);
     if (verdict.action === "quarantine") {
       await this.#resetUpstream();
-      const bytes = concat(header, out);
+      const bytes = full();
       try {
         // 250 only after the store has fsync'd the message (never before it is safe).
         const id = await actions!.quarantine(bytes, envelope, verdict);
@@ -954,7 +958,7 @@ class Session implements CommandHandlers {
     // bcc copies first: if one fails the client gets 4xx and retries the whole message — a
     // duplicate archive copy is preferred to a lost one.
     for (const d of deliveries.filter((d) => d.kind === "bcc")) {
-      const r = await actions!.deliver(d, concat(header, out), envelope);
+      const r = await actions!.deliver(d, full(), envelope);
       if (r.code !== 250) {
         ctx.log.event("action.bcc_failed", {
           session: ctx.id,
@@ -977,7 +981,7 @@ class Session implements CommandHandlers {
       // Delivered there INSTEAD: the original server's transaction is abandoned.
       await this.#resetUpstream();
       const tRelay = performance.now();
-      const r = await actions!.deliver(redirect, concat(header, out), envelope);
+      const r = await actions!.deliver(redirect, full(), envelope);
       outcome.relayMs = performance.now() - tRelay;
       if (r.code === 250) {
         return this.#answer(
