@@ -33,6 +33,10 @@ import {
 import { COUNTABLE_VERDICTS, type Threshold } from "../policy/rule.ts";
 import { parseIp } from "../packet/ip_address.ts";
 
+/** The resolved path of an unreadable list file is shown whole (it is the administrator's own
+ * path, and a cut path is useless for finding the file); PATH_MAX of Linux bounds it. */
+const PATH_MAX = 4096;
+
 /** Where the state database lives when the rule file does not say. */
 export const DEFAULT_STATE_FILE = "/var/lib/ssg/state.db";
 /** Where quarantined messages go when the rule file does not say. */
@@ -194,7 +198,10 @@ function readLists(
         text = readText(path);
       } catch (e) {
         const why = e instanceof TypeError ? "not valid UTF-8" : (e as Error).message;
-        r.report(f.get("file"), `cannot read list file "${cut(rel)}" (${cut(path)}): ${why}`);
+        r.report(
+          f.get("file"),
+          `cannot read list file "${cut(rel)}" (${cut(path, PATH_MAX)}): ${why}`,
+        );
         continue;
       }
       const parsed = parseListText(text);

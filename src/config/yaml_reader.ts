@@ -310,9 +310,9 @@ export function describe(node: YNode): string {
   return "an unexpected value";
 }
 
-/** Cuts a quoted value to 40 characters and escapes control characters. */
-export function cut(s: string): string {
+/** Cuts a quoted value to `max` characters (default 40) and escapes control characters. */
+export function cut(s: string, max = 40): string {
   // deno-lint-ignore no-control-regex
   const clean = s.replace(/[\x00-\x1f\x7f"\\]/g, (c) => "\\x" + c.charCodeAt(0).toString(16));
-  return clean.length > 40 ? clean.slice(0, 40) + "…" : clean;
+  return clean.length > max ? clean.slice(0, max) + "…" : clean;
 }
