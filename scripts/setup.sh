@@ -4,9 +4,15 @@
 # On a fresh Debian 12 as root with Node/npm:
 #   - Debian packages (only the missing ones; `apt-get update` first, only if something is missing):
 #     libnetfilter-queue1 (the FFI target), iptables, nftables, iproute2 (diversion rules and test
-#     namespaces), postfix (for smtp-sink and smtp-source only), swaks (the SMTP client used by
-#     tests), python3-aiosmtpd (a scriptable SMTP server for cases smtp-sink cannot express),
-#     tcpdump, openssl, bash, coreutils, gzip, tar.
+#     namespaces), postfix (smtp-sink, smtp-source, and private Postfix instances in tests),
+#     swaks with its TLS and IPv6 modules (libnet-ssleay-perl, libio-socket-ssl-perl,
+#     libio-socket-inet6-perl: only *recommended* by swaks, so named here), python3-aiosmtpd (a
+#     scriptable SMTP server for cases smtp-sink cannot express), tcpdump, openssl, bash,
+#     coreutils, gzip, tar, procps (sysctl), util-linux (unshare, script), e2fsprogs (chattr).
+#   - Then it checks what the tests *use*, by capability, not by package name: swaks can do TLS
+#     and IPv6, python3 can import aiosmtpd and ssl, smtp-sink/smtp-source/postfix run, and inside
+#     a throw-away network namespace iptables can add an NFQUEUE rule and nft can list rules.
+#     Each failed check names the package that provides it, and setup exits non-zero.
 #   - Deno 2.9.6 through npm (`npm install -g deno@2.9.6`) if `deno` is missing.
 #   - The npm packages of deno.json into Deno's cache (`deno install --frozen`).
 # Postfix is preseeded to "No configuration" and its daemon is never left running on the host:
@@ -18,8 +24,9 @@ say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 DENO_VERSION=2.9.6
-PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks python3-aiosmtpd tcpdump
-  openssl ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
+PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks libnet-ssleay-perl
+  libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd tcpdump openssl
+  ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
 
 [ "$(id -u)" = 0 ] || die "run as root (installs packages; the tests create network namespaces)"
 
@@ -70,11 +77,58 @@ if [ -x /usr/sbin/postfix ] && /usr/sbin/postfix status >/dev/null 2>&1; then
   /usr/sbin/postfix stop >/dev/null 2>&1 || true
 fi
 
-for tool in ip iptables ip6tables nft swaks /usr/sbin/smtp-sink /usr/sbin/smtp-source; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing after installation"
-done
-[ -e /usr/lib/x86_64-linux-gnu/libnetfilter_queue.so.1 ] || ldconfig -p | grep -q libnetfilter_queue.so.1 ||
-  die "libnetfilter_queue.so.1 is still missing after installation"
+# ---- capabilities: what the build, the tests and the benchmark actually use ----------------
+# A package can be installed and still lack what we need (swaks without its recommended Perl
+# modules runs, but cannot do TLS or IPv6), so each check exercises the capability itself.
+failed=()
+check() { # check "what" "package that provides it" command...
+  local what=$1 pkg=$2
+  shift 2
+  if "$@" >/dev/null 2>&1; then
+    say "ok: $what"
+  else
+    printf 'setup: MISSING: %s (provided by Debian package %s)\n' "$what" "$pkg" >&2
+    failed+=("$pkg")
+  fi
+}
+# (The whole output first: `grep -q` on a pipe would end swaks early, and pipefail would see it.)
+swaks_has() { local out; out=$(swaks --support 2>&1) && grep -q "^=== $1 supported" <<<"$out"; }
+nfq_in_netns() {
+  local ns="ssgt-setup-$$" rc=0
+  ip netns add "$ns" || return 1
+  ip netns exec "$ns" iptables -t raw -A OUTPUT -p tcp -d 192.0.2.1 --dport 25 \
+    -j NFQUEUE --queue-num 9 --queue-bypass || rc=1
+  ip netns exec "$ns" ip6tables -t raw -A OUTPUT -p tcp -d 2001:db8::1 --dport 25 \
+    -j NFQUEUE --queue-num 9 --queue-bypass || rc=1
+  ip netns exec "$ns" nft list ruleset || rc=1
+  ip netns del "$ns" || rc=1
+  return "$rc"
+}
+check "libnetfilter_queue.so.1 (the FFI target)" libnetfilter-queue1 \
+  sh -c 'ldconfig -p | grep -q "libnetfilter_queue.so.1 "'
+check "ip (network namespaces and veth)" iproute2 ip -V
+check "iptables/ip6tables NFQUEUE rules and nft inside a network namespace" "iptables nftables" \
+  nfq_in_netns
+check "swaks (the SMTP client of the tests)" swaks swaks --version
+check "swaks can do STARTTLS" "libnet-ssleay-perl libio-socket-ssl-perl" swaks_has TLS
+check "swaks can do IPv6" libio-socket-inet6-perl swaks_has IPv6
+check "smtp-sink and smtp-source (Postfix's test server and load generator)" postfix \
+  test -x /usr/sbin/smtp-sink -a -x /usr/sbin/smtp-source
+check "postfix and postconf (private Postfix instances in tests)" postfix \
+  /usr/sbin/postconf -d mail_version
+# Debian's python3 by path: the tests run /usr/bin/python3, and a pyenv or venv python3 earlier
+# on PATH would not see Debian's python3-aiosmtpd.
+check "/usr/bin/python3 with aiosmtpd and ssl (scripted SMTP servers in tests)" python3-aiosmtpd \
+  /usr/bin/python3 -c 'import aiosmtpd.controller, ssl'
+check "openssl (test certificates)" openssl openssl version
+check "tcpdump (packet captures when a test fails)" tcpdump tcpdump --version
+check "sysctl" procps sysctl -n net.ipv4.ip_forward
+check "unshare and script" util-linux sh -c 'command -v unshare && command -v script'
+check "chattr (read-only quarantine tests)" e2fsprogs sh -c 'command -v chattr'
+check "gzip and tar (the self-extracting build)" "gzip tar" sh -c 'command -v gzip && command -v tar'
+if [ "${#failed[@]}" -gt 0 ]; then
+  die "missing capabilities after installation; install: apt-get install -y ${failed[*]}"
+fi
 
 if command -v deno >/dev/null 2>&1; then
   have=$(deno --version | head -1 | awk '{print $2}')

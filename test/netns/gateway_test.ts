@@ -18,6 +18,7 @@ import { canRunNetns } from "./topology.ts";
 import {
   asSent,
   assertForwardedIntact,
+  dumpWith,
   e2e,
   eventually,
   finalReply,
@@ -340,12 +341,17 @@ e2e(
   async (w) => {
     const { t } = w;
     const sink = await startSink(t, t.addr.server4, join(w.dir, "sink"));
-    const file = await w.message("clean.eml", CLEAN_MESSAGE);
+    // Each send carries its own Message-ID and is found by it: smtp-sink's file names have
+    // one-second resolution, so "the newest file" is not a thing two fast sends can rely on.
+    const sent = new Map<string, string>();
     const send = async (label: string) => {
+      const id = `e2e-f-${sent.size + 1}@example.org`;
+      const text = CLEAN_MESSAGE.replace("<e2e-clean-1@example.org>", `<${id}>`);
+      sent.set(label, text);
+      const file = await w.message(`clean-${sent.size}.eml`, text);
       const r = await swaks(t, { server: t.addr.server4, to: ["b@example.net"], dataFile: file });
       assert.equal(r.code, 0, `${label}\n${r.transcript}`);
-      const dumps = await readSinkDumps(sink.dir);
-      return dumps[dumps.length - 1];
+      return { dump: dumpWith(await readSinkDumps(sink.dir), `<${id}>`), text };
     };
     const noRules = async (label: string) => {
       const fw = await firewallDump(t, t.ns.gateway);
@@ -355,7 +361,8 @@ e2e(
     // 1. SIGTERM: clean exit, rules removed.
     const first = await w.startSsg();
     const installed = ssgRuleLines(await firewallDump(t, t.ns.gateway));
-    assertForwardedIntactSsg(await send("through ssg #1"), CLEAN_MESSAGE, t.addr.client4);
+    const one = await send("through ssg #1");
+    assertForwardedIntactSsg(one.dump, one.text, t.addr.client4);
     const st1 = await first.stop("SIGTERM");
     assert.equal(st1.code, 0, "exit status after SIGTERM");
     await noRules("after SIGTERM");
@@ -366,8 +373,8 @@ e2e(
     const stale = ssgRuleLines(await firewallDump(t, t.ns.gateway));
     assert.ok(stale.length > 0, "kill -9 cannot remove rules (this is the case being tested)");
     const direct = await send("with ssg killed");
-    assert.equal(direct.clientAddr, t.addr.client4, "the server saw the client directly");
-    assert.equal(direct.message, lf(asSent(CLEAN_MESSAGE)), "no SSG header: not diverted");
+    assert.equal(direct.dump.clientAddr, t.addr.client4, "the server saw the client directly");
+    assert.equal(direct.dump.message, lf(asSent(direct.text)), "no SSG header: not diverted");
 
     // 3. The next start removes the stale rules (no duplicates) and diverts again.
     const third = await w.startSsg();
@@ -377,7 +384,8 @@ e2e(
       normalizeRules(installed),
       "the same rule set as a fresh start (nothing duplicated): stale rules cleaned",
     );
-    assertForwardedIntactSsg(await send("through ssg #3"), CLEAN_MESSAGE, t.addr.client4);
+    const three = await send("through ssg #3");
+    assertForwardedIntactSsg(three.dump, three.text, t.addr.client4);
     assert.equal((await third.stop("SIGTERM")).code, 0);
     await noRules("after the final SIGTERM");
     assert.equal((await readSinkDumps(sink.dir)).length, 3);

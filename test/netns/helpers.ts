@@ -354,7 +354,11 @@ export function parseSinkDump(file: string, text: string): SinkDump {
   return d;
 }
 
-/** Every dump in `dir`, oldest first (names start with a timestamp). */
+/**
+ * Every dump in `dir`, in no meaningful order. Caution: smtp-sink names its dumps by a timestamp
+ * of one-second resolution, so two messages in the same second sort at random; find a message by
+ * its content (`dumpWith`), never by its place in this list.
+ */
 export async function readSinkDumps(dir: string): Promise<SinkDump[]> {
   const names: string[] = [];
   try {
@@ -363,13 +367,28 @@ export async function readSinkDumps(dir: string): Promise<SinkDump[]> {
     if (e instanceof Deno.errors.NotFound) return [];
     throw e;
   }
-  names.sort();
   const out: SinkDump[] = [];
   for (const n of names) {
     const p = join(dir, n);
     out.push(parseSinkDump(p, await Deno.readTextFile(p)));
   }
   return out;
+}
+
+/**
+ * The one dump whose message contains `marker` (a per-send text such as a Message-ID); fails
+ * the test when none or several do.
+ */
+export function dumpWith(dumps: SinkDump[], marker: string): SinkDump {
+  const found = dumps.filter((d) => d.message.includes(marker));
+  if (found.length !== 1) {
+    throw new E2eError(
+      `expected exactly one message containing ${
+        JSON.stringify(marker)
+      }, found ${found.length} of ${dumps.length}`,
+    );
+  }
+  return found[0];
 }
 
 /** Options of {@linkcode swaks}. */
