@@ -15,6 +15,7 @@
 import { ConfigError } from "./src/config/config_error.ts";
 import type { SsgConfig } from "./src/config/config.ts";
 import { loadConfig } from "./src/config/load_config.ts";
+import { RELOADABLE, reloadPlan } from "./src/config/reload_plan.ts";
 import { summarizeConfig } from "./src/config/summarize_config.ts";
 import { AppLog, type EventLog } from "./src/log/log.ts";
 import { PolicyEngine } from "./src/policy/policy_engine.ts";
@@ -224,7 +225,7 @@ async function run(config: SsgConfig): Promise<number> {
     // Only now divert packets: the queue is bound and the responder listens. install() first
     // removes whatever a killed SSG left behind.
     await firewall.install();
-    installSignals(config, log, policy, store, d, (why) => void stop(why));
+    installSignals(config, log, policy, store, d, acceptor, actions, (why) => void stop(why));
     // One summary line every STATS_INTERVAL_MS, and one at stop: what an administrator graphs.
     const logStats = async () => {
       log.event("ssg.stats", { ...acceptor!.stats(), ...pick(await d.stats(), STATS_PACKET) });
@@ -307,8 +308,12 @@ function installSignals(
   policy: PolicyHolder,
   state: StateStore,
   divert: DivertService,
+  acceptor: Acceptor,
+  actions: GatewayActions,
   stop: (why: string) => void,
 ): void {
+  // What runs now: the start-up file, then each reload's result with the restart-only parts kept.
+  let running = config;
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGUSR1", () => {
@@ -317,26 +322,34 @@ function installSignals(
   });
   Deno.addSignalListener("SIGHUP", () => {
     log.reopen();
-    void reload(config, log, policy, state, divert);
+    void reload(running, log, policy, state, divert).then((applied) => {
+      if (!applied) return;
+      running = applied;
+      acceptor.reconfigure(applied);
+      actions.reconfigure({ relay: applied.relay });
+      log.setLevel(applied.log.level);
+    });
   });
 }
 
 /**
- * Re-reads the rule file. The policy changes on reload — rules, lists (list files are re-read),
- * allow/blacklists (the static client blacklist is re-applied at the packet level), spamtraps,
- * thresholds; gateway, limits, state, quarantine, alert and log settings need a restart, and a
- * change to the gateway section is logged as ignored.
- * A bad file is refused with its reasons logged and the old rules stay in force.
+ * Re-reads the rule file and returns the configuration to run on from now on (undefined when the
+ * file was refused). What a reload applies and what needs a restart is `reload_plan.ts`'s: the
+ * policy here, smtp/relay/log.level by the caller; every changed restart-only key is named in a
+ * `config.reload.partial` warning. A bad file is refused with its reasons logged and the old
+ * configuration stays in force, all of it.
  */
 async function reload(
-  config: SsgConfig,
+  running: SsgConfig,
   log: EventLog,
   policy: PolicyHolder,
   state: StateStore,
   divert: DivertService,
-): Promise<void> {
+): Promise<SsgConfig | undefined> {
+  const config = running;
   try {
     const next = await loadConfig(config.file);
+    const plan = reloadPlan(running, next);
     policy.replace(new PolicyEngine(next, log, { state }));
     divert.blockNetworks(policy.staticBlockedClients());
     // Allowlists win over blacklists, also at the packet level: a client the new file allowlists
@@ -347,16 +360,27 @@ async function reload(
       divert.block(b.ip, 0);
       log.event("divert.unblock", { client: b.ip, why: "allowlisted" });
     }
-    if (JSON.stringify(next.gateway) !== JSON.stringify(config.gateway)) {
+    if (plan.ignored.length > 0) {
       log.event("config.reload.partial", {
         file: config.file,
-        note: "gateway section changed; restart to apply it",
+        ignored: plan.ignored,
+        note: "these settings need a restart; the running values stay in force",
       }, "warning");
     }
-    log.event("config.reload", { file: config.file, rules: next.rules.length });
+    log.event("config.reload", {
+      file: config.file,
+      rules: next.rules.length,
+      applied: RELOADABLE.join(","),
+    });
+    return plan.config;
   } catch (err) {
     const reason = err instanceof ConfigError ? err.format() : describe(err);
-    log.event("config.reload.refused", { file: config.file, reason, kept: "old rules" }, "error");
+    log.event("config.reload.refused", {
+      file: config.file,
+      reason,
+      kept: "the running configuration",
+    }, "error");
+    return undefined;
   }
 }
 

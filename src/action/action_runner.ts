@@ -95,7 +95,7 @@ const MAX_REMEMBERED_IDS = 1000;
 
 /** The gateway's action runner. */
 export class GatewayActions implements VerdictActions {
-  readonly #o: GatewayActionsOptions;
+  #o: GatewayActionsOptions;
   readonly #store: QuarantineStore | undefined;
   readonly #mailer: AlertMailer | undefined;
   readonly #now: () => number;
@@ -124,6 +124,14 @@ export class GatewayActions implements VerdictActions {
         now: opts.now,
       })
       : undefined;
+  }
+
+  /**
+   * Applies reloaded relay settings to the next bcc/redirect delivery (SIGHUP). The alert mailer
+   * keeps its own (the `alert` section needs a restart).
+   */
+  reconfigure(change: { relay: RelayConfig }): void {
+    this.#o = { ...this.#o, relay: change.relay };
   }
 
   /** The quarantine store, if configured (main calls `recover()` on it at start-up). */

@@ -5,6 +5,7 @@
 import type { SsgConfig } from "./config.ts";
 import type { Action, Condition, Rule } from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
+import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
 
 /** Multi-line summary of a validated configuration. */
 export function summarizeConfig(cfg: SsgConfig): string {
@@ -55,6 +56,12 @@ export function summarizeConfig(cfg: SsgConfig): string {
       } → ${t.actions.join(" + ") || "count only"}${bl}`,
     );
   });
+  lines.push(
+    `reload (SIGHUP) applies: ${RELOADABLE.join(", ")}`,
+    `restart needed for: ${
+      RESTART_ONLY.join(", ")
+    } (a reload names each changed one in config.reload.partial)`,
+  );
   return lines.join("\n");
 }
 

@@ -189,6 +189,11 @@ export class AppLog implements EventLog {
     return log;
   }
 
+  /** Changes the lowest level written (SIGHUP applies `log.level`). */
+  setLevel(level: LogLevel): void {
+    this.#min = LEVEL_RANK[level];
+  }
+
   event(name: string, fields: LogFields = {}, level: LogLevel = "info"): void {
     if (LEVEL_RANK[level] < this.#min) return;
     const line = formatEvent(name, fields, level);

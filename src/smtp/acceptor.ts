@@ -8,6 +8,10 @@
  * otherwise anyone could use the gateway as a relay to arbitrary addresses.
  * Limits: `smtp.maxSessions` in all and `smtp.maxSessionsPerClient` per client IP (421 past either,
  * as Postfix's `smtpd_client_connection_count_limit` and Exim's `smtp_accept_max_per_host` do).
+ * Both count what clients hold: a session's slot is given back when its conversation with the
+ * client ends (after the 221, before SSG's own teardown — the QUIT to the server, the close), so
+ * an MTA that opens its next connection right after 221 is never refused for a connection it no
+ * longer has. `reconfigure()` (SIGHUP) changes the limits for the next connection at once.
  */
 import type { SsgConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
@@ -54,6 +58,8 @@ export class Acceptor {
   #listeners: Deno.TcpListener[] = [];
   #sessions = new Map<string, { conn: Deno.Conn; done: Promise<unknown> }>();
   #perClient = new Map<string, number>();
+  /** Sessions still talking to their client (what `smtp.maxSessions` bounds). */
+  #held = 0;
   #shutdown = new AbortController();
   /** One bound on message bytes held by all sessions together. */
   #memory: MemoryBudget;
@@ -92,6 +98,11 @@ export class Acceptor {
     return this.#closed;
   }
 
+  /** The addresses the responder listens on (after `start()`; port 0 becomes the real port). */
+  get listenAddrs(): Deno.NetAddr[] {
+    return this.#listeners.map((l) => l.addr as Deno.NetAddr);
+  }
+
   /** Number of sessions running now. */
   get activeSessions(): number {
     return this.#sessions.size;
@@ -107,6 +118,16 @@ export class Acceptor {
       sessionsActive: this.#sessions.size,
       inflightBytes: this.#memory.used,
     };
+  }
+
+  /**
+   * Applies a reloaded configuration: the next connection is checked against its session limits
+   * and runs under its smtp/relay settings; the shared in-memory bound changes at once. Sessions
+   * already running keep the settings they started with.
+   */
+  reconfigure(config: SsgConfig): void {
+    this.#opts = { ...this.#opts, config };
+    this.#memory.limit = config.smtp.maxInflightBytes;
   }
 
   /** Opens the listeners (throws if an address can't be bound) and starts accepting. */
@@ -153,7 +174,7 @@ export class Acceptor {
       return;
     }
     const count = this.#perClient.get(client.ip) ?? 0;
-    const limit = this.#sessions.size >= config.smtp.maxSessions
+    const limit = this.#held >= config.smtp.maxSessions
       ? "too many sessions"
       : count >= config.smtp.maxSessionsPerClient
       ? "too many sessions from this client"
@@ -174,6 +195,18 @@ export class Acceptor {
       return;
     }
     this.#perClient.set(client.ip, count + 1);
+    this.#held++;
+    // Gives the client's slot back once: when the session is done with the client, or at the
+    // latest when the session has ended.
+    let holding = true;
+    const release = () => {
+      if (!holding) return;
+      holding = false;
+      this.#held--;
+      const n = (this.#perClient.get(client.ip) ?? 1) - 1;
+      if (n <= 0) this.#perClient.delete(client.ip);
+      else this.#perClient.set(client.ip, n);
+    };
     const connect = this.#opts.connect ?? connectTcp;
     const done = serveSession(conn, {
       id,
@@ -188,6 +221,7 @@ export class Acceptor {
       shutdown: this.#shutdown.signal,
       actions: this.#opts.actions,
       memory: this.#memory,
+      clientDone: release,
     }).then((summary) => {
       const t = this.#totals;
       t.sessions++;
@@ -203,9 +237,7 @@ export class Acceptor {
     }).finally(() => {
       safeClose(conn);
       this.#sessions.delete(id);
-      const n = (this.#perClient.get(client.ip) ?? 1) - 1;
-      if (n <= 0) this.#perClient.delete(client.ip);
-      else this.#perClient.set(client.ip, n);
+      release();
     });
     this.#sessions.set(id, { conn, done });
   }

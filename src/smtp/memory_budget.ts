@@ -12,8 +12,9 @@
 
 /** Shared, bounded count of stored message bytes. */
 export class MemoryBudget {
-  /** Most bytes that may be reserved at once. */
-  readonly limit: number;
+  /** Most bytes that may be reserved at once (a reload may change it; lowering it below what is
+   * reserved only makes new reservations fail until enough is given back). */
+  limit: number;
   #used = 0;
 
   /** Creates an empty budget of `limit` bytes. */

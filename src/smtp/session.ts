@@ -138,6 +138,9 @@ export interface SessionContext {
   /** Carries out quarantine/tag/bcc/redirect/alert/blacklist verdicts. Without it a verdict that
    * needs one of those is answered 451 4.3.0 (nothing is lost; the client retries). */
   actions?: VerdictActions;
+  /** Called once when the session stops talking to the client (its last reply is being sent),
+   * before SSG's own teardown (QUIT to the server): the acceptor gives the client's slot back. */
+  clientDone?: () => void;
 }
 
 /** Why a session ended. */
@@ -288,6 +291,8 @@ class Session implements CommandHandlers {
       this.#send(reply(421, "4.3.0", `${ctx.hostname} Error: internal error, try again later`));
       this.#end = "internal-error";
     }
+    // The client gets nothing after this last flush: its slot is free for its next connection.
+    ctx.clientDone?.();
     await this.#flush();
     closeQuietly(this.#io);
     this.#reader.cancel();

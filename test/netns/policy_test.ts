@@ -887,3 +887,70 @@ e2e(
     assert.equal(ssg.status, undefined, "ssg is still running");
   },
 );
+
+e2e(
+  "SIGHUP applies smtp settings to the next session (bare LF refused, then normalised) and names each restart-only change in config.reload.partial",
+  { extraSections: "smtp:\n  bare_line_endings: reject\n" },
+  async (w) => {
+    const { t } = w;
+    const sink = await startSink(t, t.addr.server4, join(w.dir, "sink"));
+    const ssg = await w.startSsg();
+    const bareLf = new TextEncoder().encode(
+      [
+        `From: <sender@example.org>`,
+        `To: <b@example.net>`,
+        `Subject: a line that ends in a bare LF`,
+        `Message-ID: <bare-lf-reload@example.org>`,
+        ``,
+        `first line\nsecond line`,
+      ].join(CRLF),
+    );
+    const file = await w.message("bare-lf.eml", bareLf);
+    const sendRaw = async (label: string) => {
+      const out = join(w.dir, `${label}.out`);
+      const c = await t.exec(
+        t.ns.client,
+        rawClientArgs({ dst: t.addr.server4, dataFile: file, outFile: out }),
+        { timeoutMs: 60_000 },
+      );
+      const o = readOr(out);
+      assert.equal(c.code, 0, `raw client: ${c.stderr}\n${o}`);
+      return o;
+    };
+    const before = await sendRaw("before");
+    assert.match(rawReply(before, ".") ?? "", /^550 /, `reject: bare LF refused\n${before}`);
+    assert.deepEqual(await readSinkDumps(sink.dir), [], "nothing delivered under reject");
+
+    // The edit: one live setting (smtp.bare_line_endings) and one that needs a restart
+    // (gateway.hostname, which names the gateway in greetings and Received headers).
+    const edited = ruleFileText({
+      ...w.ruleOptions,
+      extraSections: "smtp:\n  bare_line_endings: normalize\n",
+    }).replace("hostname: ssg.gateway.test", "hostname: renamed.gateway.test");
+    assert.match(edited, /renamed\.gateway\.test/);
+    await Deno.writeTextFile(w.ruleFile, edited);
+    ssg.child.kill("SIGHUP");
+    assert.ok(await logCount(ssg, /\bconfig\.reload\b(?!\.)/, 1), `reloaded\n${ssg.log()}`);
+    assert.match(
+      ssg.log(),
+      /\bconfig\.reload\.partial\b.*gateway\.hostname/,
+      "the restart-only change is named",
+    );
+    assert.doesNotMatch(
+      ssg.log(),
+      /\bconfig\.reload\.partial\b.*bare_line_endings/,
+      "the live change is not reported as ignored",
+    );
+
+    const after = await sendRaw("after");
+    assert.match(rawReply(after, ".") ?? "", /^250 /, `normalize: accepted\n${after}`);
+    const dumps = await readSinkDumps(sink.dir);
+    assert.equal(dumps.length, 1, "delivered once");
+    assert.match(
+      splitFirstHeader(dumps[0].message)[0],
+      /\bby ssg\.gateway\.test\b/,
+      "the host name stays as running until a restart",
+    );
+    assert.match(dumps[0].message, /first line\nsecond line/, "the bare LF became a line end");
+  },
+);

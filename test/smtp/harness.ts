@@ -235,6 +235,8 @@ export interface FakeServerOptions {
   rset?: () => string | null;
   /** Answer to STARTTLS (default 500: not recognised); advertise it through `ehlo`. */
   starttls?: () => string | null;
+  /** Wait this long before answering QUIT (a slow server teardown). */
+  quitDelayMs?: number;
 }
 
 /** Default EHLO reply of the fake server. */
@@ -360,6 +362,7 @@ export class FakeServer {
             answer = o.starttls ? o.starttls() : "500 5.5.2 Error: command not recognized";
             break;
           case "QUIT":
+            if (o.quitDelayMs) await new Promise((r) => setTimeout(r, o.quitDelayMs));
             await this.#send("221 2.0.0 Bye");
             this.#io.close();
             return;
