@@ -3,8 +3,10 @@
 # could not get its runtime. Everything after this header is a gzip'd tar of: the deno runtime,
 # the SSG sources (app/) and a Deno cache holding the npm packages (deno_dir/).
 # First start: extract once into ${SSG_CACHE_DIR:-/var/cache/ssg}/<sha256 of the payload> (temp dir,
-# then rename, so a half-written cache is never used); every start: exec deno from there, offline.
-# Needs only sh, tail, gzip, tar, mkdir, mv (sha256sum, when present, verifies the payload).
+# then rename, so a half-written cache is never used); every start: remove other versions' copies
+# that no process uses, then exec deno from ours, offline.
+# Needs only sh, tail, gzip, tar, mkdir, mv, find, readlink (sha256sum, when present, verifies the
+# payload).
 SSG_HDR_BYTES=0000000000
 SSG_SHA256=@PAYLOAD_SHA256@
 set -eu
@@ -29,6 +31,10 @@ if ! mkdir -p "$base" 2>/dev/null || [ ! -w "$base" ]; then
 fi
 dir=$base/$SSG_SHA256
 
+# Marks this copy as in use *before* looking for it, so that another version's clean-up (below)
+# either sees the mark and keeps it, or has removed it already and we extract it again.
+if [ -d "$dir" ]; then : >"$dir/.last-used" 2>/dev/null || true; fi
+
 if [ ! -f "$dir/.complete" ]; then
   tmp=$(mktemp -d "$base/.extract.XXXXXX") || die "cannot create a temp directory in $base"
   chmod 755 "$tmp"
@@ -40,6 +46,7 @@ if [ ! -f "$dir/.complete" ]; then
   tail -c +$((SSG_HDR_BYTES + 1)) "$self" | gzip -dc | tar -xf - -C "$tmp" ||
     die "cannot extract into $tmp (disk full?)"
   : >"$tmp/.complete"
+  : >"$tmp/.last-used"
   if mv -T "$tmp" "$dir" 2>/dev/null; then
     :
   elif [ -f "$dir/.complete" ]; then
@@ -50,18 +57,46 @@ if [ ! -f "$dir/.complete" ]; then
     die "cannot install the extracted files at $dir"
   fi
   trap - EXIT INT TERM
-  # Older versions' copies (~110 MB each) not started for 2 days, and temp dirs of interrupted
-  # extractions, are removed now — only here, on the rare start that extracts.
-  for old in "$base"/* "$base"/.extract.*; do
-    [ -d "$old" ] && [ "$old" != "$dir" ] || continue
-    case $old in
-      */.extract.*) [ -n "$(find "$old" -maxdepth 0 -mtime +1 2>/dev/null)" ] && rm -rf "$old" ;;
-      *) [ -n "$(find "$old/.last-used" -maxdepth 0 -mtime +1 2>/dev/null)" ] && rm -rf "$old" ;;
-    esac
-  done
 fi
-# Marks this copy as in use, for the pruning above (best effort: the cache may be read-only).
+# Marks this copy as in use, for the clean-up of other versions (best effort: the cache may be
+# read-only).
 : >"$dir/.last-used" 2>/dev/null || true
+
+# in_use DIR: a running process executes a program from DIR (an ssg of that version runs its
+# deno from there), or DIR was marked in the last minute (a start of that version is between
+# finding its copy and exec'ing it).
+in_use() {
+  [ -n "$(find "$1/.last-used" -maxdepth 0 -mmin -1 2>/dev/null)" ] && return 0
+  for exe in /proc/[0-9]*/exe; do
+    target=$(readlink "$exe" 2>/dev/null) || continue
+    case $target in "$1"/*) return 0 ;; esac
+  done
+  return 1
+}
+
+# Every start removes the other versions' copies (~110 MB each) that nothing uses, so upgrades
+# never fill the router's disk: only the running versions stay. A copy is first renamed (atomic),
+# then deleted, so a half-deleted copy is never mistaken for a complete one. Temp dirs of
+# extractions interrupted more than a day ago go too.
+for old in "$base"/* "$base"/.extract.* "$base"/.remove.*; do
+  [ -d "$old" ] && [ "$old" != "$dir" ] || continue
+  name=${old##*/}
+  case $name in
+    .extract.*) [ -n "$(find "$old" -maxdepth 0 -mtime +0 2>/dev/null)" ] && rm -rf "$old" ;;
+    .remove.*) rm -rf "$old" ;;
+    *[!0-9a-f]*) ;; # not ours: never touched
+    *)
+      [ ${#name} = 64 ] || continue
+      in_use "$old" && continue
+      trash=$(mktemp -d "$base/.remove.XXXXXX" 2>/dev/null) || continue
+      if mv "$old" "$trash/copy" 2>/dev/null; then
+        rm -rf "$trash"
+      else
+        rmdir "$trash" 2>/dev/null || true
+      fi
+      ;;
+  esac
+done
 
 DENO_DIR=$dir/deno_dir
 DENO_NO_UPDATE_CHECK=1

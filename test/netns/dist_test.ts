@@ -100,3 +100,59 @@ Deno.test("a damaged self-extracting dist/ssg refuses to start instead of runnin
     "no half-extracted copy left behind",
   );
 });
+
+Deno.test("a self-extracting dist/ssg removes other versions' unused copies at start, never one in use", async () => {
+  const bin = requireSsgBinary();
+  const hash = selfExtractHash(bin);
+  if (!hash) {
+    // A deno compile build unpacks nothing, so it has nothing to clean up: check that it starts.
+    const r = await run([bin, "--version"], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stderr);
+    return;
+  }
+  await using cache = await tempDir("ssg-cache-");
+  const fake = (c: string) => c.repeat(64);
+  const old = (name: string, lastUsedAgoS: number) => {
+    const d = join(cache.path, name);
+    Deno.mkdirSync(join(d, "app"), { recursive: true });
+    Deno.writeTextFileSync(join(d, ".complete"), "");
+    Deno.writeTextFileSync(join(d, ".last-used"), "");
+    const t = new Date(Date.now() - lastUsedAgoS * 1000);
+    Deno.utimeSync(join(d, ".last-used"), t, t);
+    return d;
+  };
+  const idle = old(fake("a"), 3 * 86400); // an older version nobody runs
+  const busy = old(fake("b"), 3 * 86400); // an older version still running (its program is there)
+  const starting = old(fake("c"), 5); // a version that is starting right now
+  const stale = join(cache.path, ".extract.XYZ123");
+  Deno.mkdirSync(stale);
+  const twoDaysAgo = new Date(Date.now() - 2 * 86400 * 1000);
+  Deno.utimeSync(stale, twoDaysAgo, twoDaysAgo);
+  const foreign = join(cache.path, "notes"); // not a copy of ours: never touched
+  Deno.mkdirSync(foreign);
+  Deno.copyFileSync("/bin/sleep", join(busy, "deno"));
+  Deno.chmodSync(join(busy, "deno"), 0o755);
+  const sleeper = new Deno.Command(join(busy, "deno"), { args: ["30"] }).spawn();
+  try {
+    const r = await run([bin, "--version"], {
+      timeoutMs: 60_000,
+      env: { SSG_CACHE_DIR: cache.path },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const left = [...Deno.readDirSync(cache.path)].map((e) => e.name).sort();
+    assert.deepEqual(left, [hash, fake("b"), fake("c"), "notes"].sort());
+  } finally {
+    sleeper.kill("SIGKILL");
+    await sleeper.status;
+  }
+  // Once nothing runs it (and its mark is old), the next start removes it too.
+  const r2 = await run([bin, "--version"], {
+    timeoutMs: 60_000,
+    env: { SSG_CACHE_DIR: cache.path },
+  });
+  assert.equal(r2.code, 0, r2.stderr);
+  const left2 = [...Deno.readDirSync(cache.path)].map((e) => e.name).sort();
+  assert.deepEqual(left2, [hash, fake("c"), "notes"].sort());
+  void idle;
+  void starting;
+});

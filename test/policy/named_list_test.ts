@@ -80,10 +80,11 @@ Deno.test("listWordIn() on a large list finds the first entry in list order, lik
   assert.equal(listWordIn(l, "word4999x and word12x"), "word12x");
   assert.equal(listWordIn(l, "a quiet day"), "q");
   assert.equal(listWordIn(l, "nothing here"), undefined);
-  const t0 = performance.now();
+  // 100 000 entries over 1.2 MB of text: a lookup per word, not a scan per entry (a quadratic
+  // scan would not finish in the test's lifetime). Speed itself is measured in bench/, not here.
   const big = compileList("huge", Array.from({ length: 100_000 }, (_, i) => `entry${i}word`));
-  listWordIn(big, "entry ".repeat(200_000));
-  assert.ok(performance.now() - t0 < 2000, "100 000 words over 1.2 MB of text in well under 2 s");
+  assert.equal(listWordIn(big, "entry ".repeat(200_000)), undefined);
+  assert.equal(listWordIn(big, "entry ".repeat(200_000) + "entry99999word"), "entry99999word");
 });
 
 Deno.test("canonicalIp() gives one text per address", () => {
