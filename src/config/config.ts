@@ -87,6 +87,16 @@ export interface SmtpConfig {
   maxSessions: number;
   /** Most concurrent sessions from one client IP (default 20). */
   maxSessionsPerClient: number;
+  /** Most concurrent sessions from one client network (`networkPrefix`; default 50). */
+  maxSessionsPerNetwork: number;
+  /** What a client network is for `maxSessionsPerNetwork` (default /24 and /64). */
+  networkPrefix: { ipv4: number; ipv6: number };
+  /**
+   * Minimum DATA rate in bytes per second (Postfix's smtpd_min_data_rate; default 500): receiving
+   * a message has a deadline that starts at the data timeout and grows by N / rate seconds for
+   * every N bytes received, so a sender that trickles bytes is cut off (421 4.4.2). 0: off.
+   */
+  minDataRate: number;
   /** Timeouts in seconds. */
   timeouts: {
     /** Waiting for the next command (default 300, §4.5.3.2.7). */

@@ -33,6 +33,9 @@ export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
   maxTransactions: 100,
   maxSessions: 500,
   maxSessionsPerClient: 20,
+  maxSessionsPerNetwork: 50,
+  networkPrefix: { ipv4: 24, ipv6: 64 },
+  minDataRate: 500, // Postfix's smtpd_min_data_rate
   timeouts: { command: 300, data: 180, session: 3600 }, // §4.5.3.2.7, §4.5.3.2.5
   pipelining: true,
 });

@@ -93,11 +93,15 @@ const SMTP_KEYS = [
   "max_transactions",
   "max_sessions",
   "max_sessions_per_client",
+  "max_sessions_per_network",
+  "network_prefix",
+  "min_data_rate",
   "timeouts",
   "pipelining",
   "tls",
 ] as const;
 const TIMEOUT_KEYS = ["command", "data", "session"] as const;
+const NETWORK_PREFIX_KEYS = ["ipv4", "ipv6"] as const;
 const RELAY_KEYS = ["connect_timeout", "reply_timeout", "data_timeout", "starttls"] as const;
 const LOG_KEYS = ["file", "level"] as const;
 
@@ -459,6 +463,32 @@ function readSmtp(
       `"smtp.max_sessions_per_client" (${s.maxSessionsPerClient}) must not exceed "smtp.max_sessions" (${s.maxSessions})`,
     );
   }
+  s.maxSessionsPerNetwork = int(
+    "max_sessions_per_network",
+    1,
+    1_000_000,
+    s.maxSessionsPerNetwork,
+  );
+  if (s.maxSessionsPerNetwork < s.maxSessionsPerClient) {
+    r.report(
+      f.get("max_sessions_per_network") ?? f.get("max_sessions_per_client") ?? f.node,
+      `"smtp.max_sessions_per_network" (${s.maxSessionsPerNetwork}) must be at least "smtp.max_sessions_per_client" (${s.maxSessionsPerClient})`,
+    );
+  }
+  const pf = optionalSection(f, "network_prefix", `"smtp.network_prefix"`, NETWORK_PREFIX_KEYS, r);
+  if (pf) {
+    if (pf.has("ipv4")) {
+      s.networkPrefix.ipv4 =
+        r.int(pf.get("ipv4"), `"smtp.network_prefix.ipv4"`, 8, 32, pf.key("ipv4")) ??
+          s.networkPrefix.ipv4;
+    }
+    if (pf.has("ipv6")) {
+      s.networkPrefix.ipv6 =
+        r.int(pf.get("ipv6"), `"smtp.network_prefix.ipv6"`, 16, 128, pf.key("ipv6")) ??
+          s.networkPrefix.ipv6;
+    }
+  }
+  s.minDataRate = int("min_data_rate", 0, 1 << 30, s.minDataRate);
   const tf = optionalSection(f, "timeouts", `"smtp.timeouts"`, TIMEOUT_KEYS, r);
   if (tf) {
     for (const key of TIMEOUT_KEYS) {

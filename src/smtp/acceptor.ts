@@ -16,9 +16,10 @@
 import type { SsgConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
 import type { Judge } from "../policy/verdict.ts";
-import { serveSession, type VerdictActions } from "./session.ts";
+import { serveSession, SHED, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
 import { MemoryBudget } from "./memory_budget.ts";
+import { Admission, clientNetwork, type Ticket } from "./admission.ts";
 
 /** Where a diverted connection was going. */
 export interface Destination {
@@ -48,6 +49,9 @@ export interface AcceptorOptions {
   connect?: (dest: Destination, timeoutMs: number) => Promise<SessionIo>;
 }
 
+/** How often `smtp.pressure` may be logged (only when something was refused, shed or stressed). */
+const PRESSURE_INTERVAL_MS = 10_000;
+
 /** How long sessions get to finish after a stop before their connections are cut. */
 const DRAIN_MS = 10_000;
 const encoder = new TextEncoder();
@@ -57,9 +61,11 @@ export class Acceptor {
   #opts: AcceptorOptions;
   #listeners: Deno.TcpListener[] = [];
   #sessions = new Map<string, { conn: Deno.Conn; done: Promise<unknown> }>();
-  #perClient = new Map<string, number>();
-  /** Sessions still talking to their client (what `smtp.maxSessions` bounds). */
-  #held = 0;
+  /** The connection limits, shedding and stress (see `admission.ts`). */
+  #admission: Admission;
+  /** "limit network" pairs already logged as refused in this pressure interval. */
+  #loggedRefusals = new Set<string>();
+  #pressureTimer: ReturnType<typeof setInterval> | undefined;
   #shutdown = new AbortController();
   /** One bound on message bytes held by all sessions together. */
   #memory: MemoryBudget;
@@ -73,6 +79,7 @@ export class Acceptor {
     clientErrors: 0,
     refusedNoFlow: 0,
     refusedLimit: 0,
+    shed: 0,
   };
   #closed: Promise<void>;
   #resolveClosed!: () => void;
@@ -90,6 +97,7 @@ export class Acceptor {
   constructor(opts: AcceptorOptions) {
     this.#opts = opts;
     this.#memory = new MemoryBudget(opts.config.smtp.maxInflightBytes);
+    this.#admission = new Admission(opts.config.smtp);
     this.#closed = new Promise((r) => this.#resolveClosed = r);
   }
 
@@ -116,6 +124,7 @@ export class Acceptor {
     return {
       ...this.#totals,
       sessionsActive: this.#sessions.size,
+      sessionsHeld: this.#admission.held,
       inflightBytes: this.#memory.used,
     };
   }
@@ -128,16 +137,38 @@ export class Acceptor {
   reconfigure(config: SsgConfig): void {
     this.#opts = { ...this.#opts, config };
     this.#memory.limit = config.smtp.maxInflightBytes;
+    this.#admission.setLimits(config.smtp);
   }
 
   /** Opens the listeners (throws if an address can't be bound) and starts accepting. */
   start(): void {
+    // Under attack, one line per interval says what happened (refusals, sheds, stress, who).
+    this.#pressureTimer = setInterval(() => this.#logPressure(), PRESSURE_INTERVAL_MS);
+    Deno.unrefTimer(this.#pressureTimer as unknown as number);
     for (const hostname of this.#opts.addresses) {
       const listener = Deno.listen({ hostname, port: this.#opts.port, transport: "tcp" });
       this.#listeners.push(listener);
       this.#opts.log.event("responder.listen", { address: hostname, port: this.#opts.port });
       void this.#acceptLoop(listener);
     }
+  }
+
+  #logPressure(): void {
+    const p = this.#admission.pressure();
+    this.#loggedRefusals.clear();
+    const refused = Object.values(p.refused).reduce((a, b) => a + b, 0);
+    if (refused === 0 && p.shed === 0 && p.stressed === 0) return;
+    this.#opts.log.event("smtp.pressure", {
+      interval_s: PRESSURE_INTERVAL_MS / 1000,
+      refused,
+      ...Object.fromEntries(
+        Object.entries(p.refused).map(([k, v]) => [`refused_${k.replace(/ /g, "_")}`, v]),
+      ),
+      shed: p.shed,
+      stressed_sessions: p.stressed,
+      held: p.held,
+      top_networks: p.top,
+    }, "warning");
   }
 
   async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
@@ -173,52 +204,55 @@ export class Acceptor {
       safeClose(conn);
       return;
     }
-    const count = this.#perClient.get(client.ip) ?? 0;
-    const limit = this.#held >= config.smtp.maxSessions
-      ? "too many sessions"
-      : count >= config.smtp.maxSessionsPerClient
-      ? "too many sessions from this client"
-      : undefined;
-    if (limit) {
-      log.event("smtp.limit", {
-        session: id,
+    // Our own stop signal for this session: aborted by a gateway stop, or to shed it.
+    const own = new AbortController();
+    const admit = this.#admission.admit(id, client.ip, () => own.abort(SHED));
+    for (const shedId of admit.shed) {
+      log.event("smtp.shed", {
+        session: shedId,
+        for: id,
         client: `${client.ip}:${client.port}`,
-        server: `${server.ip}:${server.port}`,
-        limit,
+        reason: "slow or idle session ended to serve a new one",
       }, "warning");
+    }
+    this.#totals.shed += admit.shed.length;
+    if (!admit.ok) {
       this.#totals.refusedLimit++;
+      // One line per limit and network per interval; the rest are counted in smtp.pressure.
+      const key = `${admit.limit} ${clientNetwork(client.ip, config.smtp.networkPrefix)}`;
+      if (!this.#loggedRefusals.has(key)) {
+        this.#loggedRefusals.add(key);
+        log.event("smtp.limit", {
+          session: id,
+          client: `${client.ip}:${client.port}`,
+          server: `${server.ip}:${server.port}`,
+          limit: admit.limit,
+          note: "further refusals of this network are counted in smtp.pressure",
+        }, "warning");
+      }
       await conn.write(
-        encoder.encode(`421 4.7.0 ${config.gateway.hostname} ${limit}, try again later\r\n`),
-      )
-        .catch(() => {});
+        encoder.encode(
+          `421 4.7.0 ${config.gateway.hostname} ${admit.limit}, try again later\r\n`,
+        ),
+      ).catch(() => {});
       safeClose(conn);
       return;
     }
-    this.#perClient.set(client.ip, count + 1);
-    this.#held++;
-    // Gives the client's slot back once: when the session is done with the client, or at the
-    // latest when the session has ended.
-    let holding = true;
-    const release = () => {
-      if (!holding) return;
-      holding = false;
-      this.#held--;
-      const n = (this.#perClient.get(client.ip) ?? 1) - 1;
-      if (n <= 0) this.#perClient.delete(client.ip);
-      else this.#perClient.set(client.ip, n);
-    };
+    const ticket = admit.ticket;
+    const release = () => ticket.release();
     const connect = this.#opts.connect ?? connectTcp;
-    const done = serveSession(conn, {
+    const done = serveSession(watchedIo(conn, ticket), {
       id,
       client,
       server,
       hostname: config.gateway.hostname,
-      smtp: config.smtp,
+      smtp: admit.stressed ? this.#admission.stressed(config.smtp) : config.smtp,
       relay: config.relay,
       judge: this.#opts.judge,
       log,
       connectUpstream: connect,
-      shutdown: this.#shutdown.signal,
+      shutdown: AbortSignal.any([this.#shutdown.signal, own.signal]),
+      minDataRate: config.smtp.minDataRate > 0 ? config.smtp.minDataRate : undefined,
       actions: this.#opts.actions,
       memory: this.#memory,
       clientDone: release,
@@ -250,6 +284,8 @@ export class Acceptor {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#shutdown.abort();
+      clearInterval(this.#pressureTimer);
+      this.#logPressure();
       for (const l of this.#listeners) {
         try {
           l.close();
@@ -295,4 +331,39 @@ function safeClose(conn: Deno.Conn): void {
   try {
     conn.close();
   } catch { /* already closed */ }
+}
+
+/**
+ * The client connection as the session sees it, with each read and write reported to the
+ * admission (what `Admission` needs to tell a slow session from a busy one). Writes complete when
+ * the socket took them, as on the connection itself.
+ */
+function watchedIo(
+  conn: Deno.TcpConn,
+  ticket: Ticket,
+): SessionIo & { setNoDelay(on: boolean): void } {
+  const readable = conn.readable.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, ctl) {
+        ticket.read(chunk);
+        ctl.enqueue(chunk);
+      },
+    }),
+  );
+  const writer = conn.writable.getWriter();
+  writer.closed.catch(() => {});
+  const writable = new WritableStream<Uint8Array>({
+    write(chunk) {
+      ticket.wrote();
+      return writer.write(chunk);
+    },
+    close: () => writer.close(),
+    abort: (reason) => writer.abort(reason),
+  });
+  return {
+    readable,
+    writable,
+    close: () => safeClose(conn),
+    setNoDelay: (on: boolean) => conn.setNoDelay(on),
+  };
 }

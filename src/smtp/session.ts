@@ -143,8 +143,13 @@ export interface SessionContext {
   clientDone?: () => void;
 }
 
+/** The abort reason of `SessionContext.shutdown` when a session is ended to make room for
+ * another client (the session answers 421 4.7.0 and ends with "shed"). */
+export const SHED = "shed";
+
 /** Why a session ended. */
 export type SessionEnd =
+  | "shed"
   | "quit"
   | "client-closed"
   | "timeout"
@@ -454,6 +459,12 @@ class Session implements CommandHandlers {
 
   #shutdownNow(): void {
     const ctx = this.#ctx;
+    if (ctx.shutdown.reason === SHED) {
+      // Ended to make room for another client while the gateway is full (see admission.ts).
+      this.#send(reply(421, "4.7.0", `${ctx.hostname} Error: too busy, closing idle session`));
+      this.#end = "shed";
+      return;
+    }
     ctx.log.event("smtp.shutdown", { session: ctx.id });
     this.#send(reply(421, "4.3.2", `${ctx.hostname} Service shutting down, try again later`));
     this.#end = "shutdown";

@@ -409,6 +409,9 @@ rules:
     maxTransactions: 100,
     maxSessions: 500,
     maxSessionsPerClient: 20,
+    maxSessionsPerNetwork: 50,
+    networkPrefix: { ipv4: 24, ipv6: 64 },
+    minDataRate: 500,
     timeouts: { command: 300, data: 180, session: 3600 },
     pipelining: true,
   });
