@@ -2,7 +2,8 @@
  * STARTTLS (RFC 3207) on the client side of the session.
  *
  * Offered only when `smtp.tls` gives a certificate, and only before TLS is active (otherwise
- * 502 5.5.1, as Postfix without TLS). Accepted before EHLO too: RFC 3207 §4 sets no
+ * 502 5.5.1, as Postfix without TLS). Refused 503 5.5.1 inside a mail transaction (after MAIL),
+ * as Postfix does (issue 6 item 5): the transaction would otherwise straddle the handshake. Accepted before EHLO too: RFC 3207 §4 sets no
  * precondition, and Postfix (smtpd, postscreen's psc_starttls_cmd) checks none.
  *
  * Security (CVE-2011-0411): plaintext bytes already received after the STARTTLS line are
@@ -27,6 +28,13 @@ export async function startTls(core: SessionCore, link: ServerLink, arg: string)
     return core.fail(reply(502, "5.5.1", "Error: STARTTLS not implemented"), "not-implemented");
   }
   if (arg !== "") return core.fail(reply(501, "5.5.4", "Syntax: STARTTLS"), "starttls-syntax");
+  if (core.tx) {
+    // Postfix's answer (smtpd.c, starttls_cmd): TLS may not start in the middle of a transaction.
+    return core.fail(
+      reply(503, "5.5.1", "Error: MAIL transaction in progress"),
+      "starttls-in-transaction",
+    );
+  }
   if (core.tls) {
     return core.fail(reply(554, "5.5.1", "Error: TLS already active"), "starttls-active");
   }
