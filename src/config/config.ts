@@ -100,6 +100,17 @@ export interface SmtpConfig {
   pipelining: boolean;
   /** The responder's TLS identity; when present EHLO advertises STARTTLS (RFC 3207). */
   tls?: TlsIdentity;
+  /**
+   * Whose host name the greeting, EHLO reply and SSG's own replies carry (`smtp.banner_hostname`):
+   * "server" (default; the protected server's own greeting and EHLO name, learnt by the relay)
+   * or "gateway" (`gateway.hostname`). Absent means "server".
+   */
+  bannerHostname?: "server" | "gateway";
+  /** How long a learnt server profile stays fresh, in seconds (`smtp.server_profile_ttl`,
+   * default 3600). Absent means the default. */
+  serverProfileTtl?: number;
+  /** Most servers whose profile is remembered (`smtp.server_profile_max`, default 4096). */
+  serverProfileMax?: number;
 }
 
 /**

@@ -35,6 +35,9 @@ export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
   maxSessionsPerClient: 20,
   timeouts: { command: 300, data: 180, session: 3600 }, // §4.5.3.2.7, §4.5.3.2.5
   pipelining: true,
+  bannerHostname: "server",
+  serverProfileTtl: 3600,
+  serverProfileMax: 4096,
 });
 
 /** Defaults of `relay:` (RFC 5321 §4.5.3.2 client timeouts). */

@@ -96,6 +96,9 @@ const SMTP_KEYS = [
   "timeouts",
   "pipelining",
   "tls",
+  "banner_hostname",
+  "server_profile_ttl",
+  "server_profile_max",
 ] as const;
 const TIMEOUT_KEYS = ["command", "data", "session"] as const;
 const RELAY_KEYS = ["connect_timeout", "reply_timeout", "data_timeout", "starttls"] as const;
@@ -476,6 +479,24 @@ function readSmtp(
     s.pipelining = r.bool(f.get("pipelining"), `"smtp.pipelining"`, f.key("pipelining")) ??
       s.pipelining;
   }
+  if (f.has("banner_hostname")) {
+    s.bannerHostname = r.oneOf(
+      f.get("banner_hostname"),
+      `"smtp.banner_hostname"`,
+      ["server", "gateway"] as const,
+      f.key("banner_hostname"),
+    ) ?? s.bannerHostname;
+  }
+  if (f.has("server_profile_ttl")) {
+    s.serverProfileTtl = r.duration(
+      f.get("server_profile_ttl"),
+      `"smtp.server_profile_ttl"`,
+      1,
+      7 * 86400,
+      f.key("server_profile_ttl"),
+    ) ?? s.serverProfileTtl;
+  }
+  s.serverProfileMax = int("server_profile_max", 1, 1_000_000, s.serverProfileMax ?? 4096);
   const tlsFields = optionalSection(f, "tls", `"smtp.tls"`, TLS_KEYS, r);
   if (tlsFields) {
     const identity = readTlsIdentity(tlsFields, r, file, readText);

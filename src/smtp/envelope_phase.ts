@@ -45,7 +45,7 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
       limit: "transactions",
       max: ctx.smtp.maxTransactions,
     }, "warning");
-    core.send(reply(421, "4.7.0", `${ctx.hostname} Error: too many transactions in session`));
+    core.send(reply(421, "4.7.0", `${core.name} Error: too many transactions in session`));
     core.end = "limit";
     return;
   }

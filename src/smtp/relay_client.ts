@@ -89,6 +89,7 @@ export class RelayClient {
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #config: RelayConfig;
   #extensions = new Map<string, string>();
+  #ehloName = "";
   #usable = true;
   #closed = false;
   #greeting: SmtpReply | undefined;
@@ -165,6 +166,11 @@ export class RelayClient {
   /** Why STARTTLS was advertised but not used (refused or failed handshake), if it was. */
   get tlsFailure(): string | undefined {
     return this.#tlsFailure;
+  }
+
+  /** The first line of the server's EHLO reply (its host name); "" when it only spoke HELO. */
+  get ehloName(): string {
+    return this.#ehloName;
   }
 
   /** EHLO keywords (upper case) the server advertised, with their parameters. */
@@ -267,6 +273,7 @@ export class RelayClient {
 
   #readExtensions(ehlo: SmtpReply): void {
     this.#extensions.clear();
+    this.#ehloName = (ehlo.lines[0] ?? "").split(" ")[0];
     for (const line of ehlo.lines.slice(1)) {
       const [kw, ...rest] = line.split(" ");
       if (kw) this.#extensions.set(kw.toUpperCase(), rest.join(" "));

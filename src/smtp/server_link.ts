@@ -52,6 +52,12 @@ export class ServerLink {
     });
     this.relay = relay;
     this.inTransaction = false;
+    // Every connection refreshes what SSG knows of the server (hello_phase.ts mirrors it).
+    ctx.profiles?.learn(ctx.server, {
+      greeting: relay.greeting?.lines ?? [],
+      ehloName: relay.ehloName,
+      extensions: relay.extensions,
+    });
     ctx.log.event("relay.connect", {
       session: ctx.id,
       server: `${ctx.server.ip}:${ctx.server.port}`,
@@ -100,7 +106,7 @@ export class ServerLink {
       reply(
         421,
         "4.4.2",
-        `${core.ctx.hostname} Lost connection to the mail server, try again later`,
+        `${core.name} Lost connection to the mail server, try again later`,
       ),
     );
     core.end = "relay-lost";

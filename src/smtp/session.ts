@@ -90,11 +90,11 @@ class Session implements CommandHandlers {
       server: `${ctx.server.ip}:${ctx.server.port}`,
     });
     try {
-      await greet(core);
+      await greet(core, this.#link);
       while (core.end === undefined) await this.#step();
     } catch (e) {
       ctx.log.event("smtp.error", { session: ctx.id, error: String(e) }, "error");
-      core.send(reply(421, "4.3.0", `${ctx.hostname} Error: internal error, try again later`));
+      core.send(reply(421, "4.3.0", `${core.name} Error: internal error, try again later`));
       core.end = "internal-error";
     }
     await core.flush();
@@ -147,7 +147,7 @@ class Session implements CommandHandlers {
         return;
       case "flood":
         ctx.log.event("smtp.limit", { session: ctx.id, limit: "line-flood" }, "warning");
-        core.send(reply(421, "4.7.0", `${ctx.hostname} Error: line too long, closing`));
+        core.send(reply(421, "4.7.0", `${core.name} Error: line too long, closing`));
         core.end = "flood";
         return;
       case "too-long":
@@ -238,7 +238,7 @@ class Session implements CommandHandlers {
       core.fail(reply(501, "5.5.4", "Syntax: QUIT"), "quit-syntax");
       return Promise.resolve();
     }
-    core.send(reply(221, "2.0.0", `${core.ctx.hostname} closing connection`));
+    core.send(reply(221, "2.0.0", `${core.name} closing connection`));
     core.end = "quit";
     return Promise.resolve();
   }
@@ -277,7 +277,7 @@ class Session implements CommandHandlers {
     const ctx = core.ctx;
     ctx.log.event("smtp.reject", { session: ctx.id, reason: "forbidden-command", verb, code: 521 });
     // RFC 7504: 521 says this host does not accept mail from the peer; the session closes.
-    core.send(reply(521, "5.7.0", `${ctx.hostname} Error: not an SMTP client, closing`));
+    core.send(reply(521, "5.7.0", `${core.name} Error: not an SMTP client, closing`));
     core.end = "forbidden";
     return Promise.resolve();
   }

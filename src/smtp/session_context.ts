@@ -7,6 +7,7 @@ import type { RelayConfig, SmtpConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
 import type { Delivery, Envelope, Judge, Reply, Verdict } from "../policy/verdict.ts";
 import type { MemoryBudget } from "./memory_budget.ts";
+import type { ServerProfiles } from "./server_profiles.ts";
 import type { SessionIo } from "./session_io.ts";
 
 /**
@@ -73,6 +74,13 @@ export interface SessionContext {
   /** Carries out quarantine/tag/bcc/redirect/alert/blacklist verdicts. Without it a verdict that
    * needs one of those is answered 451 4.3.0 (nothing is lost; the client retries). */
   actions?: VerdictActions;
+  /**
+   * What SSG learnt about each protected server (shared by all sessions). When given, the
+   * session mirrors the server: its greeting and host name (`smtp.bannerHostname`), and only
+   * the extensions both it and SSG carry (see `hello_phase.ts`). Without it the session answers
+   * with SSG's own name and fixed extension list (the behaviour before issue 7).
+   */
+  profiles?: ServerProfiles;
 }
 
 /** Why a session ended. */

@@ -11,6 +11,7 @@
 import { raceDeadline, secondsToMs } from "./deadline.ts";
 import { LineReader } from "./line_reader.ts";
 import { formatReply, isEnhancedCode, reply, sanitizeText, type SmtpReply } from "./reply.ts";
+import type { ServerProfile } from "./server_profiles.ts";
 import type { SessionContext, SessionEnd } from "./session_context.ts";
 import { type SessionIo, setNoDelay } from "./session_io.ts";
 
@@ -85,6 +86,18 @@ export class SessionCore {
   };
   /** Client-caused error replies. */
   errors = 0;
+  /**
+   * The host name the client sees in our own replies (greeting, EHLO, 221, 421): the protected
+   * server's when it was learnt and `smtp.bannerHostname` is "server", else `gateway.hostname`.
+   */
+  name: string;
+  /** What SSG knows of the protected server (greeting, EHLO name and keywords), if anything. */
+  profile: ServerProfile | undefined;
+  /** The EHLO keywords the client was offered in this session (upper case; empty after HELO). */
+  offered: ReadonlySet<string> = new Set();
+  /** Whether replies carry enhanced status codes (RFC 2034): off when the mirrored server's EHLO
+   * lacks ENHANCEDSTATUSCODES, so the client sees the same reply format as direct. */
+  enhancedCodes = true;
   #out: string[] = [];
   #outBytes = 0;
   #txCounter = 0;
@@ -98,6 +111,7 @@ export class SessionCore {
     this.writer = io.writable.getWriter();
     this.writer.closed.catch(() => {});
     this.deadline = this.started + secondsToMs(ctx.smtp.timeouts.session);
+    this.name = sanitizeText(ctx.hostname);
   }
 
   /** Bytes of replies buffered and not yet written. */
@@ -107,7 +121,7 @@ export class SessionCore {
 
   /** Buffers a reply; `flush()` writes it. */
   send(r: SmtpReply): void {
-    const text = formatReply(r);
+    const text = formatReply(this.enhancedCodes ? r : { ...r, enhanced: undefined });
     this.#out.push(text);
     this.#outBytes += text.length;
   }
@@ -124,7 +138,7 @@ export class SessionCore {
         { session: ctx.id, limit: "errors", max: ctx.smtp.maxErrors },
         "warning",
       );
-      this.send(reply(421, "4.7.0", `${ctx.hostname} Error: too many errors`));
+      this.send(reply(421, "4.7.0", `${this.name} Error: too many errors`));
       this.end = "errors";
     }
   }
@@ -146,7 +160,7 @@ export class SessionCore {
   timeout(phase: "command" | "data" | "data-rate" | "session"): void {
     const ctx = this.ctx;
     ctx.log.event("smtp.timeout", { session: ctx.id, phase }, "warning");
-    this.send(reply(421, "4.4.2", `${ctx.hostname} Error: timeout exceeded`));
+    this.send(reply(421, "4.4.2", `${this.name} Error: timeout exceeded`));
     this.end = phase === "session" ? "deadline" : "timeout";
   }
 
@@ -154,7 +168,7 @@ export class SessionCore {
   shutdownNow(): void {
     const ctx = this.ctx;
     ctx.log.event("smtp.shutdown", { session: ctx.id });
-    this.send(reply(421, "4.3.2", `${ctx.hostname} Service shutting down, try again later`));
+    this.send(reply(421, "4.3.2", `${this.name} Service shutting down, try again later`));
     this.end = "shutdown";
   }
 

@@ -411,6 +411,9 @@ rules:
     maxSessionsPerClient: 20,
     timeouts: { command: 300, data: 180, session: 3600 },
     pipelining: true,
+    bannerHostname: "server",
+    serverProfileTtl: 3600,
+    serverProfileMax: 4096,
   });
   assert.deepEqual(cfg.relay, {
     connectTimeout: 30,

@@ -430,6 +430,8 @@ export interface StartOptions {
   actions?: SessionContext["actions"];
   /** Shared in-flight memory budget. */
   memory?: SessionContext["memory"];
+  /** Learnt server profiles: the session mirrors the server (issue 7). */
+  profiles?: SessionContext["profiles"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -471,6 +473,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     clock: () => FIXED_DATE,
     actions: o.actions,
     memory: o.memory,
+    profiles: o.profiles,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };
