@@ -8,12 +8,19 @@
  * asked; `maxTransactions` per session (421 4.7.0 and close); `maxRecipients` per transaction
  * (452 4.5.3 for each extra RCPT, RFC 5321 §4.5.3.1.10, not counted as an error). A server's
  * 1xx/3xx to MAIL/RCPT is not SMTP: the relay connection is dropped and the client gets 421.
+ *
+ * Parameters: SMTPUTF8 (RFC 6531) and the DSN parameters RET, ENVID, NOTIFY, ORCPT (RFC 3461)
+ * are accepted only when this session's EHLO offered them (which it does only when the server
+ * has them, see `hello_phase.ts`); they are validated (`command.ts`) and relayed verbatim — never
+ * dropped, never invented. If the live server connection lacks the extension (a cached profile
+ * out of date) the client gets 555 5.5.4, the server's own answer to an unknown parameter.
+ * UTF-8 addresses are relayed as the client wrote them (no normalisation).
  */
-import { parseMailArg, parseRcptArg } from "./command.ts";
+import { type ParamOffer, parseMailArg, parseRcptArg } from "./command.ts";
 import { RelayError } from "./relay_client.ts";
 import { reply, type SmtpReply } from "./reply.ts";
 import { relayedReply, type SessionCore } from "./session_core.ts";
-import type { ServerLink } from "./server_link.ts";
+import { type ServerLink, unsupported } from "./server_link.ts";
 
 /** MAIL FROM: checks, then asks the server; a transaction starts only on the server's 2xx. */
 export async function mail(core: SessionCore, link: ServerLink, arg: string): Promise<void> {
@@ -24,7 +31,7 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
   if (core.tx) {
     return core.fail(reply(503, "5.5.1", "Error: nested MAIL command"), "nested-mail");
   }
-  const parsed = parseMailArg(arg);
+  const parsed = parseMailArg(arg, paramOffer(core));
   if (!parsed.ok) return core.fail(parsed.reply, parsed.reason);
   const args = parsed.value;
   if (args.size !== undefined && args.size > ctx.smtp.maxMessageBytes) {
@@ -49,7 +56,13 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
     core.end = "limit";
     return;
   }
-  const r = await link.mail(args.address, { size: args.size, body: args.body });
+  const r = await link.mail(args.address, {
+    size: args.size,
+    body: args.body,
+    smtputf8: args.smtputf8,
+    ret: args.ret,
+    envid: args.envid,
+  });
   if (!r) return;
   if (link.closing(r)) return core.send(relayedReply(r, "4.4.2"));
   if (r.code >= 200 && r.code <= 299) {
@@ -60,6 +73,9 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
       mailFrom: args.address,
       size: args.size,
       body: args.body,
+      smtputf8: args.smtputf8,
+      ret: args.ret,
+      envid: args.envid,
       rcpts: [],
       started: performance.now(),
     };
@@ -73,7 +89,7 @@ export async function rcpt(core: SessionCore, link: ServerLink, arg: string): Pr
   const ctx = core.ctx;
   const tx = core.tx;
   if (!tx) return core.fail(reply(503, "5.5.1", "Error: need MAIL command"), "rcpt-before-mail");
-  const parsed = parseRcptArg(arg);
+  const parsed = parseRcptArg(arg, paramOffer(core), tx.smtputf8 === true);
   if (!parsed.ok) return core.fail(parsed.reply, parsed.reason);
   if (tx.rcpts.length >= ctx.smtp.maxRecipients) {
     // RFC 5321 §4.5.3.1.10: 452, and the recipients already accepted are kept. Not counted as
@@ -88,9 +104,12 @@ export async function rcpt(core: SessionCore, link: ServerLink, arg: string): Pr
   }
   const relay = link.relay;
   if (!relay) return link.lost(new RelayError("closed", "No relay connection"), "rcpt");
+  const params = { notify: parsed.value.notify, orcpt: parsed.value.orcpt };
+  const lacking = relay.lacks(params);
+  if (lacking) return core.fail(unsupported(lacking), "param-unsupported-upstream");
   let r: SmtpReply;
   try {
-    r = await relay.rcpt(parsed.value.address);
+    r = await relay.rcpt(parsed.value.address, params);
   } catch (e) {
     return link.lost(e, "rcpt");
   }
@@ -117,4 +136,9 @@ function serverRefused(core: SessionCore, link: ServerLink, r: SmtpReply, during
   }
   // 1xx/3xx to MAIL/RCPT is not SMTP: the connection cannot be trusted any more.
   link.lost(new RelayError("protocol", `Server answered ${during} with ${r.code}`), during);
+}
+
+/** The optional parameters this session's EHLO offered. */
+function paramOffer(core: SessionCore): ParamOffer {
+  return { dsn: core.offered.has("DSN"), smtputf8: core.offered.has("SMTPUTF8") };
 }

@@ -43,6 +43,8 @@ export const MIRRORED: ReadonlySet<string> = new Set([
   "SIZE",
   "8BITMIME",
   "ENHANCEDSTATUSCODES",
+  "SMTPUTF8",
+  "DSN",
 ]);
 
 /** Learns the server (first contact), waits for an early talker, then greets (or ends). */

@@ -310,7 +310,11 @@ function received(core: SessionCore, tx: Transaction): string {
     helo: core.helo ?? "",
     clientIp: ctx.client.ip,
     hostname: ctx.hostname,
-    protocol: core.tls && core.protocol === "ESMTP" ? "ESMTPS" : core.protocol,
+    protocol: tx.smtputf8
+      ? (core.tls ? "UTF8SMTPS" : "UTF8SMTP")
+      : core.tls && core.protocol === "ESMTP"
+      ? "ESMTPS"
+      : core.protocol,
     id: tx.id,
     recipients: tx.rcpts,
     date: ctx.clock ? ctx.clock() : new Date(),

@@ -79,6 +79,28 @@ export interface RelayOptions {
   config: RelayConfig;
 }
 
+/** Parameters of MAIL FROM the relay may pass on. */
+export interface MailParams {
+  /** SIZE= (RFC 1870). */
+  size?: number;
+  /** BODY= (RFC 6152). */
+  body?: string;
+  /** SMTPUTF8 (RFC 6531). */
+  smtputf8?: boolean;
+  /** RET= (RFC 3461). */
+  ret?: string;
+  /** ENVID= xtext (RFC 3461), verbatim. */
+  envid?: string;
+}
+
+/** Parameters of RCPT TO the relay may pass on (RFC 3461), verbatim. */
+export interface RcptParams {
+  /** NOTIFY=. */
+  notify?: string;
+  /** ORCPT=. */
+  orcpt?: string;
+}
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("latin1");
 
@@ -183,19 +205,40 @@ export class RelayClient {
     return this.#usable;
   }
 
-  /** Sends MAIL FROM, passing SIZE/BODY only when the server advertised them. */
-  mail(address: string, params: { size?: number; body?: string } = {}): Promise<SmtpReply> {
+  /**
+   * Sends MAIL FROM, passing SIZE/BODY only when the server advertised SIZE and 8BITMIME.
+   * SMTPUTF8, RET and ENVID are passed verbatim when given: the session checks first (with
+   * `lacks`) that the server advertised them, so they are never dropped silently.
+   */
+  mail(address: string, params: MailParams = {}): Promise<SmtpReply> {
     let line = `MAIL FROM:<${address}>`;
     if (params.size !== undefined && this.#extensions.has("SIZE")) line += ` SIZE=${params.size}`;
     if (params.body !== undefined && this.#extensions.has("8BITMIME")) {
       line += ` BODY=${params.body}`;
     }
+    if (params.smtputf8) line += " SMTPUTF8";
+    if (params.ret !== undefined) line += ` RET=${params.ret}`;
+    if (params.envid !== undefined) line += ` ENVID=${params.envid}`;
     return this.command(line);
   }
 
-  /** Sends RCPT TO. */
-  rcpt(address: string): Promise<SmtpReply> {
-    return this.command(`RCPT TO:<${address}>`);
+  /** Sends RCPT TO, with NOTIFY and ORCPT verbatim when given (RFC 3461). */
+  rcpt(address: string, params: RcptParams = {}): Promise<SmtpReply> {
+    let line = `RCPT TO:<${address}>`;
+    if (params.notify !== undefined) line += ` NOTIFY=${params.notify}`;
+    if (params.orcpt !== undefined) line += ` ORCPT=${params.orcpt}`;
+    return this.command(line);
+  }
+
+  /**
+   * The first extension that MAIL/RCPT parameters need and this server did not advertise
+   * (SMTPUTF8 for `smtputf8`, DSN for RET/ENVID/NOTIFY/ORCPT), or undefined.
+   */
+  lacks(params: MailParams & RcptParams): string | undefined {
+    if (params.smtputf8 && !this.#extensions.has("SMTPUTF8")) return "SMTPUTF8";
+    const dsn = params.ret ?? params.envid ?? params.notify ?? params.orcpt;
+    if (dsn !== undefined && !this.#extensions.has("DSN")) return "DSN";
+    return undefined;
   }
 
   /** Sends RSET. */

@@ -7,7 +7,7 @@
  * Limits: every wait is the relay's (connect, reply and data timeouts in `relay:`). Any failure
  * to reach the server is a 4xx to the client, never a 250 (nothing is lost; the client retries).
  */
-import { RelayClient, RelayError } from "./relay_client.ts";
+import { type MailParams, RelayClient, RelayError } from "./relay_client.ts";
 import { reply, type SmtpReply } from "./reply.ts";
 import type { SessionCore } from "./session_core.ts";
 
@@ -140,14 +140,15 @@ export class ServerLink {
    * (its own command timeout, often with a 421 we only read now): then, once, the connection is
    * replaced and MAIL sent again. Returns undefined when the reply to the client was already given.
    */
-  async mail(
-    address: string,
-    params: { size?: number; body?: string },
-  ): Promise<SmtpReply | undefined> {
+  async mail(address: string, params: MailParams): Promise<SmtpReply | undefined> {
     for (let attempt = 0; attempt < 2; attempt++) {
       const reused = this.relay?.usable === true;
       const relay = await this.open();
       if (!relay) return undefined;
+      const lacking = relay.lacks(params);
+      // Offered from a cached profile, gone from the server now: refused as the server would
+      // refuse an unknown parameter — never dropped (a DSN request lost) or sent regardless.
+      if (lacking) return unsupported(lacking);
       let r: SmtpReply;
       try {
         r = await relay.mail(address, params);
@@ -169,4 +170,9 @@ export class ServerLink {
     }
     return undefined; // not reached: the second attempt always returns
   }
+}
+
+/** The reply for a parameter whose extension the server does not offer (RFC 5321 §4.1.1.11). */
+export function unsupported(extension: string): SmtpReply {
+  return reply(555, "5.5.4", `Unsupported option: ${extension}`);
 }

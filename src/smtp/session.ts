@@ -174,7 +174,7 @@ class Session implements CommandHandlers {
       core.end = "sync-error";
       return;
     }
-    const parsed = parseCommandLine(r.line);
+    const parsed = parseCommandLine(r.line, core.offered.has("SMTPUTF8"));
     if (!parsed.ok) {
       core.fail(parsed.reply, parsed.reason);
       await core.flush();

@@ -25,6 +25,12 @@ export interface Transaction {
   size?: number;
   /** BODY= (RFC 6152), if given. */
   body?: string;
+  /** SMTPUTF8 was declared on MAIL (RFC 6531). */
+  smtputf8?: boolean;
+  /** RET= and ENVID= (RFC 3461), as received. */
+  ret?: string;
+  /** ENVID= xtext as received. */
+  envid?: string;
   /** Recipients the server accepted. */
   rcpts: string[];
   /** When MAIL was accepted (performance.now()). */
