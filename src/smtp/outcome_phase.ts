@@ -3,6 +3,9 @@
  * judge, carry out its verdict (discard, reject, tempfail, quarantine, bcc, redirect, forward),
  * and give the client exactly one end-of-data reply.
  *
+ * A discard, quarantine or redirect is answered with a 250 shaped like the server's own
+ * delivery reply (`delivery_reply.ts`): the reply never tells a filtered message apart.
+ *
  * Promises kept (MISSION.md, reliability-anchors §1.7 model A): the client never hears 250 to
  * end-of-data unless the server said 250 to our copy, a redirect/bcc target said 250, or a rule
  * discarded or quarantined the message on purpose (a quarantined message is fsync'd first). Any
@@ -16,6 +19,7 @@
 import type { Envelope, Verdict } from "../policy/verdict.ts";
 import type { DataReader } from "./data_reader.ts";
 import { raceDeadline } from "./deadline.ts";
+import { deliveryLikeReply } from "./delivery_reply.ts";
 import { defectReply, ruleReply } from "./end_of_data_reply.ts";
 import { receivedHeader } from "./received_header.ts";
 import { RelayError } from "./relay_client.ts";
@@ -177,7 +181,7 @@ async function act(
     await link.reset();
     return answer(
       core,
-      reply(250, "2.0.0", `Ok: queued as ${tx.id}`),
+      deliveryLike(core),
       outcome,
       "discard",
       "discarded",
@@ -212,7 +216,7 @@ async function act(
       }quarantine id ${id}`;
       return answer(
         core,
-        reply(250, "2.0.0", `Ok: queued as ${tx.id}`),
+        deliveryLike(core),
         outcome,
         "quarantine",
         "discarded",
@@ -265,7 +269,7 @@ async function act(
     if (r.code === 250) {
       return answer(
         core,
-        reply(250, "2.0.0", `Ok: queued as ${tx.id}`),
+        deliveryLike(core),
         outcome,
         "redirect",
         "forwarded",
@@ -301,6 +305,13 @@ function answer(
   core.counts[count]++;
   messageLog(core, { ...outcome, verdict, reply: r });
   return r.code;
+}
+
+/** A 250 for a message not delivered to the server (discard, quarantine, redirect) that reads
+ * like the server's own delivery reply (see `delivery_reply.ts`). */
+function deliveryLike(core: SessionCore): SmtpReply {
+  const shape = core.ctx.profiles?.get(core.ctx.server)?.deliveryReply;
+  return relayedReply(deliveryLikeReply(shape), "2.0.0");
 }
 
 /** Our Received header for the transaction (RFC 5321 §4.4). */
@@ -357,6 +368,7 @@ async function forward(
   if (sr.code === 250) {
     r = relayedReply(sr, "2.0.0");
     core.counts.forwarded++;
+    core.ctx.profiles?.delivered(core.ctx.server, r);
   } else if (sr.code >= 400 && sr.code <= 599) {
     r = relayedReply(sr, `${String(sr.code)[0]}.0.0`);
     if (sr.code >= 500) core.counts.rejected++;
