@@ -27,8 +27,10 @@ export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
   maxInflightBytes: 256 * 1024 * 1024,
   maxRecipients: 100, // §4.5.3.1.8: at least 100 recipients MUST be buffered
   maxCommandLine: 512, // §4.5.3.1.4
-  maxTextLine: 1000, // §4.5.3.1.6
-  bareLineEndings: "reject",
+  maxTextLine: 1000, // §4.5.3.1.6; enforced only under long_lines: reject
+  // Postfix ≥ 3.9 defaults: bare LF normalised (end of data only on CRLF.CRLF), long lines kept.
+  bareLineEndings: "normalize",
+  longLines: "pass",
   maxErrors: 20,
   maxTransactions: 100,
   maxSessions: 500,

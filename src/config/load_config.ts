@@ -89,6 +89,7 @@ const SMTP_KEYS = [
   "max_command_line",
   "max_text_line",
   "bare_line_endings",
+  "long_lines",
   "max_errors",
   "max_transactions",
   "max_sessions",
@@ -451,6 +452,14 @@ function readSmtp(
       ["reject", "normalize"] as const,
       f.key("bare_line_endings"),
     ) ?? s.bareLineEndings;
+  }
+  if (f.has("long_lines")) {
+    s.longLines = r.oneOf(
+      f.get("long_lines"),
+      `"smtp.long_lines"`,
+      ["pass", "reject"] as const,
+      f.key("long_lines"),
+    ) ?? s.longLines;
   }
   s.maxErrors = int("max_errors", 1, 10_000, s.maxErrors);
   s.maxTransactions = int("max_transactions", 1, 100_000, s.maxTransactions);

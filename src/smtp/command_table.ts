@@ -5,7 +5,7 @@
  * a verb is never turned into a method name (Haraka's `hook_${verb}` style was rejected: it lets
  * client text choose code). The table also carries each verb's RFC 2920 §3.1 role: replies to
  * EHLO, HELO, DATA, VRFY, EXPN, QUIT, NOOP, STARTTLS (RFC 3207 §4.1: it ends a group) and unknown
- * or unimplemented commands are flushed at once; replies to RSET, MAIL and RCPT may wait in the output buffer while pipelined input remains.
+ * or unimplemented commands are flushed at once; replies to RSET, MAIL, RCPT and BDAT may wait in the output buffer while pipelined input remains.
  */
 
 /** What the session offers the table; one method per implemented verb. */
@@ -20,6 +20,8 @@ export interface CommandHandlers {
   rcpt(arg: string): Promise<void>;
   /** DATA (RFC 5321 §4.1.1.4): read the message, judge it, answer. */
   data(arg: string): Promise<void>;
+  /** BDAT (RFC 3030): read one chunk as bytes; after LAST judge the message and answer. */
+  bdat(arg: string): Promise<void>;
   /** RSET (RFC 5321 §4.1.1.5): abort the transaction. */
   rset(arg: string): Promise<void>;
   /** NOOP (RFC 5321 §4.1.1.9): 250. */
@@ -53,8 +55,10 @@ const notImplemented: CommandEntry = {
 const forbidden: CommandEntry = { run: (h, _arg, verb) => h.forbidden(verb), flush: true };
 
 /**
- * The dispatch table. Verbs not in it get 500 5.5.1. AUTH, BDAT (CHUNKING), ETRN and
- * the rest are known but not offered: 502 5.5.1. CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
+ * The dispatch table. Verbs not in it get 500 5.5.1. AUTH, ETRN and the rest are known
+ * but not offered: 502 5.5.1. BDAT is always dispatched to the session (its chunk must be read
+ * as bytes even when CHUNKING was not offered: see `content_phase.ts`); like MAIL/RCPT its
+ * reply may wait while pipelined chunks follow (RFC 3030 §4.2). CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
  * or proxy probes and end the session, as Postfix's `smtpd_forbidden_commands` does.
  */
 export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, CommandEntry>([
@@ -71,7 +75,7 @@ export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, 
   ["EXPN", notImplemented],
   ["STARTTLS", { run: (h, a) => h.starttls(a), flush: true }],
   ["AUTH", notImplemented],
-  ["BDAT", notImplemented],
+  ["BDAT", { run: (h, a) => h.bdat(a), flush: false }],
   ["ETRN", notImplemented],
   ["TURN", notImplemented],
   ["ATRN", notImplemented],

@@ -89,6 +89,9 @@ export async function rcpt(core: SessionCore, link: ServerLink, arg: string): Pr
   const ctx = core.ctx;
   const tx = core.tx;
   if (!tx) return core.fail(reply(503, "5.5.1", "Error: need MAIL command"), "rcpt-before-mail");
+  if (tx.bdat || core.bdatSkipping) {
+    return core.fail(reply(503, "5.5.1", "Error: RCPT after BDAT"), "rcpt-after-bdat");
+  }
   const parsed = parseRcptArg(arg, paramOffer(core), tx.smtputf8 === true);
   if (!parsed.ok) return core.fail(parsed.reply, parsed.reason);
   if (tx.rcpts.length >= ctx.smtp.maxRecipients) {

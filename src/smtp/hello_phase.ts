@@ -45,6 +45,7 @@ export const MIRRORED: ReadonlySet<string> = new Set([
   "ENHANCEDSTATUSCODES",
   "SMTPUTF8",
   "DSN",
+  "CHUNKING",
 ]);
 
 /** Learns the server (first contact), waits for an early talker, then greets (or ends). */
@@ -173,6 +174,7 @@ export async function hello(
   }
   // RFC 5321 §4.1.4: EHLO/HELO resets the transaction like RSET.
   core.tx = undefined;
+  core.bdatSkipping = false;
   await link.reset();
   core.helo = parsed.value;
   core.protocol = protocol;

@@ -290,7 +290,7 @@ async function act(
       "failed",
     );
   }
-  return await forward(core, link, header, out, outcome);
+  return await forward(core, link, header, out, outcome, tx.chunked === true);
 }
 
 /** Sends the end-of-data reply, counts and logs it; returns its code. */
@@ -343,6 +343,7 @@ async function forward(
   header: Uint8Array,
   message: Uint8Array,
   outcome: Outcome,
+  chunked: boolean,
 ): Promise<number | undefined> {
   const relay = link.relay;
   const tRelay = performance.now();
@@ -354,7 +355,11 @@ async function forward(
   }
   let sr: SmtpReply;
   try {
-    sr = await relay.data(header, message);
+    // A message that came in BDAT chunks goes on as BDAT when the server offers CHUNKING (the
+    // bytes unchanged, no dot-stuffing); otherwise, and for DATA, as DATA, dot-stuffed.
+    sr = chunked && relay.extensions.has("CHUNKING")
+      ? await relay.bdat(header, message)
+      : await relay.data(header, message);
   } catch (e) {
     outcome.relayMs = performance.now() - tRelay;
     link.lost(e, "data");

@@ -260,6 +260,27 @@ export class RelayClient {
     return await this.#readReply(dataMs);
   }
 
+  /**
+   * Sends the whole message as one `BDAT <n> LAST` chunk (RFC 3030; only when the server
+   * advertised CHUNKING): the command line and the bytes, unstuffed, in one write, then the reply
+   * within `dataTimeout`. `content` parts are concatenated (our Received header, the message).
+   */
+  async bdat(...content: Uint8Array[]): Promise<SmtpReply> {
+    if (!this.#usable) throw new RelayError("closed", "Relay connection is not usable");
+    const size = content.reduce((n, c) => n + c.length, 0);
+    const head = encoder.encode(`BDAT ${size} LAST\r\n`);
+    const out = new Uint8Array(head.length + size);
+    out.set(head, 0);
+    let o = head.length;
+    for (const c of content) {
+      out.set(c, o);
+      o += c.length;
+    }
+    const dataMs = secondsToMs(this.#config.dataTimeout);
+    await this.#write(out, dataMs);
+    return await this.#readReply(dataMs);
+  }
+
   /** Sends one command line (CRLF added) and reads the reply within `replyTimeout`. */
   async command(line: string): Promise<SmtpReply> {
     if (!this.#usable) throw new RelayError("closed", "Relay connection is not usable");

@@ -40,7 +40,7 @@
  */
 import { parseCommandLine } from "./command.ts";
 import { COMMAND_TABLE, type CommandHandlers } from "./command_table.ts";
-import { data } from "./content_phase.ts";
+import { bdat, data } from "./content_phase.ts";
 import { secondsToMs } from "./deadline.ts";
 import { mail, rcpt } from "./envelope_phase.ts";
 import { greet, hello } from "./hello_phase.ts";
@@ -98,6 +98,7 @@ class Session implements CommandHandlers {
       core.end = "internal-error";
     }
     await core.flush();
+    core.tx = undefined; // gives a half-received BDAT message back to the memory budget
     closeQuietly(core.io);
     core.reader.cancel();
     await this.#link.relay?.quit();
@@ -218,10 +219,15 @@ class Session implements CommandHandlers {
     return data(this.#core, this.#link, arg);
   }
 
+  bdat(arg: string): Promise<void> {
+    return bdat(this.#core, this.#link, arg);
+  }
+
   async rset(arg: string): Promise<void> {
     const core = this.#core;
     if (arg !== "") return core.fail(reply(501, "5.5.4", "Syntax: RSET"), "rset-syntax");
     core.tx = undefined;
+    core.bdatSkipping = false;
     await this.#link.reset();
     core.send(reply(250, "2.0.0", "Ok"));
   }

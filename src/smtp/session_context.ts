@@ -99,6 +99,7 @@ export type SessionEnd =
   | "write-failed"
   | "relay-lost"
   | "tls-failed"
+  | "protocol-error"
   | "internal-error";
 
 /** Counts for main after a session ends. */

@@ -9,6 +9,7 @@
  * session state is listed in one place.
  */
 import { raceDeadline, secondsToMs } from "./deadline.ts";
+import type { DataReader } from "./data_reader.ts";
 import { LineReader } from "./line_reader.ts";
 import { formatReply, isEnhancedCode, reply, sanitizeText, type SmtpReply } from "./reply.ts";
 import type { ServerProfile } from "./server_profiles.ts";
@@ -35,6 +36,10 @@ export interface Transaction {
   rcpts: string[];
   /** When MAIL was accepted (performance.now()). */
   started: number;
+  /** The message so far, while it arrives in BDAT chunks (RFC 3030); undefined otherwise. */
+  bdat?: { reader: DataReader; started: number };
+  /** The message came in BDAT chunks (the relay then uses BDAT when the server offers it). */
+  chunked?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -79,8 +84,12 @@ export class SessionCore {
   tls = false;
   /** Bytes the plaintext reader had received before STARTTLS replaced it. */
   bytesBeforeTls = 0;
-  /** The open transaction, if any. */
-  tx: Transaction | undefined;
+  #tx: Transaction | undefined;
+  /**
+   * After a failed non-final BDAT chunk: further chunks are read and discarded (551) until
+   * BDAT LAST, RSET or EHLO/HELO, to stay in step with a pipelining client (as Postfix).
+   */
+  bdatSkipping = false;
   /** Counters for the summary. */
   readonly counts: SessionCounts = {
     transactions: 0,
@@ -118,6 +127,22 @@ export class SessionCore {
     this.writer.closed.catch(() => {});
     this.deadline = this.started + secondsToMs(ctx.smtp.timeouts.session);
     this.name = sanitizeText(ctx.hostname);
+  }
+
+  /** The open transaction, if any. */
+  get tx(): Transaction | undefined {
+    return this.#tx;
+  }
+
+  /** Replaces the transaction; a BDAT message still being received is given back to the
+   * memory budget, whichever way the transaction ended (RSET, EHLO, TLS, lost server, close). */
+  set tx(t: Transaction | undefined) {
+    const old = this.#tx;
+    if (old && old !== t && old.bdat) {
+      old.bdat.reader.dispose();
+      old.bdat = undefined;
+    }
+    this.#tx = t;
   }
 
   /** Bytes of replies buffered and not yet written. */

@@ -29,7 +29,7 @@ Deno.test("First contact: SSG greets with the server's own greeting and EHLO nam
   assert.ok(
     r.output.startsWith(
       "250-mail.server.example\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n" +
-        "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n",
+        "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250 CHUNKING\r\n",
     ),
     r.output,
   );
