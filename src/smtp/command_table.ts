@@ -28,10 +28,13 @@ export interface CommandHandlers {
   noop(arg: string): Promise<void>;
   /** QUIT (RFC 5321 §4.1.1.10): 221 and close. */
   quit(arg: string): Promise<void>;
-  /** VRFY (RFC 5321 §4.1.1.6): 252 (not verified, §3.5.3), 501 without an argument. */
+  /** VRFY (RFC 5321 §4.1.1.6): the server's answer when mirroring; else 252 (not verified,
+   * §3.5.3), 501 without an argument. */
   vrfy(arg: string): Promise<void>;
-  /** HELP (RFC 5321 §4.1.1.8): 214 with the supported commands. */
+  /** HELP (RFC 5321 §4.1.1.8): the server's answer when mirroring; else 214 with our commands. */
   help(arg: string): Promise<void>;
+  /** EXPN (RFC 5321 §4.1.1.7) or ETRN (RFC 1985): the server's answer when mirroring, else 502. */
+  query(verb: "EXPN" | "ETRN", arg: string): Promise<void>;
   /** STARTTLS (RFC 3207); 502 when the responder has no certificate. */
   starttls(arg: string): Promise<void>;
   /** A verb SMTP knows that this responder does not implement (502). */
@@ -55,8 +58,8 @@ const notImplemented: CommandEntry = {
 const forbidden: CommandEntry = { run: (h, _arg, verb) => h.forbidden(verb), flush: true };
 
 /**
- * The dispatch table. Verbs not in it get 500 5.5.1. AUTH, ETRN and the rest are known
- * but not offered: 502 5.5.1. BDAT is always dispatched to the session (its chunk must be read
+ * The dispatch table. Verbs not in it get 500 5.5.1. AUTH and the rest are known but
+ * not offered: 502 5.5.1. EXPN and ETRN go to the server when SSG mirrors it. BDAT is always dispatched to the session (its chunk must be read
  * as bytes even when CHUNKING was not offered: see `content_phase.ts`); like MAIL/RCPT its
  * reply may wait while pipelined chunks follow (RFC 3030 §4.2). CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
  * or proxy probes and end the session, as Postfix's `smtpd_forbidden_commands` does.
@@ -72,11 +75,11 @@ export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, 
   ["QUIT", { run: (h, a) => h.quit(a), flush: true }],
   ["VRFY", { run: (h, a) => h.vrfy(a), flush: true }],
   ["HELP", { run: (h, a) => h.help(a), flush: true }],
-  ["EXPN", notImplemented],
+  ["EXPN", { run: (h, a) => h.query("EXPN", a), flush: true }],
   ["STARTTLS", { run: (h, a) => h.starttls(a), flush: true }],
   ["AUTH", notImplemented],
   ["BDAT", { run: (h, a) => h.bdat(a), flush: false }],
-  ["ETRN", notImplemented],
+  ["ETRN", { run: (h, a) => h.query("ETRN", a), flush: true }],
   ["TURN", notImplemented],
   ["ATRN", notImplemented],
   ["SEND", notImplemented],

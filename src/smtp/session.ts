@@ -44,6 +44,7 @@ import { bdat, data } from "./content_phase.ts";
 import { secondsToMs } from "./deadline.ts";
 import { mail, rcpt } from "./envelope_phase.ts";
 import { greet, hello } from "./hello_phase.ts";
+import { askServer } from "./query_phase.ts";
 import { reply } from "./reply.ts";
 import { SessionCore } from "./session_core.ts";
 import type { SessionContext, SessionSummary } from "./session_context.ts";
@@ -249,8 +250,9 @@ class Session implements CommandHandlers {
     return Promise.resolve();
   }
 
-  vrfy(arg: string): Promise<void> {
+  async vrfy(arg: string): Promise<void> {
     const core = this.#core;
+    if (core.profile) return await askServer(core, this.#link, "VRFY", arg);
     if (arg === "") core.fail(reply(501, "5.5.4", "Syntax: VRFY address"), "vrfy-syntax");
     else {
       // RFC 5321 §3.5.3: 252 when the address cannot be verified but mail will be accepted.
@@ -258,10 +260,10 @@ class Session implements CommandHandlers {
         reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"),
       );
     }
-    return Promise.resolve();
   }
 
-  help(_arg: string): Promise<void> {
+  async help(arg: string): Promise<void> {
+    if (this.#core.profile) return await askServer(this.#core, this.#link, "HELP", arg);
     this.#core.send({
       code: 214,
       enhanced: "2.0.0",
@@ -270,7 +272,11 @@ class Session implements CommandHandlers {
         "See RFC 5321",
       ],
     });
-    return Promise.resolve();
+  }
+
+  async query(verb: "EXPN" | "ETRN", arg: string): Promise<void> {
+    if (this.#core.profile) return await askServer(this.#core, this.#link, verb, arg);
+    await this.notImplemented(verb);
   }
 
   notImplemented(verb: string): Promise<void> {

@@ -16,6 +16,10 @@ function recorder(): CommandHandlers & { calls: string[] } {
     rcpt: rec("rcpt"),
     data: rec("data"),
     bdat: rec("bdat"),
+    query: (verb: string, arg: string) => {
+      calls.push(`query(${verb},${arg})`);
+      return Promise.resolve();
+    },
     rset: rec("rset"),
     noop: rec("noop"),
     quit: rec("quit"),
@@ -49,8 +53,16 @@ Deno.test("COMMAND_TABLE sends each implemented verb to its own handler", async 
   }
 });
 
+Deno.test("COMMAND_TABLE sends EXPN and ETRN to query (the mirrored server answers them)", async () => {
+  for (const verb of ["EXPN", "ETRN"]) {
+    const h = recorder();
+    await COMMAND_TABLE.get(verb)!.run(h, "staff", verb);
+    assert.deepEqual(h.calls, [`query(${verb},staff)`]);
+  }
+});
+
 Deno.test("COMMAND_TABLE answers known-but-not-offered verbs with notImplemented, HTTP with forbidden", async () => {
-  for (const verb of ["AUTH", "EXPN", "ETRN", "TURN"]) {
+  for (const verb of ["AUTH", "TURN", "XCLIENT"]) {
     const h = recorder();
     await COMMAND_TABLE.get(verb)!.run(h, "", verb);
     assert.deepEqual(h.calls, [`notImplemented(${verb})`]);

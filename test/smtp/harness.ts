@@ -237,6 +237,8 @@ export interface FakeServerOptions {
   rset?: () => string | null;
   /** Answer to STARTTLS (default 500: not recognised); advertise it through `ehlo`. */
   starttls?: () => string | null;
+  /** Answer to any other verb (VRFY, EXPN, HELP, ETRN, AUTH, ...); undefined: 500. */
+  other?: (verb: string, arg: string) => string | null | undefined;
 }
 
 /** Default EHLO reply of the fake server. */
@@ -400,7 +402,7 @@ export class FakeServer {
             this.#io.close();
             return;
           default:
-            answer = "500 5.5.2 Error: command not recognized";
+            answer = o.other?.(verb, arg) ?? "500 5.5.2 Error: command not recognized";
         }
         if (!(await this.#send(answer))) return;
       }

@@ -151,3 +151,29 @@ Deno.test("ServerProfiles keeps at most max servers, evicting the least recently
   assert.equal(p.get(at(2)), undefined);
   assert.ok(p.get(at(1)) && p.get(at(3)) && p.get(at(4)));
 });
+
+Deno.test("Mirroring: VRFY, EXPN, HELP and ETRN get the server's own replies; without mirroring SSG's", async () => {
+  const answers: Record<string, string> = {
+    VRFY: "252 2.0.0 bob",
+    EXPN: "502 5.5.2 Error: command not recognized",
+    HELP: "214 2.0.0 Ask your postmaster",
+    ETRN: "458 4.5.4 Unable to queue messages",
+  };
+  const profiles = new ServerProfiles();
+  const r = await transcript(
+    "EHLO c.example\r\nVRFY bob\r\nEXPN staff\r\nHELP\r\nETRN example.net\r\nQUIT\r\n",
+    {
+      profiles,
+      upstream: { other: (verb) => answers[verb] },
+    },
+  );
+  assert.equal(
+    r.output.split("\r\n").slice(-6).join("\r\n"),
+    "252 2.0.0 bob\r\n502 5.5.2 Error: command not recognized\r\n214 2.0.0 Ask your postmaster\r\n" +
+      "458 4.5.4 Unable to queue messages\r\n221 2.0.0 server.example closing connection\r\n",
+  );
+  assert.ok(r.servers[0].commands.includes("VRFY bob"));
+  assert.ok(r.servers[0].commands.includes("ETRN example.net"));
+  const plain = await transcript("VRFY bob\r\nEXPN staff\r\nQUIT\r\n");
+  assert.deepEqual(plain.codes, [252, 502, 221]);
+});
