@@ -39,6 +39,8 @@ export interface MailArgs {
   ret?: "FULL" | "HDRS";
   /** ENVID= (RFC 3461 §4.4), the xtext exactly as received. */
   envid?: string;
+  /** AUTH= (RFC 4954 §5): "<>" or an xtext mailbox, as received. */
+  auth?: string;
 }
 
 /** Which optional MAIL/RCPT parameters the session offered (others get 555). */
@@ -47,6 +49,8 @@ export interface ParamOffer {
   dsn?: boolean;
   /** SMTPUTF8 was offered. */
   smtputf8?: boolean;
+  /** AUTH was offered (the AUTH= parameter of MAIL). */
+  auth?: boolean;
 }
 
 /** The arguments of RCPT TO. */
@@ -159,6 +163,11 @@ export function parseMailArg(arg: string, offer: ParamOffer = {}): Parsed<MailAr
         return fail(501, "5.5.4", "Syntax: RET=FULL or RET=HDRS", "ret-syntax");
       }
       out.ret = v;
+    } else if (key === "AUTH" && offer.auth) {
+      if (value === undefined || (value !== "<>" && !isXtext(value, offer.smtputf8 === true))) {
+        return fail(501, "5.5.4", "Bad AUTH parameter syntax", "auth-param-syntax");
+      }
+      out.auth = value;
     } else if (key === "ENVID" && offer.dsn) {
       // RFC 3461 §4.4: xtext, at most 100 characters.
       if (value === undefined || value.length > 100 || !isXtext(value, false)) {

@@ -35,6 +35,8 @@ export interface CommandHandlers {
   help(arg: string): Promise<void>;
   /** EXPN (RFC 5321 §4.1.1.7) or ETRN (RFC 1985): the server's answer when mirroring, else 502. */
   query(verb: "EXPN" | "ETRN", arg: string): Promise<void>;
+  /** AUTH (RFC 4954): relayed to the server when it offers AUTH; else 503. */
+  auth(arg: string): Promise<void>;
   /** STARTTLS (RFC 3207); 502 when the responder has no certificate. */
   starttls(arg: string): Promise<void>;
   /** A verb SMTP knows that this responder does not implement (502). */
@@ -58,8 +60,8 @@ const notImplemented: CommandEntry = {
 const forbidden: CommandEntry = { run: (h, _arg, verb) => h.forbidden(verb), flush: true };
 
 /**
- * The dispatch table. Verbs not in it get 500 5.5.1. AUTH and the rest are known but
- * not offered: 502 5.5.1. EXPN and ETRN go to the server when SSG mirrors it. BDAT is always dispatched to the session (its chunk must be read
+ * The dispatch table. Verbs not in it get 500 5.5.1. TURN and the rest are known but not
+ * offered: 502 5.5.1. AUTH is relayed to the server when it offers AUTH (503 otherwise). EXPN and ETRN go to the server when SSG mirrors it. BDAT is always dispatched to the session (its chunk must be read
  * as bytes even when CHUNKING was not offered: see `content_phase.ts`); like MAIL/RCPT its
  * reply may wait while pipelined chunks follow (RFC 3030 §4.2). CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
  * or proxy probes and end the session, as Postfix's `smtpd_forbidden_commands` does.
@@ -77,7 +79,7 @@ export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, 
   ["HELP", { run: (h, a) => h.help(a), flush: true }],
   ["EXPN", { run: (h, a) => h.query("EXPN", a), flush: true }],
   ["STARTTLS", { run: (h, a) => h.starttls(a), flush: true }],
-  ["AUTH", notImplemented],
+  ["AUTH", { run: (h, a) => h.auth(a), flush: true }],
   ["BDAT", { run: (h, a) => h.bdat(a), flush: false }],
   ["ETRN", { run: (h, a) => h.query("ETRN", a), flush: true }],
   ["TURN", notImplemented],

@@ -62,6 +62,7 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
     smtputf8: args.smtputf8,
     ret: args.ret,
     envid: args.envid,
+    auth: args.auth,
   });
   if (!r) return;
   if (link.closing(r)) return core.send(relayedReply(r, "4.4.2"));
@@ -143,5 +144,9 @@ function serverRefused(core: SessionCore, link: ServerLink, r: SmtpReply, during
 
 /** The optional parameters this session's EHLO offered. */
 function paramOffer(core: SessionCore): ParamOffer {
-  return { dsn: core.offered.has("DSN"), smtputf8: core.offered.has("SMTPUTF8") };
+  return {
+    dsn: core.offered.has("DSN"),
+    smtputf8: core.offered.has("SMTPUTF8"),
+    auth: core.offered.has("AUTH"),
+  };
 }

@@ -8,7 +8,8 @@
  * `gateway.hostname`), its keywords in its own order, each kept only when SSG implements it
  * (`MIRRORED`), SIZE lowered to SSG's own `maxMessageBytes` when the server's is larger (or
  * absent/0: then SSG's limit is the only one), STARTTLS whenever SSG has a certificate (that
- * leg is SSG's own), and ENHANCEDSTATUSCODES only when the server has it (otherwise our replies
+ * leg is SSG's own), AUTH only to a client whose leg is as protected as SSG's leg to the server
+ * (`auth_phase.ts`), and ENHANCEDSTATUSCODES only when the server has it (otherwise our replies
  * drop their enhanced codes, see `SessionCore.enhancedCodes`).
  *
  * First contact: the greeting must name the server before SSG has ever spoken to it. SSG then
@@ -46,6 +47,7 @@ export const MIRRORED: ReadonlySet<string> = new Set([
   "SMTPUTF8",
   "DSN",
   "CHUNKING",
+  "AUTH",
 ]);
 
 /** Learns the server (first contact), waits for an early talker, then greets (or ends). */
@@ -141,6 +143,8 @@ export function ehloKeywords(core: SessionCore): string[] {
     }
     if (!MIRRORED.has(kw)) continue;
     if (kw === "PIPELINING" && !smtp.pipelining) continue;
+    // AUTH learnt under TLS is not offered to a plaintext client (see auth_phase.ts).
+    if (kw === "AUTH" && p.tls && !core.tls) continue;
     if (kw === "SIZE") {
       sawSize = true;
       lines.push(`SIZE ${offeredSize(param, smtp.maxMessageBytes)}`);

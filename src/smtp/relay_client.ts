@@ -91,6 +91,8 @@ export interface MailParams {
   ret?: string;
   /** ENVID= xtext (RFC 3461), verbatim. */
   envid?: string;
+  /** AUTH= (RFC 4954), verbatim. */
+  auth?: string;
 }
 
 /** Parameters of RCPT TO the relay may pass on (RFC 3461), verbatim. */
@@ -219,6 +221,7 @@ export class RelayClient {
     if (params.smtputf8) line += " SMTPUTF8";
     if (params.ret !== undefined) line += ` RET=${params.ret}`;
     if (params.envid !== undefined) line += ` ENVID=${params.envid}`;
+    if (params.auth !== undefined) line += ` AUTH=${params.auth}`;
     return this.command(line);
   }
 
@@ -238,6 +241,7 @@ export class RelayClient {
     if (params.smtputf8 && !this.#extensions.has("SMTPUTF8")) return "SMTPUTF8";
     const dsn = params.ret ?? params.envid ?? params.notify ?? params.orcpt;
     if (dsn !== undefined && !this.#extensions.has("DSN")) return "DSN";
+    if (params.auth !== undefined && !this.#extensions.has("AUTH")) return "AUTH";
     return undefined;
   }
 

@@ -57,6 +57,7 @@ export class ServerLink {
       greeting: relay.greeting?.lines ?? [],
       ehloName: relay.ehloName,
       extensions: relay.extensions,
+      tls: relay.tls !== undefined,
     });
     ctx.log.event("relay.connect", {
       session: ctx.id,

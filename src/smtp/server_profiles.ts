@@ -21,6 +21,8 @@ export interface ServerProfile {
   ehloName: string;
   /** EHLO keywords (upper case) with their parameters. */
   extensions: ReadonlyMap<string, string>;
+  /** Whether the relay learnt them under TLS (a server may offer AUTH only then). */
+  tls: boolean;
   /** Its last 250 reply to end of data (text lines and enhanced code), when one was seen. */
   deliveryReply?: SmtpReply;
   /** When the capabilities were learnt (ms, the cache's clock). */
@@ -71,7 +73,12 @@ export class ServerProfiles {
   /** Records what a relay connection learnt (keeps the last delivery reply shape). */
   learn(
     server: { ip: string; port: number },
-    seen: { greeting: string[]; ehloName: string; extensions: ReadonlyMap<string, string> },
+    seen: {
+      greeting: string[];
+      ehloName: string;
+      extensions: ReadonlyMap<string, string>;
+      tls?: boolean;
+    },
   ): ServerProfile {
     const key = keyOf(server);
     const old = this.#entries.get(key);
@@ -79,6 +86,7 @@ export class ServerProfiles {
       greeting: [...seen.greeting],
       ehloName: seen.ehloName,
       extensions: new Map(seen.extensions),
+      tls: seen.tls === true,
       deliveryReply: old?.deliveryReply,
       learnedAt: this.#now(),
     };

@@ -45,6 +45,7 @@ import { secondsToMs } from "./deadline.ts";
 import { mail, rcpt } from "./envelope_phase.ts";
 import { greet, hello } from "./hello_phase.ts";
 import { askServer } from "./query_phase.ts";
+import { auth } from "./auth_phase.ts";
 import { reply } from "./reply.ts";
 import { SessionCore } from "./session_core.ts";
 import type { SessionContext, SessionSummary } from "./session_context.ts";
@@ -183,7 +184,9 @@ class Session implements CommandHandlers {
       return;
     }
     const { verb, arg } = parsed.value;
-    ctx.log.event("smtp.command", { session: ctx.id, verb, arg: arg.slice(0, 100) }, "debug");
+    // Security: an AUTH initial response carries the credential; only its mechanism is logged.
+    const logged = verb === "AUTH" ? arg.split(" ")[0] : arg.slice(0, 100);
+    ctx.log.event("smtp.command", { session: ctx.id, verb, arg: logged }, "debug");
     const entry = COMMAND_TABLE.get(verb);
     if (!entry) {
       core.fail(reply(500, "5.5.1", "Error: command not recognized"), "unknown-command");
@@ -218,6 +221,10 @@ class Session implements CommandHandlers {
 
   data(arg: string): Promise<void> {
     return data(this.#core, this.#link, arg);
+  }
+
+  auth(arg: string): Promise<void> {
+    return auth(this.#core, this.#link, arg);
   }
 
   bdat(arg: string): Promise<void> {

@@ -110,6 +110,9 @@ export class SessionCore {
   profile: ServerProfile | undefined;
   /** The EHLO keywords the client was offered in this session (upper case; empty after HELO). */
   offered: ReadonlySet<string> = new Set();
+  /** The user the server authenticated (AUTH relayed, RFC 4954); undefined before. Only the
+   * name is kept, never a credential. */
+  authenticated: string | undefined;
   /** Whether replies carry enhanced status codes (RFC 2034): off when the mirrored server's EHLO
    * lacks ENHANCEDSTATUSCODES, so the client sees the same reply format as direct. */
   enhancedCodes = true;

@@ -71,6 +71,7 @@ export async function startTls(core: SessionCore, link: ServerLink, arg: string)
   // RFC 3207 §4.2: discard all knowledge obtained from the client before TLS.
   core.tls = true;
   core.helo = undefined;
+  core.authenticated = undefined;
   core.protocol = "ESMTP";
   core.tx = undefined;
   await link.reset();

@@ -16,6 +16,7 @@ function recorder(): CommandHandlers & { calls: string[] } {
     rcpt: rec("rcpt"),
     data: rec("data"),
     bdat: rec("bdat"),
+    auth: rec("auth"),
     query: (verb: string, arg: string) => {
       calls.push(`query(${verb},${arg})`);
       return Promise.resolve();
@@ -39,6 +40,7 @@ Deno.test("COMMAND_TABLE sends each implemented verb to its own handler", async 
     "RCPT",
     "DATA",
     "BDAT",
+    "AUTH",
     "RSET",
     "NOOP",
     "QUIT",
@@ -62,7 +64,7 @@ Deno.test("COMMAND_TABLE sends EXPN and ETRN to query (the mirrored server answe
 });
 
 Deno.test("COMMAND_TABLE answers known-but-not-offered verbs with notImplemented, HTTP with forbidden", async () => {
-  for (const verb of ["AUTH", "TURN", "XCLIENT"]) {
+  for (const verb of ["TURN", "XCLIENT", "VERB"]) {
     const h = recorder();
     await COMMAND_TABLE.get(verb)!.run(h, "", verb);
     assert.deepEqual(h.calls, [`notImplemented(${verb})`]);

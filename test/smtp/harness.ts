@@ -237,8 +237,9 @@ export interface FakeServerOptions {
   rset?: () => string | null;
   /** Answer to STARTTLS (default 500: not recognised); advertise it through `ehlo`. */
   starttls?: () => string | null;
-  /** Answer to any other verb (VRFY, EXPN, HELP, ETRN, AUTH, ...); undefined: 500. */
-  other?: (verb: string, arg: string) => string | null | undefined;
+  /** Answer to any other line (VRFY, EXPN, HELP, ETRN, AUTH, SASL responses: `line` is the
+   * raw line); undefined: 500. */
+  other?: (verb: string, arg: string, line: string) => string | null | undefined;
 }
 
 /** Default EHLO reply of the fake server. */
@@ -402,7 +403,7 @@ export class FakeServer {
             this.#io.close();
             return;
           default:
-            answer = o.other?.(verb, arg) ?? "500 5.5.2 Error: command not recognized";
+            answer = o.other?.(verb, arg, line) ?? "500 5.5.2 Error: command not recognized";
         }
         if (!(await this.#send(answer))) return;
       }
