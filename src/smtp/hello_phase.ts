@@ -48,6 +48,8 @@ export const MIRRORED: ReadonlySet<string> = new Set([
   "DSN",
   "CHUNKING",
   "AUTH",
+  "VRFY",
+  "ETRN",
 ]);
 
 /** Learns the server (first contact), waits for an early talker, then greets (or ends). */
