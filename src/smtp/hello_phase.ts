@@ -16,9 +16,9 @@
  * connects to the server BEFORE greeting the client, as a before-queue proxy does (Postfix's
  * smtpd_proxy_filter and Exim's cutthrough open the next hop early too). It costs one relay
  * connection per session on first contact and after the profile's TTL (`smtp.server_profile_ttl`),
- * and that connection is kept for the session's first MAIL. Bounded by the relay's connect and
- * reply timeouts — a client waiting for a slow greeting is what a direct connection to that
- * server would see too. When the server cannot be reached the client gets 421 4.4.1 at once,
+ * and that connection is kept for the session's first MAIL. The whole first contact (TCP,
+ * greeting, EHLO, STARTTLS) is bounded by the relay's connect timeout (`relay.connect_timeout`,
+ * default 30 s, well inside a client's 5-minute wait for a greeting, RFC 5321 §4.5.3.2.1). When the server cannot be reached the client gets 421 4.4.1 at once,
  * like a down server (it retries later; nothing was accepted); when the server greets with
  * 4xx/5xx the client gets that code and text. Alternatives rejected: greeting with SSG's own name
  * first (the client would see two different names for the same server) and guessing capabilities
@@ -32,6 +32,7 @@
  * (RFC 5321 §4.1.4). No enhanced codes on the greeting and EHLO/HELO replies (RFC 2034 §3).
  */
 import { parseHeloArg } from "./command.ts";
+import { raceDeadline, secondsToMs } from "./deadline.ts";
 import { RelayError } from "./relay_client.ts";
 import { reply, sanitizeText } from "./reply.ts";
 import type { SessionCore } from "./session_core.ts";
@@ -91,7 +92,17 @@ async function knowServer(core: SessionCore, link: ServerLink): Promise<boolean>
   let p = ctx.profiles!.get(ctx.server);
   if (!p) {
     try {
-      await link.connect();
+      // The whole first contact (TCP, greeting, EHLO, STARTTLS) within the relay's connect
+      // timeout: the client is waiting for its greeting meanwhile.
+      const ms = secondsToMs(ctx.relay.connectTimeout);
+      const attempt = link.connect().then(() => undefined, (e: unknown) => e ?? "failed");
+      const r = await raceDeadline(attempt, ms);
+      if (!r.ok) {
+        // Too slow: a connection that completes later is closed, never used.
+        attempt.then(() => link.drop());
+        throw new RelayError("timeout", `Server did not greet and answer EHLO within ${ms} ms`);
+      }
+      if (r.value !== undefined) throw r.value;
     } catch (e) {
       link.error(e, "connect-before-greeting");
       const r = e instanceof RelayError ? e.reply : undefined;

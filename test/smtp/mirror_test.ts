@@ -177,3 +177,16 @@ Deno.test("Mirroring: VRFY, EXPN, HELP and ETRN get the server's own replies; wi
   const plain = await transcript("VRFY bob\r\nEXPN staff\r\nQUIT\r\n");
   assert.deepEqual(plain.codes, [252, 502, 221]);
 });
+
+Deno.test("A server that accepts but never greets: the first contact is cut at the relay connect timeout, the client gets 421", async () => {
+  const t0 = performance.now();
+  const s = await startSession({
+    profiles: new ServerProfiles(),
+    relay: { connectTimeout: 0.2, replyTimeout: 5 },
+    upstream: { greeting: null },
+  });
+  const ms = performance.now() - t0;
+  assert.equal(s.greeting, "421 mx.example Service not available, try again later\r\n");
+  assert.ok(ms >= 190 && ms < 2000, `${ms} ms`);
+  assert.equal((await s.summary).end, "relay-lost");
+});
