@@ -171,13 +171,15 @@ class Session implements CommandHandlers {
       await core.flush();
       return;
     }
-    if (!smtp.pipelining && core.reader.buffered > 0) {
+    const parsed = parseCommandLine(r.line, core.offered.has("SMTPUTF8"));
+    // A BDAT's chunk follows its command line at once (RFC 3030 §3): that is not pipelining.
+    const chunkFollows = parsed.ok && parsed.value.verb === "BDAT";
+    if (!smtp.pipelining && core.reader.buffered > 0 && !chunkFollows) {
       ctx.log.event("smtp.reject", { session: ctx.id, reason: "sync-error", code: 554 });
       core.send(reply(554, "5.5.0", "Error: SMTP protocol synchronization"));
       core.end = "sync-error";
       return;
     }
-    const parsed = parseCommandLine(r.line, core.offered.has("SMTPUTF8"));
     if (!parsed.ok) {
       core.fail(parsed.reply, parsed.reason);
       await core.flush();

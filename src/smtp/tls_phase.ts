@@ -72,6 +72,7 @@ export async function startTls(core: SessionCore, link: ServerLink, arg: string)
   core.tls = true;
   core.helo = undefined;
   core.authenticated = undefined;
+  core.offered = new Set();
   core.protocol = "ESMTP";
   core.tx = undefined;
   await link.reset();

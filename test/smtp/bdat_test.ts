@@ -171,3 +171,23 @@ Deno.test("BDAT memory goes back to the shared budget: after a message, and when
   assert.equal(memory.used, 0);
   assert.equal(s.servers[0].messages.length, 0);
 });
+
+Deno.test("With smtp.pipelining off, a BDAT chunk that arrives with its command is not a synchronisation error", async () => {
+  const body = "Subject: s\r\n\r\nx\r\n";
+  const s = await startSession({ ...mirrored(), smtp: { pipelining: false } });
+  for (
+    const line of [
+      "EHLO client.example\r\n",
+      "MAIL FROM:<a@example.org>\r\n",
+      "RCPT TO:<b@example.net>\r\n",
+    ]
+  ) {
+    await s.client.write(line);
+    await s.client.reply();
+  }
+  await s.client.write(`BDAT ${body.length} LAST\r\n${body}`);
+  assert.match(await s.client.reply(), /^250 /);
+  await s.client.write("QUIT\r\n");
+  assert.match(await s.client.reply(), /^221 /);
+  assert.equal((await s.summary).end, "quit");
+});
