@@ -11,6 +11,7 @@
  * for `ttlMs` (then it is learnt again at the next contact; every relay connection refreshes
  * it). An entry is small (a few hundred bytes), so memory is bounded by `max`.
  */
+import type { SmtpConfig } from "../config/config.ts";
 import type { SmtpReply } from "./reply.ts";
 
 /** One server's learnt profile. */
@@ -48,6 +49,14 @@ export class ServerProfiles {
     this.#ttlMs = opts.ttlMs ?? DEFAULT_PROFILE_TTL_MS;
     this.#max = Math.max(1, opts.max ?? DEFAULT_PROFILE_MAX);
     this.#now = opts.now ?? (() => Date.now());
+  }
+
+  /** The cache `smtp.server_profile_ttl` and `smtp.server_profile_max` ask for. */
+  static forConfig(smtp: SmtpConfig): ServerProfiles {
+    return new ServerProfiles({
+      ttlMs: (smtp.serverProfileTtl ?? DEFAULT_PROFILE_TTL_MS / 1000) * 1000,
+      max: smtp.serverProfileMax ?? DEFAULT_PROFILE_MAX,
+    });
   }
 
   /** Servers currently remembered. */

@@ -190,3 +190,11 @@ Deno.test("A server that accepts but never greets: the first contact is cut at t
   assert.ok(ms >= 190 && ms < 2000, `${ms} ms`);
   assert.equal((await s.summary).end, "relay-lost");
 });
+
+Deno.test("ServerProfiles.forConfig takes the TTL and bound from smtp settings", () => {
+  const p = ServerProfiles.forConfig({ serverProfileTtl: 60, serverProfileMax: 1 } as never);
+  const seen = { greeting: [], ehloName: "x", extensions: new Map<string, string>() };
+  p.learn({ ip: "198.51.100.1", port: 25 }, seen);
+  p.learn({ ip: "198.51.100.2", port: 25 }, seen);
+  assert.equal(p.size, 1);
+});
