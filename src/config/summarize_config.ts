@@ -22,7 +22,9 @@ export function summarizeConfig(cfg: SsgConfig): string {
     `smtp: message ${formatSize(s.maxMessageBytes)} (${
       formatSize(s.maxInflightBytes)
     } in memory in all), ${s.maxRecipients} recipients, ` +
-    `command line ${s.maxCommandLine}, text line ${s.maxTextLine} (long lines ${s.longLines ?? "reject"}), bare line endings ${s.bareLineEndings}, ` +
+    `command line ${s.maxCommandLine}, text line ${s.maxTextLine} (long lines ${
+      s.longLines ?? "reject"
+    }), bare line endings ${s.bareLineEndings}, ` +
     `pipelining ${s.pipelining ? "on" : "off"}, banner host name ${s.bannerHostname ?? "server"} ` +
     `(server profiles: ${s.serverProfileMax ?? 4096}, fresh ${
       formatDuration(s.serverProfileTtl ?? 3600)

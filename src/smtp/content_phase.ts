@@ -203,7 +203,6 @@ async function receive(
   link: ServerLink,
   tx: Transaction,
 ): Promise<DataReader | undefined> {
-  const ctx = core.ctx;
   const dr = newReader(core, false);
   const got = await receiveInto(core, link, tx, dr);
   // Cut short: nothing is kept, and the bytes go back to the shared budget.
