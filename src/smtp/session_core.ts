@@ -73,7 +73,7 @@ export class SessionCore {
   /** Why the session ended; undefined while it runs. */
   end: SessionEnd | undefined;
   /** When the session started (performance.now()). */
-  readonly started = performance.now();
+  readonly started: number = performance.now();
   /** The whole-session deadline (performance.now() scale). */
   readonly deadline: number;
   /** The HELO/EHLO argument; undefined before a greeting (and again after STARTTLS). */
