@@ -149,3 +149,87 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+/** Milliseconds from connect to the complete 220 greeting on `port`. */
+async function timeToGreeting(port: number): Promise<number> {
+  const t0 = performance.now();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const buf = new Uint8Array(1024);
+  let got = "";
+  while (!got.endsWith("\r\n")) {
+    const n = await c.read(buf);
+    if (n === null) break;
+    got += new TextDecoder().decode(buf.subarray(0, n));
+  }
+  const ms = performance.now() - t0;
+  await c.write(new TextEncoder().encode("QUIT\r\n"));
+  await c.read(buf).catch(() => null);
+  c.close();
+  assert.match(got, /^220 /);
+  return ms;
+}
+
+Deno.test({
+  name:
+    "Measurement: time to greeting through a mirroring session, first contact vs a cached profile (smtp-sink)",
+  ignore: !ready,
+  async fn() {
+    const port = freePort();
+    const root = Deno.uid() === 0;
+    const sink = new Deno.Command("timeout", {
+      args: ["60", "smtp-sink", ...(root ? ["-u", "nobody"] : []), `127.0.0.1:${port}`, "20"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let profiles = new ServerProfiles();
+    const gw = listenLoopback((conn, i) => {
+      const remote = conn.remoteAddr as Deno.NetAddr;
+      return serveSession(conn, {
+        id: `G${i}`,
+        client: { ip: remote.hostname, port: remote.port },
+        server: { ip: "127.0.0.1", port },
+        hostname: "mx.example",
+        smtp: smtpConfig(),
+        relay: relayConfig({ connectTimeout: 5, replyTimeout: 10, dataTimeout: 10 }),
+        judge: recordingJudge(),
+        log: new MemoryLog(),
+        connectUpstream: (s) => Deno.connect({ hostname: s.ip, port: s.port }),
+        shutdown: new AbortController().signal,
+        profiles,
+      });
+    }, 200);
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    try {
+      for (let i = 0; i < 50; i++) {
+        try {
+          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      const direct: number[] = [];
+      const first: number[] = [];
+      const cached: number[] = [];
+      for (let i = 0; i < 20; i++) direct.push(await timeToGreeting(port));
+      for (let i = 0; i < 20; i++) {
+        profiles = new ServerProfiles(); // every session a first contact
+        first.push(await timeToGreeting(gw.port));
+      }
+      for (let i = 0; i < 20; i++) cached.push(await timeToGreeting(gw.port));
+      console.log(
+        `median of 20, time to greeting: direct ${median(direct).toFixed(2)} ms, through SSG ` +
+          `first contact ${median(first).toFixed(2)} ms, cached profile ${
+            median(cached).toFixed(2)
+          } ms`,
+      );
+      assert.ok(median(cached) < median(first) + 50);
+    } finally {
+      await gw.stop();
+      try {
+        sink.kill("SIGTERM");
+      } catch { /* gone */ }
+      await sink.status;
+    }
+  },
+});
