@@ -434,6 +434,7 @@ function messageLog(core: SessionCore, m: Outcome): void {
     server: ctx.server.ip,
     from: m.tx.mailFrom,
     rcpts: m.tx.rcpts,
+    auth: core.authenticated,
     size: m.size,
     verdict: m.verdict,
     rule: m.rule,

@@ -4,8 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { userName } from "../../src/smtp/auth_phase.ts";
+import { ehloKeywords } from "../../src/smtp/hello_phase.ts";
 import { ServerProfiles } from "../../src/smtp/server_profiles.ts";
-import { FAKE_EHLO, startSession, transcript } from "./harness.ts";
+import { SessionCore } from "../../src/smtp/session_core.ts";
+import { duplex, FAKE_EHLO, smtpConfig, startSession, transcript } from "./harness.ts";
 
 const AUTH_EHLO = "250-server.example\r\n250-PIPELINING\r\n250-SIZE 50000000\r\n" +
   "250-AUTH PLAIN LOGIN\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
@@ -142,4 +144,20 @@ Deno.test("userName: PLAIN's authentication identity, LOGIN's first response, no
   assert.equal(userName("LOGIN", [btoa("bob"), btoa("pw")]), "bob");
   assert.equal(userName("CRAM-MD5", ["abc"]), undefined);
   assert.equal(userName("PLAIN", ["!!!"]), undefined);
+});
+
+Deno.test("AUTH learnt under TLS is offered once the client's leg is under TLS too", () => {
+  const d = duplex();
+  const core = new SessionCore(d.b, { smtp: smtpConfig(), hostname: "mx.example" } as never);
+  core.profile = {
+    greeting: ["server.example ESMTP"],
+    ehloName: "server.example",
+    extensions: new Map([["AUTH", "PLAIN LOGIN"], ["PIPELINING", ""]]),
+    tls: true,
+    learnedAt: 0,
+  };
+  assert.deepEqual(ehloKeywords(core), ["PIPELINING", "SIZE 10000000"]);
+  core.tls = true;
+  assert.deepEqual(ehloKeywords(core), ["AUTH PLAIN LOGIN", "PIPELINING", "SIZE 10000000"]);
+  d.a.close();
 });
