@@ -77,8 +77,19 @@ export interface SmtpConfig {
   maxCommandLine: number;
   /** Text line limit in bytes including CRLF (default 1000). */
   maxTextLine: number;
-  /** Bare CR or LF inside DATA: "reject" (default, 550 after the real end) or "normalize". */
+  /**
+   * Bare CR or LF inside DATA: "normalize" (default, as Postfix ≥ 3.9's
+   * smtpd_forbid_bare_newline: such lines are accepted as if they ended in CRLF, and the end of
+   * data is still only CRLF.CRLF) or "reject" (550 after the real end).
+   */
   bareLineEndings: "reject" | "normalize";
+  /**
+   * Text lines longer than `maxTextLine` (`smtp.long_lines`): "pass" (default; kept and relayed
+   * as they are, as Postfix accepts them — its line_length_limit only splits storage records)
+   * or "reject" (552 5.6.0 after the real end). Absent means "reject" (the behaviour before
+   * issue 7; the loader always sets it).
+   */
+  longLines?: "pass" | "reject";
   /** Errors (4xx/5xx replies caused by the client) before 421 and disconnect (default 20). */
   maxErrors: number;
   /** Most transactions per session (default 100). */
@@ -110,6 +121,17 @@ export interface SmtpConfig {
   pipelining: boolean;
   /** The responder's TLS identity; when present EHLO advertises STARTTLS (RFC 3207). */
   tls?: TlsIdentity;
+  /**
+   * Whose host name the greeting, EHLO reply and SSG's own replies carry (`smtp.banner_hostname`):
+   * "server" (default; the protected server's own greeting and EHLO name, learnt by the relay)
+   * or "gateway" (`gateway.hostname`). Absent means "server".
+   */
+  bannerHostname?: "server" | "gateway";
+  /** How long a learnt server profile stays fresh, in seconds (`smtp.server_profile_ttl`,
+   * default 3600). Absent means the default. */
+  serverProfileTtl?: number;
+  /** Most servers whose profile is remembered (`smtp.server_profile_max`, default 4096). */
+  serverProfileMax?: number;
 }
 
 /**

@@ -27,8 +27,10 @@ export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
   maxInflightBytes: 256 * 1024 * 1024,
   maxRecipients: 100, // §4.5.3.1.8: at least 100 recipients MUST be buffered
   maxCommandLine: 512, // §4.5.3.1.4
-  maxTextLine: 1000, // §4.5.3.1.6
-  bareLineEndings: "reject",
+  maxTextLine: 1000, // §4.5.3.1.6; enforced only under long_lines: reject
+  // Postfix ≥ 3.9 defaults: bare LF normalised (end of data only on CRLF.CRLF), long lines kept.
+  bareLineEndings: "normalize",
+  longLines: "pass",
   maxErrors: 20,
   maxTransactions: 100,
   maxSessions: 500,
@@ -38,6 +40,9 @@ export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
   minDataRate: 500, // Postfix's smtpd_min_data_rate
   timeouts: { command: 300, data: 180, session: 3600 }, // §4.5.3.2.7, §4.5.3.2.5
   pipelining: true,
+  bannerHostname: "server",
+  serverProfileTtl: 3600,
+  serverProfileMax: 4096,
 });
 
 /** Defaults of `relay:` (RFC 5321 §4.5.3.2 client timeouts). */

@@ -89,6 +89,7 @@ const SMTP_KEYS = [
   "max_command_line",
   "max_text_line",
   "bare_line_endings",
+  "long_lines",
   "max_errors",
   "max_transactions",
   "max_sessions",
@@ -99,6 +100,9 @@ const SMTP_KEYS = [
   "timeouts",
   "pipelining",
   "tls",
+  "banner_hostname",
+  "server_profile_ttl",
+  "server_profile_max",
 ] as const;
 const TIMEOUT_KEYS = ["command", "data", "session"] as const;
 const NETWORK_PREFIX_KEYS = ["ipv4", "ipv6"] as const;
@@ -453,6 +457,14 @@ function readSmtp(
       f.key("bare_line_endings"),
     ) ?? s.bareLineEndings;
   }
+  if (f.has("long_lines")) {
+    s.longLines = r.oneOf(
+      f.get("long_lines"),
+      `"smtp.long_lines"`,
+      ["pass", "reject"] as const,
+      f.key("long_lines"),
+    ) ?? s.longLines;
+  }
   s.maxErrors = int("max_errors", 1, 10_000, s.maxErrors);
   s.maxTransactions = int("max_transactions", 1, 100_000, s.maxTransactions);
   s.maxSessions = int("max_sessions", 1, 1_000_000, s.maxSessions);
@@ -506,6 +518,24 @@ function readSmtp(
     s.pipelining = r.bool(f.get("pipelining"), `"smtp.pipelining"`, f.key("pipelining")) ??
       s.pipelining;
   }
+  if (f.has("banner_hostname")) {
+    s.bannerHostname = r.oneOf(
+      f.get("banner_hostname"),
+      `"smtp.banner_hostname"`,
+      ["server", "gateway"] as const,
+      f.key("banner_hostname"),
+    ) ?? s.bannerHostname;
+  }
+  if (f.has("server_profile_ttl")) {
+    s.serverProfileTtl = r.duration(
+      f.get("server_profile_ttl"),
+      `"smtp.server_profile_ttl"`,
+      1,
+      7 * 86400,
+      f.key("server_profile_ttl"),
+    ) ?? s.serverProfileTtl;
+  }
+  s.serverProfileMax = int("server_profile_max", 1, 1_000_000, s.serverProfileMax ?? 4096);
   const tlsFields = optionalSection(f, "tls", `"smtp.tls"`, TLS_KEYS, r);
   if (tlsFields) {
     const identity = readTlsIdentity(tlsFields, r, file, readText);

@@ -23,8 +23,13 @@ export function summarizeConfig(cfg: SsgConfig): string {
     `smtp: message ${formatSize(s.maxMessageBytes)} (${
       formatSize(s.maxInflightBytes)
     } in memory in all), ${s.maxRecipients} recipients, ` +
-    `command line ${s.maxCommandLine}, text line ${s.maxTextLine}, bare line endings ${s.bareLineEndings}, ` +
-    `pipelining ${s.pipelining ? "on" : "off"}`,
+    `command line ${s.maxCommandLine}, text line ${s.maxTextLine} (long lines ${
+      s.longLines ?? "reject"
+    }), bare line endings ${s.bareLineEndings}, ` +
+    `pipelining ${s.pipelining ? "on" : "off"}, banner host name ${s.bannerHostname ?? "server"} ` +
+    `(server profiles: ${s.serverProfileMax ?? 4096}, fresh ${
+      formatDuration(s.serverProfileTtl ?? 3600)
+    })`,
     `smtp sessions: ${s.maxSessions} (${s.maxSessionsPerClient} per client), ` +
     `${s.maxTransactions} transactions and ${s.maxErrors} errors per session; timeouts command ` +
     `${formatDuration(s.timeouts.command)}, data ${formatDuration(s.timeouts.data)}, session ` +

@@ -20,6 +20,7 @@ import { serveSession, SHED, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { Admission, clientNetwork, type Ticket } from "./admission.ts";
+import { ServerProfiles } from "./server_profiles.ts";
 
 /** Where a diverted connection was going. */
 export interface Destination {
@@ -61,6 +62,8 @@ export class Acceptor {
   #opts: AcceptorOptions;
   #listeners: Deno.TcpListener[] = [];
   #sessions = new Map<string, { conn: Deno.Conn; done: Promise<unknown> }>();
+  /** What each protected server looks like (greeting, EHLO), shared by all sessions. */
+  #profiles: ServerProfiles;
   /** The connection limits, shedding and stress (see `admission.ts`). */
   #admission: Admission;
   /** "limit network" pairs already logged as refused in this pressure interval. */
@@ -98,6 +101,7 @@ export class Acceptor {
     this.#opts = opts;
     this.#memory = new MemoryBudget(opts.config.smtp.maxInflightBytes);
     this.#admission = new Admission(opts.config.smtp);
+    this.#profiles = ServerProfiles.forConfig(opts.config.smtp);
     this.#closed = new Promise((r) => this.#resolveClosed = r);
   }
 
@@ -135,9 +139,17 @@ export class Acceptor {
    * already running keep the settings they started with.
    */
   reconfigure(config: SsgConfig): void {
-    this.#opts = { ...this.#opts, config };
     this.#memory.limit = config.smtp.maxInflightBytes;
     this.#admission.setLimits(config.smtp);
+    const before = this.#opts.config.smtp;
+    if (
+      before.serverProfileTtl !== config.smtp.serverProfileTtl ||
+      before.serverProfileMax !== config.smtp.serverProfileMax
+    ) {
+      // A new cache of the new size and age; servers are learnt again at their next session.
+      this.#profiles = ServerProfiles.forConfig(config.smtp);
+    }
+    this.#opts = { ...this.#opts, config };
   }
 
   /** Opens the listeners (throws if an address can't be bound) and starts accepting. */
@@ -255,6 +267,7 @@ export class Acceptor {
       minDataRate: config.smtp.minDataRate > 0 ? config.smtp.minDataRate : undefined,
       actions: this.#opts.actions,
       memory: this.#memory,
+      profiles: this.#profiles,
       clientDone: release,
     }).then((summary) => {
       const t = this.#totals;

@@ -5,7 +5,7 @@
  * a verb is never turned into a method name (Haraka's `hook_${verb}` style was rejected: it lets
  * client text choose code). The table also carries each verb's RFC 2920 §3.1 role: replies to
  * EHLO, HELO, DATA, VRFY, EXPN, QUIT, NOOP, STARTTLS (RFC 3207 §4.1: it ends a group) and unknown
- * or unimplemented commands are flushed at once; replies to RSET, MAIL and RCPT may wait in the output buffer while pipelined input remains.
+ * or unimplemented commands are flushed at once; replies to RSET, MAIL, RCPT and BDAT may wait in the output buffer while pipelined input remains.
  */
 
 /** What the session offers the table; one method per implemented verb. */
@@ -20,16 +20,23 @@ export interface CommandHandlers {
   rcpt(arg: string): Promise<void>;
   /** DATA (RFC 5321 §4.1.1.4): read the message, judge it, answer. */
   data(arg: string): Promise<void>;
+  /** BDAT (RFC 3030): read one chunk as bytes; after LAST judge the message and answer. */
+  bdat(arg: string): Promise<void>;
   /** RSET (RFC 5321 §4.1.1.5): abort the transaction. */
   rset(arg: string): Promise<void>;
   /** NOOP (RFC 5321 §4.1.1.9): 250. */
   noop(arg: string): Promise<void>;
   /** QUIT (RFC 5321 §4.1.1.10): 221 and close. */
   quit(arg: string): Promise<void>;
-  /** VRFY (RFC 5321 §4.1.1.6): 252 (not verified, §3.5.3), 501 without an argument. */
+  /** VRFY (RFC 5321 §4.1.1.6): the server's answer when mirroring; else 252 (not verified,
+   * §3.5.3), 501 without an argument. */
   vrfy(arg: string): Promise<void>;
-  /** HELP (RFC 5321 §4.1.1.8): 214 with the supported commands. */
+  /** HELP (RFC 5321 §4.1.1.8): the server's answer when mirroring; else 214 with our commands. */
   help(arg: string): Promise<void>;
+  /** EXPN (RFC 5321 §4.1.1.7) or ETRN (RFC 1985): the server's answer when mirroring, else 502. */
+  query(verb: "EXPN" | "ETRN", arg: string): Promise<void>;
+  /** AUTH (RFC 4954): relayed to the server when it offers AUTH; else 503. */
+  auth(arg: string): Promise<void>;
   /** STARTTLS (RFC 3207); 502 when the responder has no certificate. */
   starttls(arg: string): Promise<void>;
   /** A verb SMTP knows that this responder does not implement (502). */
@@ -53,8 +60,10 @@ const notImplemented: CommandEntry = {
 const forbidden: CommandEntry = { run: (h, _arg, verb) => h.forbidden(verb), flush: true };
 
 /**
- * The dispatch table. Verbs not in it get 500 5.5.1. AUTH, BDAT (CHUNKING), ETRN and
- * the rest are known but not offered: 502 5.5.1. CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
+ * The dispatch table. Verbs not in it get 500 5.5.1. TURN and the rest are known but not
+ * offered: 502 5.5.1. AUTH is relayed to the server when it offers AUTH (503 otherwise). EXPN and ETRN go to the server when SSG mirrors it. BDAT is always dispatched to the session (its chunk must be read
+ * as bytes even when CHUNKING was not offered: see `content_phase.ts`); like MAIL/RCPT its
+ * reply may wait while pipelined chunks follow (RFC 3030 §4.2). CONNECT/GET/POST/PUT/HEAD/USER come from HTTP
  * or proxy probes and end the session, as Postfix's `smtpd_forbidden_commands` does.
  */
 export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, CommandEntry>([
@@ -68,11 +77,11 @@ export const COMMAND_TABLE: ReadonlyMap<string, CommandEntry> = new Map<string, 
   ["QUIT", { run: (h, a) => h.quit(a), flush: true }],
   ["VRFY", { run: (h, a) => h.vrfy(a), flush: true }],
   ["HELP", { run: (h, a) => h.help(a), flush: true }],
-  ["EXPN", notImplemented],
+  ["EXPN", { run: (h, a) => h.query("EXPN", a), flush: true }],
   ["STARTTLS", { run: (h, a) => h.starttls(a), flush: true }],
-  ["AUTH", notImplemented],
-  ["BDAT", notImplemented],
-  ["ETRN", notImplemented],
+  ["AUTH", { run: (h, a) => h.auth(a), flush: true }],
+  ["BDAT", { run: (h, a) => h.bdat(a), flush: false }],
+  ["ETRN", { run: (h, a) => h.query("ETRN", a), flush: true }],
   ["TURN", notImplemented],
   ["ATRN", notImplemented],
   ["SEND", notImplemented],

@@ -24,7 +24,13 @@
  *   §3 and RFC 5322 §2.3 exclude it), C-string based software downstream truncates at it, and the
  *   `\r\n\x00.\r\n` smuggling variant relies on exactly that truncation.
  * - Text lines longer than `maxTextLine` octets including CRLF (not counting the transparency dot,
- *   RFC 5321 §4.5.3.1.6) are recorded; the session rejects the message after the real end.
+ *   RFC 5321 §4.5.3.1.6) are recorded under `longLines: "reject"`, and the session rejects the
+ *   message after the real end. Under "pass" (the configured default, as Postfix: its
+ *   line_length_limit only splits a long line into continued records, it never refuses the
+ *   message) they are content like any other; the server they go to decides.
+ * - BDAT (RFC 3030, `raw: true`): the chunks' bytes are the message exactly — no dot-unstuffing,
+ *   no end-of-data marker (a "." line, even CRLF.CRLF, is content); the end is `finish()` after
+ *   the LAST chunk. Line-ending, NUL, line-length, size and memory rules are the same as for DATA.
  * - More than `maxMessageBytes` octets of (unstuffed) content is recorded as `overSize`; counting
  *   goes on to the real end but nothing past the limit is stored (RFC 1870 §6: clients may lie in
  *   SIZE=, so the actual bytes are counted).
@@ -40,6 +46,10 @@ export interface DataReaderOptions {
   bareLineEndings: "reject" | "normalize";
   /** Shared bound on stored bytes (see memory_budget.ts); absent: unbounded but for the size. */
   budget?: MemoryBudget;
+  /** Lines over `maxTextLine`: "reject" (default here) records a defect, "pass" keeps them. */
+  longLines?: "pass" | "reject";
+  /** BDAT content: no dot-stuffing and no end marker; the caller ends it with `finish()`. */
+  raw?: boolean;
 }
 
 /** Defects found in a message's content; any of them stops storage except normalised endings. */
@@ -187,7 +197,7 @@ export class DataReader {
       const b = chunk[i];
       switch (this.#state) {
         case S.StartStrict:
-          if (b === DOT) {
+          if (b === DOT && !this.#opts.raw) {
             this.#state = S.Dot;
             i++;
             continue;
@@ -195,7 +205,7 @@ export class DataReader {
           this.#state = S.InLine;
           continue; // re-examine b inside the line
         case S.StartSoft:
-          if (b === DOT) {
+          if (b === DOT && !this.#opts.raw) {
             this.#state = S.DotSoft;
             i++;
             continue;
@@ -272,6 +282,15 @@ export class DataReader {
     return i;
   }
 
+  /**
+   * Ends a BDAT (`raw`) message after its LAST chunk: a trailing bare CR is recorded like any
+   * other; a last line without CRLF stays as it is (the relay adds CRLF before its own end).
+   */
+  finish(): void {
+    if (this.#state === S.Cr) this.#bareCr();
+    this.#state = S.Done;
+  }
+
   #bareCr(): void {
     this.#defects.bareCr = true;
     this.#bareEnding();
@@ -291,7 +310,10 @@ export class DataReader {
 
   #content(bytes: Uint8Array): void {
     this.#lineLen += bytes.length;
-    if (this.#lineLen + 2 > this.#opts.maxTextLine && !this.#defects.lineTooLong) {
+    if (
+      this.#lineLen + 2 > this.#opts.maxTextLine && !this.#defects.lineTooLong &&
+      this.#opts.longLines !== "pass"
+    ) {
       this.#defects.lineTooLong = true;
       this.#store = false;
     }

@@ -10,7 +10,9 @@
  * The client address is the real peer's (the gateway is a hop, §2.3.10 and RFC 2979, so it must
  * leave a trace like any relay). `for` appears only with exactly one recipient, so a Bcc list is
  * never disclosed. The protocol word follows RFC 3848: "ESMTP" after EHLO, "ESMTPS" after EHLO
- * under STARTTLS, "SMTP" after HELO (RFC 3848 registers no TLS variant of plain SMTP).
+ * under STARTTLS, "SMTP" after HELO (RFC 3848 registers no TLS variant of plain SMTP); a
+ * transaction that declared SMTPUTF8 says "UTF8SMTP", or "UTF8SMTPS" under TLS (RFC 6531
+ * §3.7.3, registered in the RFC 3848 "with" protocol types).
  *
  * Security: untrusted bytes. The HELO name is the client's free text; it is written only when it is
  * a plain domain or address literal and replaced by "unknown" otherwise, so a client cannot end the
@@ -26,8 +28,9 @@ export interface ReceivedInfo {
   clientIp: string;
   /** This gateway's host name. */
   hostname: string;
-  /** "ESMTP" after EHLO, "ESMTPS" after EHLO under TLS, "SMTP" after HELO. */
-  protocol: "ESMTP" | "ESMTPS" | "SMTP";
+  /** "ESMTP" after EHLO, "ESMTPS" after EHLO under TLS, "SMTP" after HELO; "UTF8SMTP" /
+   * "UTF8SMTPS" for a transaction that declared SMTPUTF8 (RFC 6531 §3.7.3). */
+  protocol: "ESMTP" | "ESMTPS" | "SMTP" | "UTF8SMTP" | "UTF8SMTPS";
   /** The transaction id. */
   id: string;
   /** The recipients the server accepted. */

@@ -79,6 +79,30 @@ export interface RelayOptions {
   config: RelayConfig;
 }
 
+/** Parameters of MAIL FROM the relay may pass on. */
+export interface MailParams {
+  /** SIZE= (RFC 1870). */
+  size?: number;
+  /** BODY= (RFC 6152). */
+  body?: string;
+  /** SMTPUTF8 (RFC 6531). */
+  smtputf8?: boolean;
+  /** RET= (RFC 3461). */
+  ret?: string;
+  /** ENVID= xtext (RFC 3461), verbatim. */
+  envid?: string;
+  /** AUTH= (RFC 4954), verbatim. */
+  auth?: string;
+}
+
+/** Parameters of RCPT TO the relay may pass on (RFC 3461), verbatim. */
+export interface RcptParams {
+  /** NOTIFY=. */
+  notify?: string;
+  /** ORCPT=. */
+  orcpt?: string;
+}
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("latin1");
 
@@ -89,6 +113,7 @@ export class RelayClient {
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #config: RelayConfig;
   #extensions = new Map<string, string>();
+  #ehloName = "";
   #usable = true;
   #closed = false;
   #greeting: SmtpReply | undefined;
@@ -167,6 +192,11 @@ export class RelayClient {
     return this.#tlsFailure;
   }
 
+  /** The first line of the server's EHLO reply (its host name); "" when it only spoke HELO. */
+  get ehloName(): string {
+    return this.#ehloName;
+  }
+
   /** EHLO keywords (upper case) the server advertised, with their parameters. */
   get extensions(): ReadonlyMap<string, string> {
     return this.#extensions;
@@ -177,19 +207,42 @@ export class RelayClient {
     return this.#usable;
   }
 
-  /** Sends MAIL FROM, passing SIZE/BODY only when the server advertised them. */
-  mail(address: string, params: { size?: number; body?: string } = {}): Promise<SmtpReply> {
+  /**
+   * Sends MAIL FROM, passing SIZE/BODY only when the server advertised SIZE and 8BITMIME.
+   * SMTPUTF8, RET and ENVID are passed verbatim when given: the session checks first (with
+   * `lacks`) that the server advertised them, so they are never dropped silently.
+   */
+  mail(address: string, params: MailParams = {}): Promise<SmtpReply> {
     let line = `MAIL FROM:<${address}>`;
     if (params.size !== undefined && this.#extensions.has("SIZE")) line += ` SIZE=${params.size}`;
     if (params.body !== undefined && this.#extensions.has("8BITMIME")) {
       line += ` BODY=${params.body}`;
     }
+    if (params.smtputf8) line += " SMTPUTF8";
+    if (params.ret !== undefined) line += ` RET=${params.ret}`;
+    if (params.envid !== undefined) line += ` ENVID=${params.envid}`;
+    if (params.auth !== undefined) line += ` AUTH=${params.auth}`;
     return this.command(line);
   }
 
-  /** Sends RCPT TO. */
-  rcpt(address: string): Promise<SmtpReply> {
-    return this.command(`RCPT TO:<${address}>`);
+  /** Sends RCPT TO, with NOTIFY and ORCPT verbatim when given (RFC 3461). */
+  rcpt(address: string, params: RcptParams = {}): Promise<SmtpReply> {
+    let line = `RCPT TO:<${address}>`;
+    if (params.notify !== undefined) line += ` NOTIFY=${params.notify}`;
+    if (params.orcpt !== undefined) line += ` ORCPT=${params.orcpt}`;
+    return this.command(line);
+  }
+
+  /**
+   * The first extension that MAIL/RCPT parameters need and this server did not advertise
+   * (SMTPUTF8 for `smtputf8`, DSN for RET/ENVID/NOTIFY/ORCPT), or undefined.
+   */
+  lacks(params: MailParams & RcptParams): string | undefined {
+    if (params.smtputf8 && !this.#extensions.has("SMTPUTF8")) return "SMTPUTF8";
+    const dsn = params.ret ?? params.envid ?? params.notify ?? params.orcpt;
+    if (dsn !== undefined && !this.#extensions.has("DSN")) return "DSN";
+    if (params.auth !== undefined && !this.#extensions.has("AUTH")) return "AUTH";
+    return undefined;
   }
 
   /** Sends RSET. */
@@ -208,6 +261,27 @@ export class RelayClient {
     if (go.code !== 354) return go;
     const dataMs = secondsToMs(this.#config.dataTimeout);
     await this.#write(dotStuff(...content), dataMs);
+    return await this.#readReply(dataMs);
+  }
+
+  /**
+   * Sends the whole message as one `BDAT <n> LAST` chunk (RFC 3030; only when the server
+   * advertised CHUNKING): the command line and the bytes, unstuffed, in one write, then the reply
+   * within `dataTimeout`. `content` parts are concatenated (our Received header, the message).
+   */
+  async bdat(...content: Uint8Array[]): Promise<SmtpReply> {
+    if (!this.#usable) throw new RelayError("closed", "Relay connection is not usable");
+    const size = content.reduce((n, c) => n + c.length, 0);
+    const head = encoder.encode(`BDAT ${size} LAST\r\n`);
+    const out = new Uint8Array(head.length + size);
+    out.set(head, 0);
+    let o = head.length;
+    for (const c of content) {
+      out.set(c, o);
+      o += c.length;
+    }
+    const dataMs = secondsToMs(this.#config.dataTimeout);
+    await this.#write(out, dataMs);
     return await this.#readReply(dataMs);
   }
 
@@ -267,6 +341,7 @@ export class RelayClient {
 
   #readExtensions(ehlo: SmtpReply): void {
     this.#extensions.clear();
+    this.#ehloName = (ehlo.lines[0] ?? "").split(" ")[0];
     for (const line of ehlo.lines.slice(1)) {
       const [kw, ...rest] = line.split(" ");
       if (kw) this.#extensions.set(kw.toUpperCase(), rest.join(" "));

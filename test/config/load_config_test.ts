@@ -404,7 +404,8 @@ rules:
     maxRecipients: 100,
     maxCommandLine: 512,
     maxTextLine: 1000,
-    bareLineEndings: "reject",
+    bareLineEndings: "normalize",
+    longLines: "pass",
     maxErrors: 20,
     maxTransactions: 100,
     maxSessions: 500,
@@ -414,6 +415,9 @@ rules:
     minDataRate: 500,
     timeouts: { command: 300, data: 180, session: 3600 },
     pipelining: true,
+    bannerHostname: "server",
+    serverProfileTtl: 3600,
+    serverProfileMax: 4096,
   });
   assert.deepEqual(cfg.relay, {
     connectTimeout: 30,

@@ -15,6 +15,12 @@ function recorder(): CommandHandlers & { calls: string[] } {
     mail: rec("mail"),
     rcpt: rec("rcpt"),
     data: rec("data"),
+    bdat: rec("bdat"),
+    auth: rec("auth"),
+    query: (verb: string, arg: string) => {
+      calls.push(`query(${verb},${arg})`);
+      return Promise.resolve();
+    },
     rset: rec("rset"),
     noop: rec("noop"),
     quit: rec("quit"),
@@ -33,6 +39,8 @@ Deno.test("COMMAND_TABLE sends each implemented verb to its own handler", async 
     "MAIL",
     "RCPT",
     "DATA",
+    "BDAT",
+    "AUTH",
     "RSET",
     "NOOP",
     "QUIT",
@@ -47,8 +55,16 @@ Deno.test("COMMAND_TABLE sends each implemented verb to its own handler", async 
   }
 });
 
+Deno.test("COMMAND_TABLE sends EXPN and ETRN to query (the mirrored server answers them)", async () => {
+  for (const verb of ["EXPN", "ETRN"]) {
+    const h = recorder();
+    await COMMAND_TABLE.get(verb)!.run(h, "staff", verb);
+    assert.deepEqual(h.calls, [`query(${verb},staff)`]);
+  }
+});
+
 Deno.test("COMMAND_TABLE answers known-but-not-offered verbs with notImplemented, HTTP with forbidden", async () => {
-  for (const verb of ["AUTH", "BDAT", "EXPN", "ETRN", "TURN"]) {
+  for (const verb of ["TURN", "XCLIENT", "VERB"]) {
     const h = recorder();
     await COMMAND_TABLE.get(verb)!.run(h, "", verb);
     assert.deepEqual(h.calls, [`notImplemented(${verb})`]);
@@ -62,7 +78,7 @@ Deno.test("COMMAND_TABLE answers known-but-not-offered verbs with notImplemented
 
 Deno.test("COMMAND_TABLE flushes after the RFC 2920 group-ending commands only", () => {
   const buffered = [...COMMAND_TABLE].filter(([, e]) => !e.flush).map(([v]) => v).sort();
-  assert.deepEqual(buffered, ["MAIL", "RCPT", "RSET"]);
+  assert.deepEqual(buffered, ["BDAT", "MAIL", "RCPT", "RSET"]);
 });
 
 Deno.test("COMMAND_TABLE has no entry for names that are not SMTP verbs", () => {

@@ -173,3 +173,40 @@ Deno.test("DataReader keeps counting past the size limit without storing", () =>
   assert.equal(dr.size, 502 * 100);
   assert.equal(dr.message().length, 0);
 });
+
+Deno.test("DataReader raw (BDAT): dots and CRLF.CRLF are content; the end is finish(); every smuggling sequence stays content", () => {
+  for (const [name, seq] of SMUGGLING_SEQUENCES) {
+    const dr = new DataReader({ ...OPTS, bareLineEndings: "normalize", raw: true });
+    const input = "a\r\n.\r\n..b" + seq + "c\r\n";
+    const used = dr.push(bytes(input));
+    assert.equal(used, bytes(input).length, name);
+    assert.equal(dr.done, false, name);
+    dr.finish();
+    assert.equal(dr.done, true, name);
+    if (seq.includes("\0")) assert.equal(dr.rejected, true, name); // NUL: refused, as for DATA
+    else assert.ok(text(dr.message()).startsWith("a\r\n.\r\n..b"), name);
+  }
+});
+
+Deno.test("DataReader raw: a message without a final CRLF is kept as it is; a trailing bare CR is recorded", () => {
+  const dr = new DataReader({ ...OPTS, raw: true });
+  dr.push(bytes("Subject: x\r\n\r\nno newline"));
+  dr.finish();
+  assert.equal(text(dr.message()), "Subject: x\r\n\r\nno newline");
+  const cr = new DataReader({ ...OPTS, raw: true });
+  cr.push(bytes("x\r"));
+  cr.finish();
+  assert.equal(cr.defects.bareCr, true);
+  assert.equal(cr.rejected, true);
+});
+
+Deno.test("DataReader longLines pass: a line of 999, 1000 and 5000 octets is kept; under reject 1001 is a defect", () => {
+  for (const n of [999, 1000, 1001, 5000]) {
+    const line = "x".repeat(n - 2) + "\r\n";
+    const pass = decode(line + ".\r\n", { longLines: "pass" });
+    assert.equal(pass.dr.rejected, false, String(n));
+    assert.equal(pass.content, line);
+    const strict = decode(line + ".\r\n", { longLines: "reject" });
+    assert.equal(strict.dr.defects.lineTooLong, n > 1000, String(n));
+  }
+});

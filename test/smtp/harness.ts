@@ -222,6 +222,8 @@ export interface ReceivedMessage {
   wire: string;
   /** The content after un-stuffing. */
   content: string;
+  /** It came as BDAT (wire and content are then the same bytes). */
+  bdat?: boolean;
 }
 
 /** How the fake server answers. A handler returning null never answers (to test timeouts);
@@ -240,6 +242,9 @@ export interface FakeServerOptions {
   starttls?: () => string | null;
   /** Wait this long before answering QUIT (a slow server teardown). */
   quitDelayMs?: number;
+  /** Answer to any other line (VRFY, EXPN, HELP, ETRN, AUTH, SASL responses: `line` is the
+   * raw line); undefined: 500. */
+  other?: (verb: string, arg: string, line: string) => string | null | undefined;
 }
 
 /** Default EHLO reply of the fake server. */
@@ -294,6 +299,9 @@ export class FakeServer {
     let mailFrom = "";
     let rcpts: string[] = [];
     let inData = false;
+    /** BDAT in progress: bytes still to read, whether it is LAST, and the chunks so far. */
+    let bdatChunk: { left: number; last: boolean } | undefined;
+    let chunks = "";
     if (
       !(await this.#send(o.greeting === undefined ? "220 server.example ESMTP fake" : o.greeting))
     ) {
@@ -306,6 +314,28 @@ export class FakeServer {
       this.raw += chunk;
       buf += chunk;
       for (;;) {
+        if (bdatChunk) {
+          const take = Math.min(bdatChunk.left, buf.length);
+          chunks += buf.slice(0, take);
+          buf = buf.slice(take);
+          bdatChunk.left -= take;
+          if (bdatChunk.left > 0) break;
+          const last = bdatChunk.last;
+          bdatChunk = undefined;
+          if (!last) {
+            if (!(await this.#send("250 2.0.0 Ok: chunk"))) return;
+            continue;
+          }
+          const m = { mailFrom, rcpts, wire: chunks, content: chunks, bdat: true };
+          this.messages.push(m);
+          chunks = "";
+          mailFrom = "";
+          rcpts = [];
+          if (!(await this.#send(o.dataEnd ? o.dataEnd(m) : "250 2.0.0 Ok: queued as FAKE"))) {
+            return;
+          }
+          continue;
+        }
         if (inData) {
           const probe = "\r\n" + buf;
           const end = probe.indexOf("\r\n.\r\n");
@@ -361,6 +391,15 @@ export class FakeServer {
             rcpts = [];
             answer = o.rset ? o.rset() : "250 2.0.0 Ok";
             break;
+          case "BDAT": {
+            const b = /^(\d+)( LAST)?$/.exec(arg);
+            if (!b) {
+              answer = "501 5.5.4 Syntax: BDAT count [LAST]";
+              break;
+            }
+            bdatChunk = { left: Number(b[1]), last: b[2] !== undefined };
+            continue;
+          }
           case "STARTTLS":
             answer = o.starttls ? o.starttls() : "500 5.5.2 Error: command not recognized";
             break;
@@ -370,7 +409,7 @@ export class FakeServer {
             this.#io.close();
             return;
           default:
-            answer = "500 5.5.2 Error: command not recognized";
+            answer = o.other?.(verb, arg, line) ?? "500 5.5.2 Error: command not recognized";
         }
         if (!(await this.#send(answer))) return;
       }
@@ -436,6 +475,8 @@ export interface StartOptions {
   actions?: SessionContext["actions"];
   /** Shared in-flight memory budget. */
   memory?: SessionContext["memory"];
+  /** Learnt server profiles: the session mirrors the server (issue 7). */
+  profiles?: SessionContext["profiles"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -477,6 +518,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     clock: () => FIXED_DATE,
     actions: o.actions,
     memory: o.memory,
+    profiles: o.profiles,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };
@@ -491,7 +533,10 @@ export async function transcript(
   o: StartOptions = {},
 ): Promise<Running & { output: string; codes: number[]; result: SessionSummary }> {
   const run = await startSession(o);
-  for (const chunk of typeof input === "string" ? [input] : input) await run.client.write(chunk);
+  for (const chunk of typeof input === "string" ? [input] : input) {
+    // A session that closed early (421, 521) makes further writes fail, as EPIPE would.
+    if (!(await run.client.write(chunk).then(() => true, () => false))) break;
+  }
   if (o.endInput) run.client.endOutput();
   const output = await run.client.rest();
   const result = await run.summary;

@@ -49,6 +49,28 @@ Deno.test("Text line limit 1000 incl. CRLF: 999 and 1000 pass, 1001 is refused w
   }
 });
 
+Deno.test("smtp.long_lines pass (the default, as Postfix): lines of 999, 1000, 1001 and 5000 octets are relayed intact", async () => {
+  for (const total of [999, 1000, 1001, 5000]) {
+    const line = "w".repeat(total - 2) + "\r\n";
+    const r = await transcript(envelope() + "Subject: long\r\n\r\n" + line + ".\r\nQUIT\r\n", {
+      smtp: { longLines: "pass" },
+    });
+    assert.deepEqual(r.codes, [250, 250, 250, 354, 250, 221], `line of ${total}`);
+    assert.ok(r.servers[0].messages[0].content.endsWith("\r\n\r\n" + line), `line of ${total}`);
+  }
+});
+
+Deno.test("smtp.bare_line_endings normalize (the default, as Postfix 3.9): a bare-LF message is accepted with CRLF; only CRLF.CRLF ends it", async () => {
+  const r = await transcript(
+    envelope() + "Subject: lf\n\nline one\n.\nstill content\r\n.\r\nQUIT\r\n",
+    { smtp: { bareLineEndings: "normalize" } },
+  );
+  assert.deepEqual(r.codes, [250, 250, 250, 354, 250, 221]);
+  const m = r.servers[0].messages[0];
+  assert.ok(m.content.endsWith("Subject: lf\r\n\r\nline one\r\n.\r\nstill content\r\n"), m.content);
+  assert.ok(m.wire.includes("\r\n..\r\nstill content"), "the lone dot is stuffed on the way out");
+});
+
 Deno.test("Recipient limit 100: 99 and 100 accepted, the 101st gets 452 4.5.3 and the rest are kept", async () => {
   for (const n of [99, 100, 101]) {
     const rcpts = Array.from({ length: n }, (_, i) => `r${i}@example.net`);

@@ -20,6 +20,7 @@ import {
   relayConfig,
   smtpConfig,
   startSession,
+  transcript,
 } from "./harness.ts";
 
 const WAIT_MS = 5000;
@@ -267,6 +268,22 @@ Deno.test("STARTTLS: with an argument 501, before EHLO allowed (RFC 3207 §4), w
   c.close();
   const [s] = await g.stop();
   assert.equal(s.end, "quit");
+});
+
+Deno.test("STARTTLS inside a transaction (after MAIL) is refused 503 5.5.1 like Postfix, and the transaction goes on in plaintext", async () => {
+  const id = await identity();
+  const r = await transcript(
+    "EHLO client.example\r\nMAIL FROM:<alice@example.org>\r\nSTARTTLS\r\n" +
+      "RCPT TO:<bob@example.net>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n" +
+      "QUIT\r\n",
+    { smtp: { tls: id } },
+  );
+  assert.deepEqual(r.codes, [250, 250, 503, 250, 354, 250, 221]);
+  assert.match(r.output, /\r\n503 5\.5\.1 Error: MAIL transaction in progress\r\n/);
+  assert.equal(r.servers[0].messages.length, 1);
+  assert.equal(r.judge.calls[0].envelope.tls, false);
+  assert.equal(r.result.errors, 1);
+  assert.ok(r.log.named("smtp.reject").some((e) => e.fields.reason === "starttls-in-transaction"));
 });
 
 Deno.test("A failed TLS handshake is logged and ends the session; a silent one is cut at the command timeout", async () => {
