@@ -108,7 +108,12 @@ async function knowServer(core: SessionCore, link: ServerLink): Promise<boolean>
       const r = e instanceof RelayError ? e.reply : undefined;
       if (r && r.code >= 400 && r.code <= 599 && e instanceof RelayError) {
         // The server itself refused the session: the client hears the server's own refusal.
-        core.send({ code: r.code, enhanced: r.enhanced, lines: r.lines.map(sanitizeText) });
+        core.send({
+          code: r.code,
+          enhanced: r.enhanced,
+          lines: r.lines.map(sanitizeText),
+          serverEnhanced: r.enhanced !== undefined,
+        });
       } else {
         core.send({
           code: 421,

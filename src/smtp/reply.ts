@@ -22,6 +22,8 @@ export interface SmtpReply {
   enhanced?: string;
   /** Text lines (at least one; may be ""). Already sanitised. */
   lines: string[];
+  /** The enhanced code is the server's own (relayed): kept even when SSG's replies carry none. */
+  serverEnhanced?: boolean;
 }
 
 /** Most characters of text kept per relayed reply line. */

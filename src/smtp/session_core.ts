@@ -155,7 +155,10 @@ export class SessionCore {
 
   /** Buffers a reply; `flush()` writes it. */
   send(r: SmtpReply): void {
-    const text = formatReply(this.enhancedCodes ? r : { ...r, enhanced: undefined });
+    // The server's own enhanced code is part of its text and passes as it came; only codes SSG
+    // adds are dropped when the mirrored server has no ENHANCEDSTATUSCODES.
+    const keep = this.enhancedCodes || r.serverEnhanced === true;
+    const text = formatReply(keep ? r : { ...r, enhanced: undefined });
     this.#out.push(text);
     this.#outBytes += text.length;
   }
@@ -223,10 +226,7 @@ export class SessionCore {
  * class) and sanitised text. */
 export function relayedReply(r: SmtpReply, fallback: string): SmtpReply {
   const cls = String(r.code)[0];
-  const enhanced = r.enhanced && isEnhancedCode(r.enhanced)
-    ? r.enhanced
-    : fallback[0] === cls
-    ? fallback
-    : `${cls}.0.0`;
-  return { code: r.code, enhanced, lines: r.lines.map(sanitizeText) };
+  const own = r.enhanced !== undefined && isEnhancedCode(r.enhanced);
+  const enhanced = own ? r.enhanced : fallback[0] === cls ? fallback : `${cls}.0.0`;
+  return { code: r.code, enhanced, lines: r.lines.map(sanitizeText), serverEnhanced: own };
 }

@@ -108,6 +108,24 @@ Deno.test("A server without ENHANCEDSTATUSCODES gets replies without enhanced co
   );
 });
 
+Deno.test("A server without ENHANCEDSTATUSCODES that writes codes in its text anyway: its text passes as it came", async () => {
+  const r = await transcript(
+    "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<unknown@example.net>\r\nQUIT\r\n",
+    {
+      profiles: new ServerProfiles(),
+      upstream: {
+        ehlo: "250-plain.example\r\n250 8BITMIME\r\n",
+        mail: () => "250 2.1.0 Ok",
+        rcpt: () => "550 5.1.1 <unknown@example.net>: User unknown",
+      },
+    },
+  );
+  assert.match(
+    r.output,
+    /\r\n250 2\.1\.0 Ok\r\n550 5\.1\.1 <unknown@example\.net>: User unknown\r\n/,
+  );
+});
+
 Deno.test("smtp.banner_hostname gateway: SSG's own name, the server's extensions", async () => {
   const r = await transcript("EHLO c.example\r\nQUIT\r\n", {
     profiles: new ServerProfiles(),
