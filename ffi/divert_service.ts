@@ -16,6 +16,7 @@
 import type { GatewayConfig } from "../src/config/config.ts";
 import { DIVERT_MARK } from "../src/divert/firewall.ts";
 import type { EventLog } from "../src/log/log.ts";
+import type { RelayRegistry } from "../src/flow/relay_registry.ts";
 import { parseIp } from "../src/packet/ip_address.ts";
 import { canonicalIp } from "./ip_key.ts";
 import { FlowMirror, type OriginalDestination } from "./flow_mirror.ts";
@@ -43,6 +44,11 @@ export interface DivertServiceOptions {
   onFailure?: (err: Error) => void;
   /** Start timeout in ms (default 5000). */
   startTimeoutMs?: number;
+  /**
+   * The relay source registry (`relay.source: client`): shared with the Worker, which rewrites
+   * the relay sockets' packets to the client's address. Absent: the relay keeps the gateway's.
+   */
+  relayRegistry?: RelayRegistry;
 }
 
 /** Raised when the packet path cannot start. */
@@ -129,6 +135,13 @@ export class DivertService {
       flows: { max: g.flows.max, idleSeconds: g.flows.idleSeconds },
       mark: opts.mark ?? DIVERT_MARK,
       control: svc.#control,
+      relay: opts.relayRegistry
+        ? {
+          first: opts.relayRegistry.first,
+          last: opts.relayRegistry.last,
+          words: opts.relayRegistry.words,
+        }
+        : undefined,
     };
     return new Promise<DivertService>((resolve, reject) => {
       let settled = false;

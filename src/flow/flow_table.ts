@@ -100,6 +100,16 @@ export class Flow {
   established = false;
   /** When a closing flow will be removed; 0 while the flow is open. */
   closeAt = 0;
+  /**
+   * Relay flows only (a second FlowTable of the Diverter, see diverter.ts): the gateway's own
+   * address of the relay socket (the packets' real source before the rewrite), its port and the
+   * registration generation. Undefined / 0 for diverted client flows.
+   */
+  local: Uint8Array | undefined = undefined;
+  /** Relay flows only: the relay socket's local port. */
+  localPort = 0;
+  /** Relay flows only: the generation of the registration the flow was made from. */
+  gen = 0;
 
   /** @internal hash of the key */
   _hash = 0;
