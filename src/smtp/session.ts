@@ -480,6 +480,7 @@ class Session implements CommandHandlers {
         hostname: ctx.hostname,
         connect: ctx.connectUpstream,
         config: ctx.relay,
+        client: { ...ctx.client, helo: this.#helo, proto: this.#protocol },
       });
       ctx.log.event("relay.connect", {
         session: ctx.id,
@@ -487,6 +488,9 @@ class Session implements CommandHandlers {
         ms: Math.round(performance.now() - t0),
         extensions: [...this.#relay.extensions.keys()],
         tls: this.#relay.tls ? `${this.#relay.tls.protocol} ${this.#relay.tls.cipher}` : "none",
+        source: this.#relay.source, // relay.source: the address the server saw (relay_connector)
+        announced: this.#relay.announced,
+        announce_note: this.#relay.announceNote,
       });
       if (this.#relay.tlsFailure) {
         ctx.log.event("relay.tls_failed", {
