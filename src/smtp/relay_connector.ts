@@ -18,7 +18,7 @@
  * - proven: the same bound, the client's port kept; no SYN-ACK re-runs the fallback check.
  * - fallback: connect with the gateway's address at once.
  * A refusal (RST) in client mode is final: a direct connection would have been refused as well.
- * A busy local port (EADDRINUSE: something else holds it, e.g. a TIME_WAIT of ours) is skipped;
+ * A busy local port (its 4-tuple to this server is taken: BUSY_CODES) is skipped;
  * when every port is leased the connection uses the gateway's address (logged, not cached).
  *
  * Gateway mode (and every fallback): `Deno.connect` from a kernel-chosen port, which the firewall
@@ -41,6 +41,12 @@ import type { SessionIo } from "./session_io.ts";
 
 /** Most servers whose route verdict is cached. */
 export const MAX_CACHED_SERVERS = 4096;
+/**
+ * Errors of a bound connect that mean "this local port cannot be used now": EADDRINUSE from
+ * bind, EADDRNOTAVAIL from connect when the 4-tuple is taken; Deno's node:net (which binds with
+ * SO_REUSEADDR, so a TIME_WAIT port is reused) reports the latter as EINVAL (measured, Deno 2.9).
+ */
+const BUSY_CODES = new Set(["EADDRINUSE", "EADDRNOTAVAIL", "EINVAL"]);
 /** Most busy local ports skipped for one connection before falling back. */
 const MAX_BUSY_RETRIES = 8;
 
@@ -210,7 +216,7 @@ export class RelayConnector {
         return withLease(io, lease);
       } catch (e) {
         lease.release();
-        if (errorCode(e) === "EADDRINUSE") {
+        if (BUSY_CODES.has(errorCode(e) ?? "")) {
           busy.add(lease.port);
           continue;
         }
