@@ -651,7 +651,8 @@ export class Diverter {
       droppedInvalid: this.#dropInvalid,
       dropped: this.#dropBlocked + this.#dropFull + this.#dropNoResponder +
         this.#dropUnknownOutbound + this.#dropUnreadableOutbound +
-        this.#dropUnreadableInbound + this.#dropInvalid,
+        this.#dropUnreadableInbound + this.#dropInvalid + this.#dropRelayUnknownOut +
+        this.#dropRelayMismatch + this.#dropRelayBusy,
       flowsActive: t.active,
       flowsCreated: t.created,
       flowsExpired: t.endedRst + t.endedFin + t.endedIdle + t.endedHandshake,

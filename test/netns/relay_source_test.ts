@@ -4,6 +4,7 @@
  * ```
  *   client ns                 gateway ns (dist/ssg)                    server ns
  *   192.0.2.10  ──────────  192.0.2.1 | 198.51.100.1  ──────────  198.51.100.25 Postfix 3.7
+ *   2001:db8:1::10           2001:db8:1::1 | 2001:db8:25::1         2001:db8:25::25
  *   swaks                      relay leg: C:port → S:25 (client)      mynetworks 198.51.100.0/24
  *                                      or  G → S:25 + XCLIENT         (its own subnet, incl. G)
  *                                                                     xclient hosts: 198.51.100.1
@@ -52,8 +53,8 @@ mail_owner = postfix
 setgid_group = postdrop
 maillog_file = ${dir}/maillog
 maillog_file_prefixes = ${dir}
-inet_interfaces = ${t.addr.server4}
-inet_protocols = ipv4
+inet_interfaces = ${t.addr.server4}, ${t.addr.server6}
+inet_protocols = all
 myhostname = mx.server.test
 mydomain = server.test
 mydestination = example.net
@@ -63,10 +64,10 @@ default_transport = discard:relayed
 alias_maps =
 alias_database =
 # The server trusts its own subnet — which contains the gateway (198.51.100.1).
-mynetworks = 127.0.0.0/8 198.51.100.0/24
+mynetworks = 127.0.0.0/8 198.51.100.0/24 [2001:db8:25::]/64
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_authorized_xclient_hosts = ${t.addr.gwServer4}
-smtpd_authorized_xforward_hosts = ${t.addr.gwServer4}
+smtpd_authorized_xclient_hosts = ${t.addr.gwServer4} [${t.addr.gwServer6}]
+smtpd_authorized_xforward_hosts = ${t.addr.gwServer4} [${t.addr.gwServer6}]
 smtpd_client_port_logging = yes
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
@@ -151,10 +152,10 @@ const RELAY_DENIED = /^554 5\.7\.1 <victim@elsewhere\.example>: Relay access den
 const CLEAN = simpleMessage("quarterly figures", "Nothing to see here.", "relay-source");
 
 /** One accepted message from the client, with the client's source port fixed to `port`. */
-async function sendClean(w: World, port: number): Promise<void> {
+async function sendClean(w: World, port: number, server: string = w.t.addr.server4): Promise<void> {
   const file = await w.message(`clean-${port}.eml`, CLEAN);
   const r = await swaks(w.t, {
-    server: w.t.addr.server4,
+    server,
     to: ["b@example.net"],
     dataFile: file,
     extra: ["--local-port", String(port)],
@@ -209,6 +210,19 @@ e2e(
     assert.match(ssg.log(), /\brelay\.connect\b.*\bsource=client\b.*\bannounced=source\b/);
 
     assert.equal(await relayAttempt(w), direct, "through SSG: refused exactly as direct");
+
+    // IPv6: the same, with its own route verdict (a first contact again).
+    const before6 = server.mark();
+    await sendClean(w, 40003, w.t.addr.server6);
+    await sendClean(w, 40004, w.t.addr.server6);
+    const connects6 = peers(server.log(before6), "connect from ");
+    assert.deepEqual(
+      connects6.map((c) => c.ip),
+      [w.t.addr.client6, w.t.addr.client6],
+      `IPv6: the server saw the client:\n${server.log(before6)}`,
+    );
+    assert.ok(connects6[0].port >= 61000 && connects6[0].port <= 61099);
+    assert.equal(connects6[1].port, 40004);
     assert.doesNotMatch(ssg.log(), /relay\.source_fallback/);
   },
 );
