@@ -124,7 +124,7 @@ export function planFromConfig(
   opts: { guard?: boolean; relaySource?: { first: number; last: number } } = {},
 ): DiversionPlan {
   return {
-    relaySource: opts.relaySource,
+    ...(opts.relaySource ? { relaySource: opts.relaySource } : {}),
     protect: config.protect,
     ports: config.ports,
     interfaces: config.interfaces,
