@@ -1,7 +1,7 @@
 /** `relay.source*` keys: parsing, limits, defaults (src/config/relay_source.ts). */
 import assert from "node:assert/strict";
 import { ConfigError } from "../../src/config/config_error.ts";
-import { parseConfig } from "../../src/config/load_config.ts";
+import { parseConfig, summarizeConfig } from "../../src/config/load_config.ts";
 import { RELAY_SOURCE_DEFAULTS, relaySourceSettings } from "../../src/config/relay_source.ts";
 
 const GATEWAY = `gateway:
@@ -65,4 +65,14 @@ Deno.test("parseConfig() accepts source_ports of 4096 ports (the limit) and of o
   assert.deepEqual(a.relay.sourcePorts, { first: 10000, last: 14095 });
   const b = parseConfig(GATEWAY + `relay: { source_ports: "1024-1024" }\n`, "r.yaml");
   assert.deepEqual(b.relay.sourcePorts, { first: 1024, last: 1024 });
+});
+
+Deno.test("summarizeConfig() names the relay source, its ports and its routing requirement", () => {
+  const client = summarizeConfig(parseConfig(GATEWAY, "r.yaml"));
+  assert.match(
+    client,
+    /^relay source: client \(servers see the client's address; ports 61000-61999, .*route to the clients through this gateway\)$/m,
+  );
+  const gw = summarizeConfig(parseConfig(GATEWAY + "relay: { source: gateway }\n", "r.yaml"));
+  assert.match(gw, /^relay source: gateway \(servers see the gateway; .*XCLIENT/m);
 });
