@@ -175,9 +175,23 @@ async function relayAttempt(w: World): Promise<string | undefined> {
   return reply && `${reply.code} ${reply.text}`;
 }
 
+/** SSG's own mail: an alert, delivered by SSG to the same Postfix. */
+const ALERT = {
+  extraSections: `alert:
+  to: [postmaster@example.net]
+  relay: "198.51.100.25:25"
+  from: ssg@gateway.example.net
+`,
+  extraRules: `  - name: tell-the-admin
+    when:
+      subject: { contains: ["alert-trigger"] }
+    action: [discard, alert]
+`,
+};
+
 e2e(
-  "relay.source client: the server sees the client's address (and from the second connection its port), and refuses an outside client's relay attempt exactly as direct",
-  {},
+  "relay.source client: the server sees the client's address (and from the second connection its port), and refuses an outside client's relay attempt exactly as direct; SSG's own alert keeps the gateway's address",
+  ALERT,
   async (w) => {
     await using server = await startPostfixServer(w);
     // Direct (no SSG): what the server itself decides for this client.
@@ -223,6 +237,31 @@ e2e(
     );
     assert.ok(connects6[0].port >= 61000 && connects6[0].port <= 61099);
     assert.equal(connects6[1].port, 40004);
+
+    // SSG's own mail: the alert for a discarded message comes from the gateway's address.
+    const beforeAlert = server.mark();
+    const trigger = await w.message(
+      "trigger.eml",
+      simpleMessage("alert-trigger now", "x", "relay-source-alert"),
+    );
+    const sent = await swaks(w.t, {
+      server: w.t.addr.server4,
+      to: ["b@example.net"],
+      dataFile: trigger,
+    });
+    assert.equal(finalReply(sent.transcript)?.code, 250, sent.transcript);
+    assert.ok(
+      await eventually(() => /from=<>/.test(server.log(beforeAlert)), 10_000),
+      `the alert reached the server:\n${server.log(beforeAlert)}`,
+    );
+    const alertLog = server.log(beforeAlert);
+    const alertId = /([0-9A-F]{6,}): from=<>,/.exec(alertLog)?.[1];
+    assert.ok(alertId, alertLog);
+    assert.match(
+      alertLog,
+      new RegExp(`${alertId}: client=unknown\\[${w.t.addr.gwServer4.replaceAll(".", "\\.")}\\]:`),
+      `the alert came from the gateway's address:\n${alertLog}`,
+    );
     assert.doesNotMatch(ssg.log(), /relay\.source_fallback/);
   },
 );
