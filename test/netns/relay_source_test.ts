@@ -71,7 +71,11 @@ smtpd_authorized_xforward_hosts = ${t.addr.gwServer4} [${t.addr.gwServer6}]
 smtpd_client_port_logging = yes
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
-smtpd_tls_security_level = none
+# STARTTLS offered (a throwaway self-signed certificate): the relay leg is encrypted in every
+# case here, so XCLIENT is also shown to work after STARTTLS.
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = ${dir}/server.crt
+smtpd_tls_key_file = ${dir}/server.key
 biff = no
 `;
 }
@@ -93,6 +97,13 @@ async function startPostfixServer(w: World): Promise<PostfixServer> {
   await Deno.chmod(w.dir, 0o755);
   await Deno.chmod(dir, 0o755);
   await Deno.writeTextFile(join(dir, "main.cf"), mainCf(dir, t));
+  const made = await new Deno.Command("openssl", {
+    args: ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.server.test"]
+      .concat(["-days", "1", "-keyout", join(dir, "server.key"), "-out", join(dir, "server.crt")]),
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  assert.ok(made.success, "openssl req");
   await Deno.writeTextFile(
     join(dir, "master.cf"),
     masterCf(await Deno.readTextFile("/etc/postfix/master.cf")),
@@ -221,7 +232,10 @@ e2e(
     );
     assert.equal(connects[1].port, 40002, "once the route is proven, the client's own port");
     assert.doesNotMatch(log, /198\.51\.100\.1\]/, "the gateway's address never reached the server");
-    assert.match(ssg.log(), /\brelay\.connect\b.*\bsource=client\b.*\bannounced=source\b/);
+    assert.match(
+      ssg.log(),
+      /\brelay\.connect\b.*\btls="TLSv1\.3 .*\bsource=client\b.*\bannounced=source\b/,
+    );
 
     assert.equal(await relayAttempt(w), direct, "through SSG: refused exactly as direct");
 
@@ -310,7 +324,10 @@ e2e(
     assert.equal(fallbacks.length, 1, "the fallback is decided once and cached");
     assert.match(fallbacks[0], /server=198\.51\.100\.25:25/);
     assert.match(fallbacks[0], /reason=.*route to the client/);
-    assert.match(ssg.log(), /\brelay\.connect\b.*\bsource=gateway\b.*\bannounced=xclient\b/);
+    assert.match(
+      ssg.log(),
+      /\brelay\.connect\b.*\btls="TLSv1\.3 .*\bsource=gateway\b.*\bannounced=xclient\b/,
+    );
     console.log(`first message with the fallback probe: ${firstMs.toFixed(0)} ms`);
   },
 );
