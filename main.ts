@@ -196,6 +196,14 @@ async function run(config: SsgConfig): Promise<number> {
       responder6: responder.ipv6,
       log,
       relayRegistry: registry,
+      // A relay leg is silent while its client sends a slow message or the server works on
+      // end-of-data: its flow must outlive the longest of those waits (plus a margin).
+      relayIdleSeconds: Math.max(
+        config.gateway.flows.idleSeconds,
+        config.smtp.timeouts.session,
+        config.relay.dataTimeout,
+        config.relay.replyTimeout,
+      ) + 60,
       // The packet Worker died: nothing rewrites diverted packets any more. Stop (rules removed,
       // so new connections reach the servers directly through queue bypass) and exit non-zero so
       // a supervisor restarts us.

@@ -49,6 +49,12 @@ export interface DivertServiceOptions {
    * the relay sockets' packets to the client's address. Absent: the relay keeps the gateway's.
    */
   relayRegistry?: RelayRegistry;
+  /**
+   * Idle expiry of relay flows, s (default `flows.idleSeconds`). Caution: a relay connection
+   * legitimately stays silent while its client sends a long message (up to the SMTP session
+   * timeout) or while the server works on end-of-data; a relay flow forgotten then would cut it.
+   */
+  relayIdleSeconds?: number;
 }
 
 /** Raised when the packet path cannot start. */
@@ -140,6 +146,7 @@ export class DivertService {
           first: opts.relayRegistry.first,
           last: opts.relayRegistry.last,
           words: opts.relayRegistry.words,
+          idleSeconds: opts.relayIdleSeconds ?? g.flows.idleSeconds,
         }
         : undefined,
     };

@@ -34,9 +34,10 @@ export interface WorkerStart {
   slots?: number;
   /**
    * The relay source (`relay.source: client`): the port range of client-mode relay sockets and
-   * the shared registry words (see src/flow/relay_registry.ts). Absent: gateway mode only.
+   * the shared registry words (see src/flow/relay_registry.ts), and the relay flows' idle expiry.
+   * Absent: gateway mode only.
    */
-  relay?: { first: number; last: number; words: Int32Array };
+  relay?: { first: number; last: number; words: Int32Array; idleSeconds: number };
 }
 
 /** Main thread → Worker. */

@@ -88,7 +88,7 @@ class QueueLoop {
         registry: RelayRegistry.attach(start.relay.first, start.relay.last, start.relay.words),
         table: new FlowTable({
           max: start.relay.last - start.relay.first + 1,
-          idleSeconds: start.flows.idleSeconds,
+          idleSeconds: start.relay.idleSeconds,
         }),
       }
       : undefined;
