@@ -160,7 +160,17 @@ async function run(config: SsgConfig): Promise<number> {
     relay_source: relaySource.mode,
     relay_source_ports: registry ? `${first}-${last}` : undefined,
   });
-  if (registry) warnEphemeralOverlap(first, last, log);
+  if (registry) {
+    warnEphemeralOverlap(first, last, log);
+    if (registry.size < config.smtp.maxSessions) {
+      // Each session holds at most one relay connection: past the range, sessions use the
+      // gateway's address (logged per connection as relay.source_ports_exhausted).
+      log.event("relay.source_ports_small", {
+        ports: registry.size,
+        max_sessions: config.smtp.maxSessions,
+      }, "warning");
+    }
+  }
 
   const firewall = new Firewall(config.gateway, responder, log, {
     relaySource: registry ? { first, last } : undefined,
