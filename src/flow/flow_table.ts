@@ -2,7 +2,9 @@
  * The flow table: which client (address + port, per family) is talking to which original server
  * (address + port), for every diverted TCP connection. The diverter consults it for every
  * packet; the responder learns each connection's original destination from it (through the
- * FlowEvents the diverter emits).
+ * FlowEvents the diverter emits). With `relay.source: client` the Diverter keeps a second
+ * FlowTable of the same kind for SSG's own relay connections (key: the client address and the
+ * port the relay leg shows on the wire; see diverter.ts), so the two never share a key space.
  *
  * Hot path, so:
  * - lookup is an open-addressing hash (linear probing, load ≤ 1/2) over a plain array of flows,
