@@ -76,3 +76,18 @@ Deno.test("summarizeConfig() names the relay source, its ports and its routing r
   const gw = summarizeConfig(parseConfig(GATEWAY + "relay: { source: gateway }\n", "r.yaml"));
   assert.match(gw, /^relay source: gateway \(servers see the gateway; .*XCLIENT/m);
 });
+
+Deno.test("parseConfig() bounds source_probe_timeout at 50 ms..60 s and source_fallback_ttl at 1 s..7 d (limit-1, limit, limit+1)", () => {
+  const ok = (yaml: string) => parseConfig(GATEWAY + `relay: { ${yaml} }\n`, "r.yaml").relay;
+  assert.equal(ok("source_probe_timeout: 50ms").sourceProbeTimeout, 0.05);
+  assert.equal(ok("source_probe_timeout: 60s").sourceProbeTimeout, 60);
+  assert.match(errors(GATEWAY + "relay: { source_probe_timeout: 49ms }\n"), /source_probe_timeout/);
+  assert.match(errors(GATEWAY + "relay: { source_probe_timeout: 61s }\n"), /source_probe_timeout/);
+  assert.equal(ok("source_fallback_ttl: 1s").sourceFallbackTtl, 1);
+  assert.equal(ok("source_fallback_ttl: 7d").sourceFallbackTtl, 7 * 86400);
+  assert.match(errors(GATEWAY + "relay: { source_fallback_ttl: 999ms }\n"), /source_fallback_ttl/);
+  assert.match(
+    errors(GATEWAY + `relay: { source_fallback_ttl: ${7 * 86400 + 1} }\n`),
+    /source_fallback_ttl/,
+  );
+});
