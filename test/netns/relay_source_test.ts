@@ -66,6 +66,8 @@ alias_database =
 # The server trusts its own subnet — which contains the gateway (198.51.100.1).
 mynetworks = 127.0.0.0/8 198.51.100.0/24 [2001:db8:25::]/64
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+# The server's own client blacklist (check_client_access): one client address it refuses.
+smtpd_client_restrictions = check_client_access inline:{ 192.0.2.11=REJECT }
 smtpd_authorized_xclient_hosts = ${t.addr.gwServer4} [${t.addr.gwServer6}]
 smtpd_authorized_xforward_hosts = ${t.addr.gwServer4} [${t.addr.gwServer6}]
 smtpd_client_port_logging = yes
@@ -176,11 +178,15 @@ async function sendClean(w: World, port: number, server: string = w.t.addr.serve
 }
 
 /** The reply to RCPT for an address the server does not serve (a relay attempt). */
-async function relayAttempt(w: World): Promise<string | undefined> {
+async function relayAttempt(
+  w: World,
+  to = "victim@elsewhere.example",
+  from?: string,
+): Promise<string | undefined> {
   const r = await swaks(w.t, {
     server: w.t.addr.server4,
-    to: ["victim@elsewhere.example"],
-    extra: ["--quit-after", "RCPT"],
+    to: [to],
+    extra: ["--quit-after", "RCPT", ...(from ? ["--local-interface", from] : [])],
   });
   const reply = swaksReplies(r.transcript).find((x) => x.after.startsWith("RCPT TO"));
   return reply && `${reply.code} ${reply.text}`;
@@ -201,17 +207,29 @@ const ALERT = {
 };
 
 e2e(
-  "relay.source client: the server sees the client's address (and from the second connection its port), and refuses an outside client's relay attempt exactly as direct; SSG's own alert keeps the gateway's address",
+  "relay.source client: the server sees the client's address (and from the second connection its port), refuses an outside client's relay attempt and its own blacklisted client exactly as direct; SSG's own alert keeps the gateway's address",
   ALERT,
   async (w) => {
     await using server = await startPostfixServer(w);
-    // Direct (no SSG): what the server itself decides for this client.
+    // Direct (no SSG): what the server itself decides for this client, and for a client
+    // address it blacklists itself (192.0.2.11, a second address of the client namespace).
+    const added = await w.t.exec(w.t.ns.client, [
+      "ip",
+      "addr",
+      "add",
+      "192.0.2.11/24",
+      "dev",
+      "eth0",
+    ]);
+    assert.equal(added.code, 0, added.stderr);
     const direct = await relayAttempt(w);
     assert.match(
       direct ?? "",
       RELAY_DENIED,
       "direct: Postfix refuses to relay for an outside client",
     );
+    const directBlocked = await relayAttempt(w, "b@example.net", "192.0.2.11:40031");
+    assert.match(directBlocked ?? "", /^554 5\.7\.1 .*Client host rejected: Access denied/);
 
     await setRelaySource(w, [
       "source: client",
@@ -238,6 +256,11 @@ e2e(
     );
 
     assert.equal(await relayAttempt(w), direct, "through SSG: refused exactly as direct");
+    assert.equal(
+      await relayAttempt(w, "b@example.net", "192.0.2.11:40032"),
+      directBlocked?.replace("]:40031>", "]:40032>"),
+      "the server's own check_client_access refuses the blacklisted client through SSG as direct",
+    );
 
     // IPv6: the same, with its own route verdict (a first contact again).
     const before6 = server.mark();
