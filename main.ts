@@ -31,6 +31,9 @@ import { GatewayActions } from "./src/action/action_runner.ts";
 import { quarantineCommand } from "./src/action/quarantine_command.ts";
 import { denoConnect } from "./src/action/send_message.ts";
 import { DivertService } from "./ffi/divert_service.ts";
+import { relaySourceSettings } from "./src/config/relay_source.ts";
+import { RelayRegistry } from "./src/flow/relay_registry.ts";
+import { RelayConnector } from "./src/smtp/relay_connector.ts";
 import { probeLibrary } from "./ffi/probe.ts";
 
 const USAGE = `SSG ${VERSION} — the Secured SMTP Gateway
@@ -132,6 +135,18 @@ async function run(config: SsgConfig): Promise<number> {
     return EXIT_RUNTIME;
   }
 
+  // relay.source: client needs a port range of its own for the relay sockets (relay_source.ts).
+  const relaySource = relaySourceSettings(config.relay);
+  const { first, last } = relaySource.ports;
+  const responderPort = config.gateway.responder.port;
+  if (relaySource.mode === "client" && responderPort >= first && responderPort <= last) {
+    console.error(
+      `ssg: gateway.responder.port ${responderPort} lies in relay.source_ports ${first}-${last}`,
+    );
+    return EXIT_RUNTIME;
+  }
+  const registry = relaySource.mode === "client" ? new RelayRegistry(first, last) : undefined;
+
   const log = await AppLog.open({ file: config.log.file, level: config.log.level });
   log.event("ssg.start", {
     version: VERSION,
@@ -143,9 +158,25 @@ async function run(config: SsgConfig): Promise<number> {
     responder6: responder.ipv6,
     responder_port: config.gateway.responder.port,
     rules: config.rules.length,
+    relay_source: relaySource.mode,
+    relay_source_ports: registry ? `${first}-${last}` : undefined,
   });
+  if (registry) {
+    warnEphemeralOverlap(first, last, log);
+    if (registry.size < config.smtp.maxSessions) {
+      // Each session holds at most one relay connection: past the range, sessions use the
+      // gateway's address (logged per connection as relay.source_ports_exhausted).
+      log.event("relay.source_ports_small", {
+        ports: registry.size,
+        max_sessions: config.smtp.maxSessions,
+      }, "warning");
+    }
+  }
 
-  const firewall = new Firewall(config.gateway, responder, log);
+  const firewall = new Firewall(config.gateway, responder, log, {
+    relaySource: registry ? { first, last } : undefined,
+  });
+  const connector = new RelayConnector({ settings: relaySource, registry, log });
   let divert: DivertService | undefined;
   let acceptor: Acceptor | undefined;
   let actions: GatewayActions | undefined;
@@ -175,6 +206,15 @@ async function run(config: SsgConfig): Promise<number> {
       responder4: responder.ipv4,
       responder6: responder.ipv6,
       log,
+      relayRegistry: registry,
+      // A relay leg is silent while its client sends a slow message or the server works on
+      // end-of-data: its flow must outlive the longest of those waits (plus a margin).
+      relayIdleSeconds: Math.max(
+        config.gateway.flows.idleSeconds,
+        config.smtp.timeouts.session,
+        config.relay.dataTimeout,
+        config.relay.replyTimeout,
+      ) + 60,
       // The packet Worker died: nothing rewrites diverted packets any more. Stop (rules removed,
       // so new connections reach the servers directly through queue bypass) and exit non-zero so
       // a supervisor restarts us.
@@ -220,6 +260,8 @@ async function run(config: SsgConfig): Promise<number> {
       actions,
       log,
       originalDestination: (ip, port) => d.waitFor(ip, port, 500),
+      // The relay leg leaves with the client's or the gateway's address (relay.source).
+      connect: connector.connect,
     });
     acceptor.start();
     // Only now divert packets: the queue is bound and the responder listens. install() first
@@ -228,7 +270,11 @@ async function run(config: SsgConfig): Promise<number> {
     installSignals(config, log, policy, store, d, acceptor, actions, (why) => void stop(why));
     // One summary line every STATS_INTERVAL_MS, and one at stop: what an administrator graphs.
     const logStats = async () => {
-      log.event("ssg.stats", { ...acceptor!.stats(), ...pick(await d.stats(), STATS_PACKET) });
+      log.event("ssg.stats", {
+        ...acceptor!.stats(),
+        ...connector.stats(),
+        ...pick(await d.stats(), STATS_PACKET),
+      });
     };
     const statsTimer = setInterval(() => void logStats(), STATS_INTERVAL_MS);
     Deno.unrefTimer(statsTimer as unknown as number);
@@ -271,6 +317,24 @@ const STATS_PACKET = [
   "droppedUnreadableInbound",
   "dropped",
 ];
+
+/**
+ * Warns when relay.source_ports overlaps the kernel's ephemeral range: a port the kernel gave
+ * another socket is then skipped (EADDRINUSE), and that socket's SMTP to a server is queued.
+ */
+function warnEphemeralOverlap(first: number, last: number, log: EventLog): void {
+  try {
+    const [lo, hi] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim()
+      .split(/\s+/).map(Number);
+    if (first <= hi && last >= lo) {
+      log.event("relay.source_ports_overlap", {
+        ports: `${first}-${last}`,
+        ephemeral: `${lo}-${hi}`,
+        hint: "choose relay.source_ports outside net.ipv4.ip_local_port_range",
+      }, "warning");
+    }
+  } catch { /* not Linux, or no /proc: nothing to compare */ }
+}
 
 function pick(all: Record<string, number>, keys: string[]): Record<string, number> {
   return Object.fromEntries(keys.filter((k) => k in all).map((k) => [k, all[k]]));

@@ -16,6 +16,7 @@
 import type { GatewayConfig } from "../src/config/config.ts";
 import { DIVERT_MARK } from "../src/divert/firewall.ts";
 import type { EventLog } from "../src/log/log.ts";
+import type { RelayRegistry } from "../src/flow/relay_registry.ts";
 import { parseIp } from "../src/packet/ip_address.ts";
 import { canonicalIp } from "./ip_key.ts";
 import { FlowMirror, type OriginalDestination } from "./flow_mirror.ts";
@@ -43,6 +44,17 @@ export interface DivertServiceOptions {
   onFailure?: (err: Error) => void;
   /** Start timeout in ms (default 5000). */
   startTimeoutMs?: number;
+  /**
+   * The relay source registry (`relay.source: client`): shared with the Worker, which rewrites
+   * the relay sockets' packets to the client's address. Absent: the relay keeps the gateway's.
+   */
+  relayRegistry?: RelayRegistry;
+  /**
+   * Idle expiry of relay flows, s (default `flows.idleSeconds`). Caution: a relay connection
+   * legitimately stays silent while its client sends a long message (up to the SMTP session
+   * timeout) or while the server works on end-of-data; a relay flow forgotten then would cut it.
+   */
+  relayIdleSeconds?: number;
 }
 
 /** Raised when the packet path cannot start. */
@@ -129,6 +141,14 @@ export class DivertService {
       flows: { max: g.flows.max, idleSeconds: g.flows.idleSeconds },
       mark: opts.mark ?? DIVERT_MARK,
       control: svc.#control,
+      relay: opts.relayRegistry
+        ? {
+          first: opts.relayRegistry.first,
+          last: opts.relayRegistry.last,
+          words: opts.relayRegistry.words,
+          idleSeconds: opts.relayIdleSeconds ?? g.flows.idleSeconds,
+        }
+        : undefined,
     };
     return new Promise<DivertService>((resolve, reject) => {
       let settled = false;

@@ -32,6 +32,12 @@ export interface WorkerStart {
   control: Int32Array;
   /** Datagrams per recvmmsg (default 32). */
   slots?: number;
+  /**
+   * The relay source (`relay.source: client`): the port range of client-mode relay sockets and
+   * the shared registry words (see src/flow/relay_registry.ts), and the relay flows' idle expiry.
+   * Absent: gateway mode only.
+   */
+  relay?: { first: number; last: number; words: Int32Array; idleSeconds: number };
 }
 
 /** Main thread → Worker. */

@@ -19,6 +19,7 @@
  */
 import { Diverter, type FlowEvent } from "../src/divert/diverter.ts";
 import { FlowTable } from "../src/flow/flow_table.ts";
+import { RelayRegistry } from "../src/flow/relay_registry.ts";
 import { formatIp } from "../src/packet/ip_address.ts";
 import { BlockList } from "./block_list.ts";
 import { cidrContains, parseCidr } from "../src/packet/cidr.ts";
@@ -82,7 +83,17 @@ class QueueLoop {
     this.mark = start.mark >>> 0;
     this.writer = new VerdictWriter(start.queue.num, SEND_CAPACITY);
     this.table = new FlowTable({ max: start.flows.max, idleSeconds: start.flows.idleSeconds });
+    const relay = start.relay
+      ? {
+        registry: RelayRegistry.attach(start.relay.first, start.relay.last, start.relay.words),
+        table: new FlowTable({
+          max: start.relay.last - start.relay.first + 1,
+          idleSeconds: start.relay.idleSeconds,
+        }),
+      }
+      : undefined;
     this.diverter = new Diverter({
+      relay,
       protect: start.protect,
       ports: start.ports,
       responder4: start.responder4,
@@ -136,7 +147,7 @@ class QueueLoop {
     const packet = buf.subarray(p.payloadStart, p.payloadStart + p.payloadLength);
     let v: number;
     try {
-      v = this.diverter.handle(packet, this.#now);
+      v = this.diverter.handle(packet, this.#now, p.hook);
     } catch (e) {
       // A bug must not kill the packet loop (the queue would be unbound: bypass). Fail closed
       // for this packet, count it, say so.
@@ -199,6 +210,7 @@ class QueueLoop {
   /** Expires idle flows when no packets arrive (the table only expires amortised per packet). */
   idle(): void {
     this.table.expire(Date.now(), 1024);
+    this.diverter.relayFlows?.expire(Date.now(), 1024);
     this.postEvents();
   }
 

@@ -170,6 +170,18 @@ export interface RelayConfig {
    * "off" never uses it.
    */
   starttls?: "opportunistic" | "off";
+  /**
+   * Which address the relay leg leaves with: "client" (default) or "gateway"; see
+   * relay_source.ts. The `source*` keys are absent unless the rule file sets them
+   * (`relaySourceSettings` applies the defaults).
+   */
+  source?: "client" | "gateway";
+  /** `relay.source_ports`: local port range of client-mode relay sockets (default 61000-61999). */
+  sourcePorts?: { first: number; last: number };
+  /** `relay.source_probe_timeout`: SYN-ACK wait before the gateway fallback, s (default 2). */
+  sourceProbeTimeout?: number;
+  /** `relay.source_fallback_ttl`: how long a server stays in the fallback, s (default 600). */
+  sourceFallbackTtl?: number;
 }
 
 /** Where and how much to log. */

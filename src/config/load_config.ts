@@ -39,6 +39,7 @@ import { type Fields, YamlReader, type YNode } from "./yaml_reader.ts";
 import { parseIpv4, parseIpv6 } from "../packet/ip_address.ts";
 import { parseRules } from "../policy/parse_rules.ts";
 import { readTlsIdentity, TLS_KEYS } from "./read_tls_identity.ts";
+import { MAX_RELAY_PORTS } from "./relay_source.ts";
 import {
   readListFileSync,
   readPolicySections,
@@ -106,7 +107,16 @@ const SMTP_KEYS = [
 ] as const;
 const TIMEOUT_KEYS = ["command", "data", "session"] as const;
 const NETWORK_PREFIX_KEYS = ["ipv4", "ipv6"] as const;
-const RELAY_KEYS = ["connect_timeout", "reply_timeout", "data_timeout", "starttls"] as const;
+const RELAY_KEYS = [
+  "connect_timeout",
+  "reply_timeout",
+  "data_timeout",
+  "starttls",
+  "source",
+  "source_ports",
+  "source_probe_timeout",
+  "source_fallback_ttl",
+] as const;
 const LOG_KEYS = ["file", "level"] as const;
 
 const HOSTNAME_RE =
@@ -569,7 +579,59 @@ function readRelay(node: YNode, present: boolean, r: YamlReader, keyNode: YNode)
       f.key("starttls"),
     ) ?? c.starttls;
   }
+  readRelaySource(f, c, r);
   return r.issues.length === before ? c : undefined;
+}
+
+/** `relay.source*` keys (see relay_source.ts); set only when present. */
+function readRelaySource(f: Fields, c: RelayConfig, r: YamlReader): void {
+  if (f.has("source")) {
+    const v = r.oneOf(
+      f.get("source"),
+      `"relay.source"`,
+      ["client", "gateway"] as const,
+      f.key("source"),
+    );
+    if (v !== undefined) c.source = v;
+  }
+  if (f.has("source_ports")) {
+    const text = r.string(f.get("source_ports"), `"relay.source_ports"`, {
+      max: 11,
+      pattern: /^[0-9]{1,5}-[0-9]{1,5}$/,
+      patternText: 'a port range "FIRST-LAST", e.g. "61000-61999"',
+    }, f.key("source_ports"));
+    if (text !== undefined) {
+      const [first, last] = text.split("-").map(Number);
+      if (first < 1024 || last > 65535 || last < first || last - first + 1 > MAX_RELAY_PORTS) {
+        r.report(
+          f.get("source_ports"),
+          `"relay.source_ports" must be a range within 1024-65535 of at most ${MAX_RELAY_PORTS} ` +
+            `ports, got "${text}"`,
+          f.key("source_ports"),
+        );
+      } else c.sourcePorts = { first, last };
+    }
+  }
+  if (f.has("source_probe_timeout")) {
+    const v = r.duration(
+      f.get("source_probe_timeout"),
+      `"relay.source_probe_timeout"`,
+      0.05,
+      60,
+      f.key("source_probe_timeout"),
+    );
+    if (v !== undefined) c.sourceProbeTimeout = v;
+  }
+  if (f.has("source_fallback_ttl")) {
+    const v = r.duration(
+      f.get("source_fallback_ttl"),
+      `"relay.source_fallback_ttl"`,
+      1,
+      7 * 86400,
+      f.key("source_fallback_ttl"),
+    );
+    if (v !== undefined) c.sourceFallbackTtl = v;
+  }
 }
 
 function readLog(node: YNode, present: boolean, r: YamlReader, keyNode: YNode) {

@@ -5,13 +5,14 @@
  * `allowlist`, `blacklist` — the static client blacklist is re-applied at the packet level —,
  * `spamtraps`, `thresholds`), every `smtp.*` setting (new sessions get the new limits, timeouts,
  * line-ending policy and TLS identity; the session-count limits and `max_inflight_bytes` bind at
- * once; a session already running finishes under the settings it started with), `relay.*` (new
- * sessions, bcc and redirect deliveries) and `log.level`.
+ * once; a session already running finishes under the settings it started with), `relay.*` but
+ * `relay.source*` (new sessions, bcc and redirect deliveries) and `log.level`.
  *
  * Need a restart (a reload keeps the running value and names each changed key in a
  * `config.reload.partial` warning): `gateway.*` (firewall rules, the packet queue, the responder's
  * listening sockets and the flow table are built from it at start), `state.*` (the open database),
- * `quarantine.*` (the open store), `alert.*` (the alert mailer and its rate limits) and
+ * `quarantine.*` (the open store), `alert.*` (the alert mailer and its rate limits),
+ * `relay.source*` (the relay's address: packet path, port registry, firewall rules) and
  * `log.file` (SIGHUP re-opens the same path, which is how rotation works).
  *
  * Rejected: re-building the packet path and the listeners on SIGHUP — a half-applied firewall
@@ -23,6 +24,7 @@ import type { SsgConfig } from "./config.ts";
 /** Settings that only a restart applies, as written in the rule file. */
 export const RESTART_ONLY: readonly string[] = [
   "gateway.*",
+  "relay.source*",
   "state.*",
   "quarantine.*",
   "alert.*",
@@ -38,9 +40,17 @@ export const RELOADABLE: readonly string[] = [
   "spamtraps",
   "thresholds",
   "smtp.*",
-  "relay.*",
+  "relay.* except relay.source*",
   "log.level",
 ];
+
+/** `relay.*` keys that only a restart applies. */
+const RELAY_SOURCE_KEYS = [
+  "source",
+  "sourcePorts",
+  "sourceProbeTimeout",
+  "sourceFallbackTtl",
+] as const;
 
 /** The outcome of comparing the running configuration with a newly loaded one. */
 export interface ReloadPlan {
@@ -60,6 +70,10 @@ export function reloadPlan(running: SsgConfig, next: SsgConfig): ReloadPlan {
     // "10/1h") that the loader turns into objects.
     ...changedKeys(running.alert, next.alert, "alert", 1),
     ...changedKeys(running.log.file, next.log.file, "log.file"),
+    // The relay source (packet path, port registry, firewall rules) is built at start.
+    ...RELAY_SOURCE_KEYS.flatMap((k) =>
+      changedKeys(running.relay[k], next.relay[k], `relay.${snakeCase(k)}`)
+    ),
   ];
   return {
     config: {
@@ -69,6 +83,10 @@ export function reloadPlan(running: SsgConfig, next: SsgConfig): ReloadPlan {
       quarantine: running.quarantine,
       alert: running.alert,
       log: { ...next.log, file: running.log.file },
+      relay: {
+        ...next.relay,
+        ...Object.fromEntries(RELAY_SOURCE_KEYS.map((k) => [k, running.relay[k]])),
+      },
     },
     ignored,
   };

@@ -6,6 +6,18 @@ import type { SsgConfig } from "./config.ts";
 import type { Action, Condition, Rule } from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
 import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
+import { type RelaySourceSettings, relaySourceSettings } from "./relay_source.ts";
+
+/** The `relay source:` summary line (relay_source.ts). */
+function describeRelaySource(rs: RelaySourceSettings): string {
+  return rs.mode === "client"
+    ? `relay source: client (servers see the client's address; ports ${rs.ports.first}-${rs.ports.last}, ` +
+      `probe ${formatDuration(rs.probeTimeout)}, fallback to the gateway for ${
+        formatDuration(rs.fallbackTtl)
+      }; ` +
+      `needs the servers' route to the clients through this gateway)`
+    : `relay source: gateway (servers see the gateway; the client is announced by XCLIENT/XFORWARD when offered)`;
+}
 
 /** Multi-line summary of a validated configuration. */
 export function summarizeConfig(cfg: SsgConfig): string {
@@ -43,6 +55,7 @@ export function summarizeConfig(cfg: SsgConfig): string {
         ? " (server certificate not verified)"
         : ""
     }`,
+    describeRelaySource(relaySourceSettings(r)),
     s.tls
       ? `smtp tls: STARTTLS offered; cert ${s.tls.certFile} (${s.tls.subject}, valid to ${s.tls.validTo}), key ${s.tls.keyFile}`
       : `smtp tls: off (STARTTLS not offered: set smtp.tls.cert and smtp.tls.key)`,

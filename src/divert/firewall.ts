@@ -16,6 +16,14 @@
  * a protected server — above all SSG's own relay connections to the real server — must not be
  * diverted back to the responder.
  *
+ * The relay source (`relay.source: client`, plan field `relaySource`) adds two rules per family,
+ * both `notrack`ed and queued like the others (see diverter.ts for why they never meet the
+ * diverted flow): on OUTPUT, TCP from the relay port range to the protected networks and ports
+ * (SSG's client-mode relay sockets, bound to that range; SSG's own mail and gateway-mode relay
+ * sockets use the kernel's ephemeral ports, are not queued and keep the gateway's address); on
+ * PREROUTING, TCP FROM the protected networks and ports (the servers' replies to the clients,
+ * routed through the gateway), on any interface: they come from the server side.
+ *
  * `bypass` (--queue-bypass) makes the rules act as ACCEPT when no process is bound to the queue:
  * if SSG dies, new connections reach the real server instead of a black hole.
  *
@@ -71,6 +79,8 @@ export interface DiversionPlan {
   queueNum: number;
   /** Guard mark (see module doc); 0 or undefined: no guard. */
   guardMark?: number;
+  /** The relay source port range (`relay.source: client`); absent: no relay rules. */
+  relaySource?: { first: number; last: number };
 }
 
 /** One command the firewall runs: argv, optional stdin. */
@@ -111,9 +121,10 @@ const IFNAME = /^[A-Za-z0-9_.@-]{1,15}\+?$/;
 export function planFromConfig(
   config: GatewayConfig,
   responders: { ipv4?: string; ipv6?: string },
-  opts: { guard?: boolean } = {},
+  opts: { guard?: boolean; relaySource?: { first: number; last: number } } = {},
 ): DiversionPlan {
   return {
+    ...(opts.relaySource ? { relaySource: opts.relaySource } : {}),
     protect: config.protect,
     ports: config.ports,
     interfaces: config.interfaces,
@@ -139,6 +150,18 @@ function validate(plan: DiversionPlan): void {
   const ports = [...plan.ports, plan.responderPort];
   if (ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
     throw new FirewallError(`invalid port in ${ports.join(",")}`);
+  }
+  const rs = plan.relaySource;
+  if (
+    rs && (!Number.isInteger(rs.first) || !Number.isInteger(rs.last) || rs.first < 1 ||
+      rs.last > 65535 || rs.last < rs.first)
+  ) {
+    throw new FirewallError(`invalid relay source port range ${rs.first}-${rs.last}`);
+  }
+  if (rs && plan.responderPort >= rs.first && plan.responderPort <= rs.last) {
+    throw new FirewallError(
+      `the responder port ${plan.responderPort} must not be in the relay source ports`,
+    );
   }
   if (plan.ports.includes(plan.responderPort)) {
     // The rewritten packets would match the inbound rule again and be queued twice.
@@ -191,6 +214,20 @@ export function iptablesInstallCommands(plan: DiversionPlan): FirewallCommand[] 
     const back = ["-p", "tcp", "-s", r, "--sport", String(plan.responderPort)];
     out.push(ipt(fam, "-t", "raw", "-A", CHAIN_OUT, ...back, "-j", "CT", "--notrack"));
     out.push(ipt(fam, "-t", "raw", "-A", CHAIN_OUT, ...back, "-j", "NFQUEUE", ...q));
+    if (plan.relaySource) {
+      const range = `${plan.relaySource.first}:${plan.relaySource.last}`;
+      for (const cidr of plan.protect.filter((c) => c.family === fam)) {
+        for (const port of plan.ports) {
+          const relayOut = ["-p", "tcp", "-d", cidr.text, "--dport", String(port)];
+          relayOut.push("--sport", range);
+          const relayIn = ["-p", "tcp", "-s", cidr.text, "--sport", String(port)];
+          for (const [chain, match] of [[CHAIN_OUT, relayOut], [CHAIN_PRE, relayIn]] as const) {
+            out.push(ipt(fam, "-t", "raw", "-A", chain, ...match, "-j", "CT", "--notrack"));
+            out.push(ipt(fam, "-t", "raw", "-A", chain, ...match, "-j", "NFQUEUE", ...q));
+          }
+        }
+      }
+    }
     if (plan.guardMark) {
       out.push(ipt(fam, "-t", "mangle", "-N", CHAIN_GUARD));
       out.push(ipt(
@@ -265,6 +302,11 @@ export function nftRuleset(plan: DiversionPlan): string {
     const r = responder(plan, fam)!;
     pre.push(`${nftIfaces(plan)}${ip} daddr { ${nets} } tcp dport ${ports} ${q}`);
     out.push(`${ip} saddr ${r} tcp sport ${plan.responderPort} ${q}`);
+    if (plan.relaySource) {
+      const range = `${plan.relaySource.first}-${plan.relaySource.last}`;
+      out.push(`${ip} daddr { ${nets} } tcp dport ${ports} tcp sport ${range} ${q}`);
+      pre.push(`${ip} saddr { ${nets} } tcp sport ${ports} ${q}`);
+    }
     if (plan.guardMark) {
       guard.push(
         `${ip} daddr ${r} tcp dport ${plan.responderPort} meta mark != ${hex(plan.guardMark)} drop`,
@@ -345,6 +387,8 @@ export interface FirewallOptions {
   backend?: "auto" | FirewallBackend;
   /** Install the guard (default true). */
   guard?: boolean;
+  /** The relay source port range (`relay.source: client`): adds the relay rules. */
+  relaySource?: { first: number; last: number };
 }
 
 /** The operations shared by async and sync removal. */
@@ -394,7 +438,10 @@ export class Firewall {
       [plan, log, opts] = [a, b as EventLog, (c as FirewallOptions | undefined) ?? {}];
     } else {
       opts = d ?? {};
-      plan = planFromConfig(a, b as { ipv4?: string; ipv6?: string }, { guard: opts.guard });
+      plan = planFromConfig(a, b as { ipv4?: string; ipv6?: string }, {
+        guard: opts.guard,
+        relaySource: opts.relaySource,
+      });
       log = c as EventLog;
     }
     validate(plan);
@@ -483,6 +530,9 @@ export class Firewall {
       protect: this.#plan.protect.map((c) => c.text),
       ports: this.#plan.ports.map(String),
       guard: Boolean(this.#plan.guardMark),
+      relaySource: this.#plan.relaySource
+        ? `${this.#plan.relaySource.first}-${this.#plan.relaySource.last}`
+        : "off",
     });
     return backend;
   }

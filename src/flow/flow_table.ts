@@ -2,7 +2,9 @@
  * The flow table: which client (address + port, per family) is talking to which original server
  * (address + port), for every diverted TCP connection. The diverter consults it for every
  * packet; the responder learns each connection's original destination from it (through the
- * FlowEvents the diverter emits).
+ * FlowEvents the diverter emits). With `relay.source: client` the Diverter keeps a second
+ * FlowTable of the same kind for SSG's own relay connections (key: the client address and the
+ * port the relay leg shows on the wire; see diverter.ts), so the two never share a key space.
  *
  * Hot path, so:
  * - lookup is an open-addressing hash (linear probing, load ≤ 1/2) over a plain array of flows,
@@ -100,6 +102,16 @@ export class Flow {
   established = false;
   /** When a closing flow will be removed; 0 while the flow is open. */
   closeAt = 0;
+  /**
+   * Relay flows only (a second FlowTable of the Diverter, see diverter.ts): the gateway's own
+   * address of the relay socket (the packets' real source before the rewrite), its port and the
+   * registration generation. Undefined / 0 for diverted client flows.
+   */
+  local: Uint8Array | undefined = undefined;
+  /** Relay flows only: the relay socket's local port. */
+  localPort = 0;
+  /** Relay flows only: the generation of the registration the flow was made from. */
+  gen = 0;
 
   /** @internal hash of the key */
   _hash = 0;

@@ -21,6 +21,7 @@ import type { SessionIo } from "./session_io.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { Admission, clientNetwork, type Ticket } from "./admission.ts";
 import { ServerProfiles } from "./server_profiles.ts";
+import { connectTcp } from "./relay_connector.ts";
 
 /** Where a diverted connection was going. */
 export interface Destination {
@@ -46,8 +47,11 @@ export interface AcceptorOptions {
   originalDestination: (ip: string, port: number) => Promise<Destination | undefined>;
   /** Carries out quarantine/tag/bcc/redirect/alert/blacklist verdicts. */
   actions?: VerdictActions;
-  /** How to reach a server (default: Deno.connect); tests may override. */
-  connect?: (dest: Destination, timeoutMs: number) => Promise<SessionIo>;
+  /**
+   * How to reach a server for the session of `client` (default: `connectTcp`, the gateway's
+   * address). main passes `RelayConnector.connect` (relay.source); tests may override.
+   */
+  connect?: (dest: Destination, timeoutMs: number, client: Destination) => Promise<SessionIo>;
 }
 
 /** How often `smtp.pressure` may be logged (only when something was refused, shed or stressed). */
@@ -262,7 +266,7 @@ export class Acceptor {
       relay: config.relay,
       judge: this.#opts.judge,
       log,
-      connectUpstream: connect,
+      connectUpstream: (dest, timeoutMs) => connect(dest, timeoutMs, client),
       shutdown: AbortSignal.any([this.#shutdown.signal, own.signal]),
       minDataRate: config.smtp.minDataRate > 0 ? config.smtp.minDataRate : undefined,
       actions: this.#opts.actions,
@@ -313,30 +317,6 @@ export class Acceptor {
       this.#resolveClosed();
     })();
     return this.#closing;
-  }
-}
-
-/** Connects to a server with a deadline. */
-async function connectTcp(dest: Destination, timeoutMs: number): Promise<SessionIo> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const attempt = Deno.connect({ hostname: dest.ip, port: dest.port, transport: "tcp" });
-  try {
-    const conn = await Promise.race([
-      attempt,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Deno.errors.TimedOut(`connect to ${dest.ip}:${dest.port} timed out`)),
-          timeoutMs,
-        );
-      }),
-    ]);
-    return conn;
-  } catch (err) {
-    // Caution: lifetime — a connect that completes after the deadline must not leak.
-    attempt.then((c) => safeClose(c), () => {});
-    throw err;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -77,6 +77,12 @@ export interface RelayOptions {
   connect: (server: { ip: string; port: number }, timeoutMs: number) => Promise<SessionIo>;
   /** Timeouts. */
   config: RelayConfig;
+  /**
+   * The client this relay speaks for. When the connection left with the gateway's address
+   * (`relaySource: "gateway"` on the io, see relay_connector.ts) it is announced to the server
+   * with XCLIENT, else XFORWARD, when the server offers either (`announceClient`).
+   */
+  client?: ClientIdentity;
 }
 
 /** Parameters of MAIL FROM the relay may pass on. */
@@ -103,6 +109,22 @@ export interface RcptParams {
   orcpt?: string;
 }
 
+/** What the relay tells a server about the real client (XCLIENT / XFORWARD attributes). */
+export interface ClientIdentity {
+  /** The client's address. */
+  ip: string;
+  /** The client's TCP port. */
+  port: number;
+  /** The name the client gave in HELO/EHLO, if any. */
+  helo?: string;
+  /** "ESMTP" after EHLO, "SMTP" after HELO. */
+  proto?: "SMTP" | "ESMTP";
+}
+
+/** How the client's identity reached the server: by its address on the wire ("source"), by
+ * XCLIENT, by XFORWARD, or not at all ("none"). */
+export type ClientAnnouncement = "source" | "xclient" | "xforward" | "none";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("latin1");
 
@@ -119,6 +141,11 @@ export class RelayClient {
   #greeting: SmtpReply | undefined;
   #tls: { protocol: string; cipher: string } | undefined;
   #tlsFailure: string | undefined;
+  #source: "client" | "gateway" | undefined;
+  #announced: ClientAnnouncement = "none";
+  #announceNote: string | undefined;
+  /** XFORWARD line sent before every MAIL (its attributes last one transaction). */
+  #xforward: string | undefined;
 
   private constructor(io: SessionIo, config: RelayConfig) {
     this.#io = io;
@@ -168,8 +195,14 @@ export class RelayClient {
       });
     }
     const client = new RelayClient(r.value.io, opts.config);
+    const source = (r.value.io as { relaySource?: unknown }).relaySource;
+    client.#source = source === "client" || source === "gateway" ? source : undefined;
+    if (client.#source === "client") client.#announced = "source";
     try {
       await client.#handshake(opts.hostname);
+      if (client.#source === "gateway" && opts.client) {
+        await client.announceClient(opts.client, opts.hostname);
+      }
     } catch (e) {
       client.close();
       throw e;
@@ -195,6 +228,63 @@ export class RelayClient {
   /** The first line of the server's EHLO reply (its host name); "" when it only spoke HELO. */
   get ehloName(): string {
     return this.#ehloName;
+  }
+
+  /** The address the connection left with ("client" or "gateway"), when the connector said. */
+  get source(): "client" | "gateway" | undefined {
+    return this.#source;
+  }
+
+  /** How the server learnt the client's identity (see ClientAnnouncement). */
+  get announced(): ClientAnnouncement {
+    return this.#announced;
+  }
+
+  /** Why no announcement was made, or what the server answered, when it matters for logs. */
+  get announceNote(): string | undefined {
+    return this.#announceNote;
+  }
+
+  /**
+   * Tells the server who the real client is, when this connection carries the gateway's address:
+   * XCLIENT (Postfix XCLIENT_README) when offered — ADDR, PORT, HELO, PROTO, NAME, each only if
+   * the server lists it; NAME=[UNAVAILABLE] since SSG does no reverse lookup; values xtext-encoded
+   * — after which the server starts a new session (220) and we say EHLO again, with the client's
+   * HELO name as the README's example does. Else XFORWARD (Postfix XFORWARD_README), re-sent
+   * before every MAIL because its attributes last one transaction. Outside a transaction only.
+   * A refusal (e.g. 550: the gateway is not in smtpd_authorized_xclient_hosts) is not an error:
+   * the session goes on with the gateway's identity and `announceNote` says why.
+   */
+  async announceClient(id: ClientIdentity, hostname: string): Promise<ClientAnnouncement> {
+    const ehloName = id.helo !== undefined && /^[\x21-\x7e]{1,255}$/.test(id.helo)
+      ? id.helo
+      : hostname;
+    const xclient = this.#extensions.get("XCLIENT");
+    if (xclient !== undefined) {
+      const line = "XCLIENT " + identityAttributes(id, attributeSet(xclient), true).join(" ");
+      const r = await this.command(line);
+      if (r.code === 220) {
+        const ehlo = await this.command(`EHLO ${ehloName}`);
+        if (ehlo.code !== 250) {
+          throw new RelayError("refused", `Server refused EHLO after XCLIENT with ${ehlo.code}`, {
+            reply: ehlo,
+          });
+        }
+        this.#readExtensions(ehlo);
+        this.#announced = "xclient";
+        return this.#announced;
+      }
+      this.#announceNote = `XCLIENT answered ${r.code}`;
+    }
+    const xforward = this.#extensions.get("XFORWARD");
+    if (xforward !== undefined) {
+      const attrs = identityAttributes(id, attributeSet(xforward), false);
+      this.#xforward = "XFORWARD " + attrs.join(" ");
+      this.#announced = "xforward";
+      return this.#announced;
+    }
+    this.#announceNote ??= "the server offers neither XCLIENT nor XFORWARD";
+    return this.#announced;
   }
 
   /** EHLO keywords (upper case) the server advertised, with their parameters. */
@@ -289,8 +379,21 @@ export class RelayClient {
   async command(line: string): Promise<SmtpReply> {
     if (!this.#usable) throw new RelayError("closed", "Relay connection is not usable");
     const ms = secondsToMs(this.#config.replyTimeout);
+    if (this.#xforward !== undefined && line.startsWith("MAIL ")) await this.#sendXforward(ms);
     await this.#write(encoder.encode(line + "\r\n"), ms);
     return await this.#readReply(ms);
+  }
+
+  /** XFORWARD before a MAIL; a refusal stops further XFORWARDs (the mail still goes). */
+  async #sendXforward(ms: number): Promise<void> {
+    const line = this.#xforward!;
+    await this.#write(encoder.encode(line + "\r\n"), ms);
+    const r = await this.#readReply(ms);
+    if (r.code !== 250) {
+      this.#xforward = undefined;
+      this.#announced = "none";
+      this.#announceNote = `XFORWARD answered ${r.code}`;
+    }
   }
 
   /** Sends QUIT, waits briefly for 221, and closes. Never throws. */
@@ -451,6 +554,44 @@ export function splitEnhanced(code: number, texts: string[]): SmtpReply {
     return sanitizeText(t);
   });
   return { code, enhanced, lines };
+}
+
+/** The attribute names an XCLIENT/XFORWARD EHLO keyword lists, upper case. */
+function attributeSet(params: string): Set<string> {
+  return new Set(params.split(/\s+/).filter((a) => a !== "").map((a) => a.toUpperCase()));
+}
+
+/**
+ * `NAME=value` attributes for XCLIENT (`xclient`) or XFORWARD, only those in `offered`. IPv6
+ * addresses carry the "IPV6:" prefix both extensions require; values are xtext (RFC 3461 §4).
+ */
+export function identityAttributes(
+  id: ClientIdentity,
+  offered: ReadonlySet<string>,
+  xclient: boolean,
+): string[] {
+  const out: string[] = [];
+  const add = (name: string, value: string) => {
+    if (offered.has(name)) out.push(`${name}=${value}`);
+  };
+  add("ADDR", id.ip.includes(":") ? `IPV6:${id.ip}` : id.ip);
+  add("PORT", String(id.port));
+  add("HELO", id.helo ? xtext(id.helo) : "[UNAVAILABLE]");
+  if (id.proto) add("PROTO", id.proto);
+  add("NAME", "[UNAVAILABLE]");
+  if (xclient) add("REVERSE_NAME", "[UNAVAILABLE]");
+  return out;
+}
+
+/** RFC 3461 §4 xtext: "+", "=", controls, space and non-ASCII as +HH. */
+export function xtext(value: string): string {
+  let out = "";
+  for (const b of new TextEncoder().encode(value)) {
+    out += b >= 0x21 && b <= 0x7e && b !== 0x2b && b !== 0x3d
+      ? String.fromCharCode(b)
+      : "+" + b.toString(16).toUpperCase().padStart(2, "0");
+  }
+  return out;
 }
 
 function fmt(s: { ip: string; port: number }): string {

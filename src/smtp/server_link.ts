@@ -49,6 +49,9 @@ export class ServerLink {
       hostname: ctx.hostname,
       connect: ctx.connectUpstream,
       config: ctx.relay,
+      // Who the server should see (relay.source / XCLIENT). On a first contact the connection is
+      // made before the client's EHLO, so HELO is not known yet and XCLIENT omits it.
+      client: { ...ctx.client, helo: this.#core.helo, proto: this.#core.protocol },
     });
     this.relay = relay;
     this.inTransaction = false;
@@ -65,6 +68,9 @@ export class ServerLink {
       ms: Math.round(performance.now() - t0),
       extensions: [...relay.extensions.keys()],
       tls: relay.tls ? `${relay.tls.protocol} ${relay.tls.cipher}` : "none",
+      source: relay.source, // relay.source: the address the server saw (relay_connector)
+      announced: relay.announced,
+      announce_note: relay.announceNote,
     });
     if (relay.tlsFailure) {
       ctx.log.event("relay.tls_failed", {

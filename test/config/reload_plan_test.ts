@@ -111,9 +111,18 @@ Deno.test("changedKeys() names leaves in snake_case and treats arrays and bytes 
 
 Deno.test("ssg check's summary says what SIGHUP applies and what needs a restart", () => {
   const text = summarizeConfig(parse(BASE));
-  assert.match(text, /^reload \(SIGHUP\) applies: rules, .*smtp\.\*, relay\.\*, log\.level$/m);
+  assert.match(text, /^reload \(SIGHUP\) applies: rules, .*smtp\.\*, relay\.\* except relay\.source\*, log\.level$/m);
   assert.match(
     text,
-    /^restart needed for: gateway\.\*, state\.\*, quarantine\.\*, alert\.\*, log\.file /m,
+    /^restart needed for: gateway\.\*, relay\.source\*, state\.\*, quarantine\.\*, alert\.\*, log\.file /m,
   );
+});
+
+Deno.test("reloadPlan() keeps the running relay.source and names it, while relay timeouts apply", () => {
+  const running = parse(BASE);
+  const next = parse(BASE.replace("connect_timeout: 30", "connect_timeout: 9\n  source: gateway"));
+  const plan = reloadPlan(running, next);
+  assert.deepEqual(plan.ignored, ["relay.source"]);
+  assert.equal(plan.config.relay.source, running.relay.source);
+  assert.equal(plan.config.relay.connectTimeout, 9);
 });
