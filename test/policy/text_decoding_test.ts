@@ -70,7 +70,14 @@ const FOLD: [string, string][] = [
   ["ﬁnance", "finance"],
   ["a \r\n\t b", "a b"],
   ["\u1103\u1161\u11BC\u110E\u1165\u11B7", "당첨"],
-  ["ΣΟΦΟΣ", "σοφοσ"],
+  // Capitals and small letters fold alike, final sigma included; Greek omicron is a TR39
+  // look-alike of Latin "o", capital sigma of "Ʃ" (so every sigma reads "ʃ").
+  ["ΣΟΦΟΣ", "ʃoφoʃ"],
+  ["σοφος", "ʃoφoʃ"],
+  // Cyrillic and Greek look-alikes (issue 8).
+  ["lоttеry", "lottery"],
+  ["LΟTTЕRY", "lottery"],
+  ["당첨", "당첨"],
 ];
 for (const [input, want] of FOLD) {
   Deno.test(`foldText(${JSON.stringify(input)}) is ${JSON.stringify(want)}`, () => {
