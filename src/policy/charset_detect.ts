@@ -11,7 +11,8 @@
  *   Shift_JIS, EUC-JP, GB18030/GB2312, Big5, KOI8-R, windows-125x, ISO-8859-x), best first, and
  *   — for short texts (a Subject), where statistics say little — every legacy charset of
  *   `FALLBACK_CHARSETS` that decodes the bytes without an error;
- * - text with UTF-7 shifts (`+…-`) also gets its UTF-7 decoding (npm `iconv-lite`).
+ * - a body (not a header field: "+0000" in a Date is not UTF-7) with UTF-7 shifts (`+…-`) also
+ *   gets its UTF-7 decoding (npm `iconv-lite`), since some clients sniff undeclared UTF-7.
  *
  * Security: untrusted bytes; never throws. Cost: detection runs only on bytes that are not valid
  * UTF-8, on at most `MAX_DETECT_BYTES` of them; at most `MAX_READINGS` readings per text.
@@ -68,7 +69,7 @@ function hasIso2022Escape(bytes: Uint8Array): boolean {
  * Every plausible reading of `bytes` whose charset is unknown (or whose declared charset did not
  * fit), best first, without duplicates; at least one.
  */
-export function undeclaredReadings(bytes: Uint8Array): string[] {
+export function undeclaredReadings(bytes: Uint8Array, sniffUtf7 = false): string[] {
   const out: string[] = [];
   const add = (t: string) => {
     if (out.length < MAX_READINGS && !out.includes(t)) out.push(t);
@@ -76,7 +77,7 @@ export function undeclaredReadings(bytes: Uint8Array): string[] {
   if (!hasIso2022Escape(bytes) && isUtf8(bytes)) {
     const t = new TextDecoder().decode(bytes);
     add(t);
-    const u7 = utf7Reading(t);
+    const u7 = sniffUtf7 ? utf7Reading(t) : undefined;
     if (u7 !== undefined) add(u7);
     return out;
   }
@@ -109,8 +110,8 @@ export function undeclaredReadings(bytes: Uint8Array): string[] {
   return out;
 }
 
-/** UTF-7 shift sequences: "+" then base64 (at least 3 characters, i.e. one UTF-16 unit). */
-const UTF7_SHIFT = /\+[A-Za-z0-9+/]{3,}/;
+/** UTF-7 shift sequences: "+", base64 (at least 3 characters: one UTF-16 unit), "-". */
+const UTF7_SHIFT = /\+[A-Za-z0-9+/]{3,}-/;
 
 /**
  * The UTF-7 (RFC 2152) decoding of `text` when it contains a shift sequence that decodes to
