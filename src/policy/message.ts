@@ -148,7 +148,9 @@ export async function decodeMessage(
     problems.push(`only the first ${bytes.length} of ${raw.length} bytes were decoded`);
   }
   const headers = readHeaderFields(bytes, lim);
-  if (headers.truncated) problems.push(`only the first ${lim.maxHeaders} header fields were read`);
+  if (headers.truncated) {
+    problems.push(`more than ${lim.maxHeaders} header fields in one header section`);
+  }
   const walk = walkMessage(bytes, lim);
   let facts: MessageFacts;
   try {
@@ -407,7 +409,7 @@ function latin1Text(bytes: Uint8Array, max: number): string {
 function capText(s: string, max: number, problems: string[]): string {
   if (s.length <= max) return s;
   // Padding is not content: runs of white space count as one character.
-  const collapsed = s.replace(/\s+/g, " ");
+  const collapsed = s.replace(/\s+/g, " ").trim();
   if (collapsed.length <= max) return collapsed;
   const note = `a text is longer than ${max} characters`;
   if (!problems.includes(note)) problems.push(note);

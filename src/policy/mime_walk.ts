@@ -200,7 +200,7 @@ class Walker {
     let s = t;
     if (s.length > this.#lim.maxTextChars) {
       // Padding is not content: runs of white space count as one character.
-      s = s.replace(/\s+/g, " ");
+      s = s.replace(/\s+/g, " ").trim();
       if (s.length > this.#lim.maxTextChars) {
         this.problem(`a text is longer than ${this.#lim.maxTextChars} characters`);
         return;
