@@ -26,7 +26,12 @@ const raw = new TextEncoder().encode(
 const rules = Array.from({ length: 10 }, (_, i) => ({
   name: `kw-${i}`,
   mode: "enforce",
-  when: { kind: "field", field: i % 2 ? "subject" : "body", operator: "contains", values: [`keyword${i}`] },
+  when: {
+    kind: "field",
+    field: i % 2 ? "subject" : "body",
+    operator: "contains",
+    values: [`keyword${i}`],
+  },
   actions: [{ type: "discard" }],
 })) as unknown as Rule[];
 const log: EventLog = { event() {} } as unknown as EventLog;

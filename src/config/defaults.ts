@@ -5,13 +5,7 @@
  * Where a number comes from a standard it says so; the rest follow Postfix's defaults or the
  * foundation issue.
  */
-import type {
-  ContentConfig,
-  GatewayConfig,
-  LogConfig,
-  RelayConfig,
-  SmtpConfig,
-} from "./config.ts";
+import type { ContentConfig, GatewayConfig, LogConfig, RelayConfig, SmtpConfig } from "./config.ts";
 
 /** Defaults of `gateway:` (all but `protect`, which has none: the administrator must say). */
 export const GATEWAY_DEFAULTS: Readonly<Omit<GatewayConfig, "protect" | "hostname">> = Object

@@ -65,8 +65,9 @@ export function readContent(
     ) ?? c.maxHeaderBytes;
   }
   if (f.has("timeout")) {
-    c.timeoutSeconds = r.duration(f.get("timeout"), `"content.timeout"`, 1, 600, f.key("timeout")) ??
-      c.timeoutSeconds;
+    c.timeoutSeconds =
+      r.duration(f.get("timeout"), `"content.timeout"`, 1, 600, f.key("timeout")) ??
+        c.timeoutSeconds;
   }
   return r.issues.length === before ? c : undefined;
 }

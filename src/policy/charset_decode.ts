@@ -7,13 +7,17 @@
  * superset windows-949 —, GBK, Big5, Shift_JIS, EUC-JP, ISO-2022-JP, KOI8-R ...). Two exceptions:
  * - ISO-2022-KR (RFC 1557) is mapped by WHATWG to the "replacement" decoder (one U+FFFD for the
  *   whole input), so it is decoded here through EUC-KR (`iso_2022_kr.ts`);
- * - UTF-7 is refused (decoded as UTF-8), as mailparser does, because it smuggles markup past
- *   filters ("+ADw-script+AD4-").
+ * - UTF-7 (RFC 2152) is decoded with npm `iconv-lite`. mailparser refuses it (reads it as
+ *   UTF-8) because it smuggles markup past HTML filters ("+ADw-script+AD4-"); SSG renders
+ *   nothing and forwards the message unchanged, but a client that decodes UTF-7 shows the words,
+ *   so keyword rules must see them (issue 8: "+AGw-ottery" passed a `lottery` rule).
  * An unknown charset is decoded as UTF-8 with replacement characters: judged on what is readable.
  *
  * Security: untrusted bytes; never throws.
  */
 import { decodeIso2022KrBytes } from "./iso_2022_kr.ts";
+import iconv from "iconv-lite";
+import { Buffer } from "node:buffer";
 
 const utf8 = new TextDecoder("utf-8");
 
@@ -31,7 +35,12 @@ const ALIASES: Record<string, string> = {
 export function decodeCharset(bytes: Uint8Array, charset: string): string {
   const label = charset.trim().toLowerCase();
   if (label === "iso-2022-kr" || label === "csiso2022kr") return decodeIso2022KrBytes(bytes);
-  if (label === "" || /^(?:us-?)?ascii$|^utf-?8$|^utf-?7$|^unicode-1-1-utf-7$/.test(label)) {
+  if (/^utf-?7$|^unicode-1-1-utf-7$/.test(label)) {
+    return decodeUtf7(
+      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1"),
+    );
+  }
+  if (label === "" || /^(?:us-?)?ascii$|^utf-?8$/.test(label)) {
     return utf8.decode(bytes);
   }
   try {
@@ -40,5 +49,14 @@ export function decodeCharset(bytes: Uint8Array, charset: string): string {
     return d.decode(bytes);
   } catch {
     return utf8.decode(bytes);
+  }
+}
+
+/** Decodes UTF-7 text (RFC 2152; one character per byte) with iconv-lite; never throws. */
+export function decodeUtf7(text: string): string {
+  try {
+    return iconv.decode(Buffer.from(text, "latin1"), "utf7");
+  } catch {
+    return text;
   }
 }

@@ -18,9 +18,7 @@
  * UTF-8, on at most `MAX_DETECT_BYTES` of them; at most `MAX_READINGS` readings per text.
  */
 import chardet from "chardet";
-import iconv from "iconv-lite";
-import { Buffer } from "node:buffer";
-import { decodeCharset } from "./charset_decode.ts";
+import { decodeCharset, decodeUtf7 } from "./charset_decode.ts";
 
 /** Bytes chardet looks at (its statistics settle well before this). */
 const MAX_DETECT_BYTES = 64 * 1024;
@@ -59,7 +57,11 @@ export function isUtf8(bytes: Uint8Array): boolean {
 
 /** True when `bytes` hold an ISO-2022 escape (ESC $ or ESC ( ): 7-bit but not ASCII text. */
 function hasIso2022Escape(bytes: Uint8Array): boolean {
-  for (let i = bytes.indexOf(0x1b); i >= 0 && i + 1 < bytes.length; i = bytes.indexOf(0x1b, i + 1)) {
+  for (
+    let i = bytes.indexOf(0x1b);
+    i >= 0 && i + 1 < bytes.length;
+    i = bytes.indexOf(0x1b, i + 1)
+  ) {
     if (bytes[i + 1] === 0x24 || bytes[i + 1] === 0x28) return true;
   }
   return false;
@@ -123,13 +125,4 @@ export function utf7Reading(text: string): string | undefined {
   if (!/^[\x00-\x7f]*$/.test(text)) return undefined; // UTF-7 is 7-bit
   const decoded = decodeUtf7(text);
   return decoded === text ? undefined : decoded;
-}
-
-/** Decodes UTF-7 text (RFC 2152) with iconv-lite; never throws. */
-export function decodeUtf7(text: string): string {
-  try {
-    return iconv.decode(Buffer.from(text, "latin1"), "utf7");
-  } catch {
-    return text;
-  }
 }

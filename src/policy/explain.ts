@@ -16,12 +16,7 @@ import { formatDuration } from "../config/units.ts";
 import { MemoryLog } from "../log/log.ts";
 import type { Trace } from "./compile_condition.ts";
 import { decodeMessage, type MessageFacts } from "./message.ts";
-import {
-  decodeLimitsOf,
-  PolicyEngine,
-  type RuleResult,
-  type StepResult,
-} from "./policy_engine.ts";
+import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "./policy_engine.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 

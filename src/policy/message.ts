@@ -31,7 +31,7 @@
 import { Buffer } from "node:buffer";
 import { Readable } from "node:stream";
 import { type AddressObject, simpleParser } from "mailparser";
-import { base64Bytes, decodeEncodedWords, quotedPrintableBytes } from "./encoded_words.ts";
+import { base64Bytes, quotedPrintableBytes } from "./encoded_words.ts";
 import { decodeCharset } from "./charset_decode.ts";
 import { fixIso2022KrText } from "./iso_2022_kr.ts";
 import { htmlToText } from "./html_to_text.ts";

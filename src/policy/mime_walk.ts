@@ -24,8 +24,8 @@
  * number of parts visited (readings included) by `maxParts`; never throws.
  */
 import { Buffer } from "node:buffer";
-import { decodeCharset } from "./charset_decode.ts";
-import { decodeUtf7, undeclaredReadings } from "./charset_detect.ts";
+import { decodeCharset, decodeUtf7 } from "./charset_decode.ts";
+import { undeclaredReadings } from "./charset_detect.ts";
 import { base64Bytes, decodeEncodedWords, quotedPrintableBytes } from "./encoded_words.ts";
 import { htmlToText } from "./html_to_text.ts";
 
@@ -117,7 +117,9 @@ class Walker {
     const values = (name: string) => fields.filter((f) => f.name === name).map((f) => f.raw);
     if (isMessage) {
       for (const s of values("subject")) this.result.subjects.push(...headerReadings(s));
-      if (depth === 0) for (const f of values("from")) this.result.from.push(...headerReadings(f));
+      if (depth === 0) {
+        for (const f of values("from")) this.result.from.push(...headerReadings(f));
+      }
     }
     const types = unique(values("content-type").map((v) => v.trim()).filter((v) => v !== ""));
     const encodings = unique(
@@ -376,7 +378,11 @@ function rfc2231Value(v: string): string {
 export function findBodyStart(bytes: Uint8Array): number {
   if (bytes[0] === 0x0d && bytes[1] === 0x0a) return 2;
   if (bytes[0] === 0x0a) return 1;
-  for (let i = bytes.indexOf(0x0a); i >= 0 && i + 1 < bytes.length; i = bytes.indexOf(0x0a, i + 1)) {
+  for (
+    let i = bytes.indexOf(0x0a);
+    i >= 0 && i + 1 < bytes.length;
+    i = bytes.indexOf(0x0a, i + 1)
+  ) {
     if (bytes[i + 1] === 0x0a) return i + 2;
     if (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a) return i + 3;
   }

@@ -161,7 +161,11 @@ Deno.test("decodeMessage() byte limit: only the first maxBytes are parsed, cut a
 });
 
 Deno.test("decodeMessage() text limit: limit-1 and limit are read whole, limit+1 is a problem recorded once", async () => {
-  for (const [n, problems] of [[999, []], [1000, []], [1001, ["a text is longer than 1000 characters"]]] as const) {
+  for (
+    const [n, problems] of [[999, []], [1000, []], [1001, [
+      "a text is longer than 1000 characters",
+    ]]] as const
+  ) {
     const raw = enc.encode("Subject: s\r\n\r\n" + "a".repeat(n) + "\r\n");
     const f = await decodeMessage(raw, { maxTextChars: 1000 });
     assert.deepEqual(f.problems, problems, `${n} characters`);

@@ -22,8 +22,9 @@ Deno.test("decodeCharset() decodes EUC-KR, its aliases, ISO-2022-KR, and falls b
   assert.equal(decodeCharset(ISO_2022_KR_DANGCHEOM, "ISO-2022-KR"), "당첨");
   assert.equal(decodeCharset(latin1("caf\xe9"), "iso-8859-1"), "café");
   assert.equal(decodeCharset(new TextEncoder().encode("é"), "no-such-charset"), "é");
-  // UTF-7 is refused: "+ADw-" stays as written instead of becoming "<".
-  assert.equal(decodeCharset(latin1("+ADw-script+AD4-"), "utf-7"), "+ADw-script+AD4-");
+  // UTF-7 is decoded (issue 8): a client that decodes it shows the words a rule looks for.
+  assert.equal(decodeCharset(latin1("+ADw-script+AD4-"), "utf-7"), "<script>");
+  assert.equal(decodeCharset(latin1("+AGwAbwB0-tery"), "UTF-7"), "lottery");
 });
 
 const WORDS: [string, string][] = [
