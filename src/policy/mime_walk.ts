@@ -252,7 +252,9 @@ class Walker {
 
 /** Every reading of a header value given as latin1 (raw bytes): encoded words decoded. */
 export function headerReadings(raw: string): string[] {
-  const bytes = Uint8Array.from(raw, (c) => c.charCodeAt(0) & 0xff);
+  // deno-lint-ignore no-control-regex
+  if (/^[\x00-\x7f]*$/.test(raw)) return [decodeEncodedWords(raw)]; // the common case
+  const bytes = new Uint8Array(Buffer.from(raw, "latin1"));
   return unique(undeclaredReadings(bytes).map((t) => decodeEncodedWords(t)));
 }
 
