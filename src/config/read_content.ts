@@ -15,6 +15,7 @@
  * ```
  * The upper bounds keep one message's decoding within memory and time SSG can afford.
  */
+import { isScalar } from "yaml";
 import type { ContentConfig } from "./config.ts";
 import { CONTENT_DEFAULTS } from "./defaults.ts";
 import type { YamlReader, YNode } from "./yaml_reader.ts";
@@ -37,7 +38,8 @@ export function readContent(
   keyNode: YNode,
 ): ContentConfig | undefined {
   const c: ContentConfig = { ...CONTENT_DEFAULTS };
-  if (!present || node === null || node === undefined) return c;
+  const empty = node === null || node === undefined || (isScalar(node) && node.value === null);
+  if (!present || empty) return c;
   const f = r.fields(node, `"content"`, CONTENT_KEYS, `in "content"`, keyNode);
   if (!f) return undefined;
   const before = r.issues.length;

@@ -66,7 +66,7 @@ export const MAX_PART_READINGS = 4;
 export function walkMessage(bytes: Uint8Array, limits: WalkLimits): WalkResult {
   const w = new Walker(limits);
   try {
-    w.entity(bytes, 0, "message/rfc822", true);
+    w.entity(bytes, 0, "text/plain", true);
   } catch (e) {
     w.problem(`the MIME walk failed (${e instanceof Error ? e.message : String(e)})`);
   }
