@@ -134,7 +134,7 @@ const CASES: Case[] = [
     trick: "a raw ISO-2022-KR Subject without a label",
     action: "discard",
     rule: "lottery",
-    evidence: /^subject contains "복권"$/,
+    evidence: /^subject contains "당첨"$/,
   },
   {
     file: "raw_shift_jis_body.eml",
