@@ -164,6 +164,14 @@ export async function decodeMessage(
     facts = fallbackFacts(bytes, raw.length, lim, headers.fields, problems);
   }
   for (const p of walk.problems) if (!problems.includes(p)) problems.push(p);
+  // Attachments at any depth (inside attached messages too), each type of an ambiguous part.
+  for (const a of walk.attachments) {
+    if (facts.attachments.length >= 1000) break;
+    const known = facts.attachments.some((b) =>
+      b.filename === a.filename && b.contentType.toLowerCase() === a.contentType
+    );
+    if (!known) facts.attachments.push({ ...a, size: 0 });
+  }
   facts.subjects = walk.subjects;
   facts.texts = walk.texts;
   facts.htmls = walk.htmls;

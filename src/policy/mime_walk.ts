@@ -53,6 +53,11 @@ export interface WalkResult {
   htmls: string[];
   /** Every reading of every top-level From field. */
   from: string[];
+  /**
+   * Every part that is not a multipart and not the text of a message, at any depth (inside
+   * attached messages too), with its file name and type — each type of an ambiguous part.
+   */
+  attachments: { filename: string; contentType: string }[];
   /** Why the walk could not read everything (empty: it did). */
   problems: string[];
   /** Parts visited. */
@@ -85,6 +90,7 @@ class Walker {
     texts: [],
     htmls: [],
     from: [],
+    attachments: [],
     problems: [],
     parts: 0,
   };
@@ -173,6 +179,12 @@ class Walker {
       // No boundary: a client shows the body as text.
     }
     const decoded = transferDecode(body, encoding);
+    const isAttachment = name !== "" ||
+      dispositions.some((d) => /^\s*attachment\b/i.test(d)) ||
+      !/^(?:text|message)\//.test(type);
+    if (isAttachment && this.result.attachments.length < 1000) {
+      this.result.attachments.push({ filename: name.trim(), contentType: type });
+    }
     if (type === "message/rfc822" || type === "message/global" || ext === "eml") {
       this.entity(decoded, depth + 1, "text/plain", true);
       return;
@@ -183,8 +195,11 @@ class Walker {
     } else if (
       type.startsWith("text/") || ext === "txt" || /uu(?:e|encode)$/.test(encoding)
     ) {
+      const flowed = params.get("format")?.toLowerCase() === "flowed";
+      const delsp = params.get("delsp")?.toLowerCase() === "yes";
       for (const t of textReadings(decoded, charset)) {
         this.#text(t, this.result.texts);
+        if (flowed) this.#text(unflow(t, delsp), this.result.texts);
         if (/(?:^|\n)begin [0-7]{3,4} /.test(t)) this.#uuencoded(t);
       }
     }
@@ -291,6 +306,21 @@ function transferDecode(body: Uint8Array, encoding: string): Uint8Array {
     default:
       return body;
   }
+}
+
+/**
+ * format=flowed (RFC 3676 §4.2): a line ending in a space continues on the next line; with
+ * DelSp=yes that space is deleted ("chea \r\np" reads "cheap"); space-stuffing is removed.
+ */
+export function unflow(text: string, delsp: boolean): string {
+  const lines = text.split(/\r?\n/);
+  let out = "";
+  for (const raw of lines) {
+    const line = raw.startsWith(" ") ? raw.slice(1) : raw;
+    if (line.endsWith(" ") && line !== "-- ") out += delsp ? line.slice(0, -1) : line;
+    else out += line + "\n";
+  }
+  return out;
 }
 
 /** Decodes uuencoded lines (each: a length character, then groups of four). */

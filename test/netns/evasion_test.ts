@@ -32,6 +32,8 @@ const EXPECTED: Record<string, { code: number; rule: string }> = {
   "nested_attached_messages.eml": { code: 550, rule: "pills" },
   "text_attachment.eml": { code: 550, rule: "pills" },
   "html_attachment.eml": { code: 550, rule: "pills" },
+  "attachment_in_attached_message.eml": { code: 550, rule: "exe" },
+  "flowed_delsp.eml": { code: 550, rule: "pills" },
   "css_display_none.eml": { code: 550, rule: "pills" },
   "css_visibility_hidden.eml": { code: 550, rule: "pills" },
   "css_font_size_zero.eml": { code: 550, rule: "pills" },
@@ -60,6 +62,10 @@ const EXTRA_RULES = `  - name: foreign-lottery
   - name: bad-sender
     when:
       from_address: { equals: spammer@bad.example }
+    action: reject
+  - name: exe
+    when:
+      attachment_name: { matches: "\\\\.exe$" }
     action: reject
 `;
 

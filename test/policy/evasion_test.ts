@@ -114,6 +114,20 @@ const CASES: Case[] = [
     rule: "pills",
     evidence: /^body contains "cheap pills"$/,
   })),
+  {
+    file: "attachment_in_attached_message.eml",
+    trick: "an .exe attachment inside an attached message",
+    action: "reject",
+    rule: "exe",
+    evidence: /^attachment_name matches ".+\.exe\$"$/,
+  },
+  {
+    file: "flowed_delsp.eml",
+    trick: "format=flowed with DelSp=yes splitting the keyword at soft line breaks",
+    action: "reject",
+    rule: "pills",
+    evidence: /^body contains "cheap pills"$/,
+  },
   // 3. Encodings.
   {
     file: "raw_euc_kr_subject.eml",
