@@ -47,11 +47,15 @@ const fatalUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** True when `bytes` are valid UTF-8 (ASCII is). */
 export function isUtf8(bytes: Uint8Array): boolean {
+  return utf8Text(bytes) !== undefined;
+}
+
+/** The text of `bytes` when they are valid UTF-8, else undefined (one pass). */
+function utf8Text(bytes: Uint8Array): string | undefined {
   try {
-    fatalUtf8.decode(bytes);
-    return true;
+    return fatalUtf8.decode(bytes);
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -76,8 +80,8 @@ export function undeclaredReadings(bytes: Uint8Array, sniffUtf7 = false): string
   const add = (t: string) => {
     if (out.length < MAX_READINGS && !out.includes(t)) out.push(t);
   };
-  if (!hasIso2022Escape(bytes) && isUtf8(bytes)) {
-    const t = new TextDecoder().decode(bytes);
+  const t = hasIso2022Escape(bytes) ? undefined : utf8Text(bytes);
+  if (t !== undefined) {
     add(t);
     const u7 = sniffUtf7 ? utf7Reading(t) : undefined;
     if (u7 !== undefined) add(u7);
