@@ -7,7 +7,8 @@
  * superset windows-949 —, GBK, Big5, Shift_JIS, EUC-JP, ISO-2022-JP, KOI8-R ...). Two exceptions:
  * - ISO-2022-KR (RFC 1557) is mapped by WHATWG to the "replacement" decoder (one U+FFFD for the
  *   whole input), so it is decoded here through EUC-KR (`iso_2022_kr.ts`);
- * - UTF-7 (RFC 2152) is decoded with npm `iconv-lite`. mailparser refuses it (reads it as
+ * - UTF-7 (RFC 2152) is decoded (`decodeUtf7`, here: a dozen lines, so that this module, which
+ *   the action modules also load, needs no npm package). mailparser refuses it (reads it as
  *   UTF-8) because it smuggles markup past HTML filters ("+ADw-script+AD4-"); SSG renders
  *   nothing and forwards the message unchanged, but a client that decodes UTF-7 shows the words,
  *   so keyword rules must see them (issue 8: "+AGw-ottery" passed a `lottery` rule).
@@ -16,7 +17,6 @@
  * Security: untrusted bytes; never throws.
  */
 import { decodeIso2022KrBytes } from "./iso_2022_kr.ts";
-import iconv from "iconv-lite";
 import { Buffer } from "node:buffer";
 
 const utf8 = new TextDecoder("utf-8");
@@ -52,11 +52,31 @@ export function decodeCharset(bytes: Uint8Array, charset: string): string {
   }
 }
 
-/** Decodes UTF-7 text (RFC 2152; one character per byte) with iconv-lite; never throws. */
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/**
+ * Decodes UTF-7 text (RFC 2152; one character per byte); never throws. A shift sequence is "+",
+ * modified base64 of UTF-16BE code units, then an optional "-" (absorbed); "+-" is "+". Left-over
+ * bits at the end of a shift sequence are dropped, as decoders do.
+ */
 export function decodeUtf7(text: string): string {
-  try {
-    return iconv.decode(Buffer.from(text, "latin1"), "utf7");
-  } catch {
-    return text;
-  }
+  return text.replace(/\+([A-Za-z0-9+/]*)(-?)/g, (whole, b64: string, dash: string) => {
+    if (b64 === "") return dash ? "+" : whole;
+    let bits = 0;
+    let acc = 0;
+    const bytes: number[] = [];
+    for (const c of b64) {
+      acc = ((acc << 6) | B64.indexOf(c)) & 0xffffff;
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        bytes.push((acc >> bits) & 0xff);
+      }
+    }
+    let out = "";
+    for (let i = 0; i + 1 < bytes.length; i += 2) {
+      out += String.fromCharCode((bytes[i] << 8) | bytes[i + 1]);
+    }
+    return out;
+  });
 }

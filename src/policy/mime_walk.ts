@@ -178,23 +178,27 @@ class Walker {
       }
       // No boundary: a client shows the body as text.
     }
-    const decoded = transferDecode(body, encoding);
+    const isMessage = type === "message/rfc822" || type === "message/global" || ext === "eml";
+    const isHtml = type === "text/html" || ext === "html" || ext === "htm";
+    const isText = type.startsWith("text/") || type.startsWith("multipart/") || ext === "txt" ||
+      /uu(?:e|encode)$/.test(encoding);
     const isAttachment = name !== "" ||
       dispositions.some((d) => /^\s*attachment\b/i.test(d)) ||
       !/^(?:text|message)\//.test(type);
     if (isAttachment && this.result.attachments.length < 1000) {
       this.result.attachments.push({ filename: name.trim(), contentType: type });
     }
-    if (type === "message/rfc822" || type === "message/global" || ext === "eml") {
+    // Binary attachments are not decoded: no client shows them as text.
+    if (!isMessage && !isHtml && !isText) return;
+    const decoded = transferDecode(body, encoding);
+    if (isMessage) {
       this.entity(decoded, depth + 1, "text/plain", true);
       return;
     }
     const charset = params.get("charset") ?? "";
-    if (type === "text/html" || ext === "html" || ext === "htm") {
+    if (isHtml) {
       for (const t of textReadings(decoded, charset)) this.#html(t);
-    } else if (
-      type.startsWith("text/") || ext === "txt" || /uu(?:e|encode)$/.test(encoding)
-    ) {
+    } else {
       const flowed = params.get("format")?.toLowerCase() === "flowed";
       const delsp = params.get("delsp")?.toLowerCase() === "yes";
       for (const t of textReadings(decoded, charset)) {

@@ -159,3 +159,20 @@ Deno.test("foldConfusables() maps non-ASCII look-alikes to their TR39 prototype 
   assert.equal(foldConfusables("modern l0ttery"), "modern l0ttery"); // ASCII untouched
   assert.equal(foldConfusables("당첨"), "당첨");
 });
+
+Deno.test("walkMessage() reads a multipart without a boundary as text, and does not decode binary attachments", () => {
+  const nb = walkMessage(
+    enc.encode("Content-Type: multipart/mixed\r\n\r\ncheap pills\r\n"),
+    LIMITS,
+  );
+  assert.deepEqual(nb.texts, ["cheap pills\r\n"]);
+  const bin = walkMessage(
+    enc.encode(
+      "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: application/pdf; name=a.pdf\r\n" +
+        "Content-Transfer-Encoding: base64\r\n\r\nY2hlYXAgcGlsbHM=\r\n--B--\r\n",
+    ),
+    LIMITS,
+  );
+  assert.deepEqual(bin.texts, []);
+  assert.deepEqual(bin.attachments, [{ filename: "a.pdf", contentType: "application/pdf" }]);
+});

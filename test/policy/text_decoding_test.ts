@@ -121,3 +121,12 @@ Deno.test("htmlToText() is linear: 1 MB of nested or unclosed tags takes well un
 Deno.test("decodeEntities() refuses invalid code points", () => {
   assert.equal(decodeEntities("&#0;&#xD800;&#1114112;"), "\ufffd\ufffd\ufffd");
 });
+
+Deno.test("decodeUtf7() decodes RFC 2152's examples", async () => {
+  const { decodeUtf7 } = await import("../../src/policy/charset_decode.ts");
+  assert.equal(decodeUtf7("A+ImIDkQ."), "A\u2262\u0391.");
+  assert.equal(decodeUtf7("Hi Mom -+Jjo--!"), "Hi Mom -\u263a-!");
+  assert.equal(decodeUtf7("+ZeVnLIqe-"), "日本語");
+  assert.equal(decodeUtf7("1 +- 1 = 2"), "1 + 1 = 2");
+  assert.equal(decodeUtf7("+2D3eAA-"), "\u{1f600}"); // a surrogate pair
+});
