@@ -23,7 +23,9 @@ import { decodeCharset, decodeUtf7 } from "./charset_decode.ts";
 /** Bytes chardet looks at (its statistics settle well before this). */
 const MAX_DETECT_BYTES = 64 * 1024;
 /** Most readings of one text. */
-export const MAX_READINGS = 6;
+export const MAX_READINGS = 8;
+/** Above this many bytes, a text gets at most two readings. */
+const LARGE_TEXT_BYTES = 1024 * 1024;
 /** Below this many bytes, every legacy charset that decodes cleanly is a reading. */
 const SHORT_TEXT_BYTES = 512;
 
@@ -77,8 +79,10 @@ function hasIso2022Escape(bytes: Uint8Array): boolean {
  */
 export function undeclaredReadings(bytes: Uint8Array, sniffUtf7 = false): string[] {
   const out: string[] = [];
+  // A large text gets at most two readings (the best guess and UTF-8), bounding memory.
+  const most = bytes.length > LARGE_TEXT_BYTES ? 2 : MAX_READINGS;
   const add = (t: string) => {
-    if (out.length < MAX_READINGS && !out.includes(t)) out.push(t);
+    if (out.length < most && !out.includes(t)) out.push(t);
   };
   const t = hasIso2022Escape(bytes) ? undefined : utf8Text(bytes);
   if (t !== undefined) {
@@ -94,13 +98,12 @@ export function undeclaredReadings(bytes: Uint8Array, sniffUtf7 = false): string
   } catch {
     guesses = [];
   }
-  for (const g of guesses) {
-    if (out.length >= MAX_READINGS - 1) break;
-    const label = CHARDET_LABELS[g.name] ?? g.name.toLowerCase();
-    if (g === guesses[0] || g.confidence >= 30 || bytes.length < SHORT_TEXT_BYTES) {
-      if (CHARDET_LABELS[g.name] || g === guesses[0] || g.confidence >= 30) {
-        add(decodeCharset(bytes, label));
-      }
+  for (const [i, g] of guesses.entries()) {
+    if (out.length >= most - 1) break;
+    const label = CHARDET_LABELS[g.name];
+    // The best guess; any confident one; on a short text, every legacy multi-byte guess.
+    if (i === 0 || g.confidence >= 30 || (label !== undefined && bytes.length < SHORT_TEXT_BYTES)) {
+      add(decodeCharset(bytes, label ?? g.name.toLowerCase()));
     }
   }
   if (bytes.length < SHORT_TEXT_BYTES) {
