@@ -218,7 +218,8 @@ class Walker {
 
   #text(t: string, into: string[]): void {
     if (t === "" || into.length >= 1000) return;
-    let s = t;
+    // Line ends as mailparser gives them, so that the same text read by both is judged once.
+    let s = t.includes("\r\n") ? t.replaceAll("\r\n", "\n") : t;
     if (s.length > this.#lim.maxTextChars) {
       // Padding is not content: runs of white space count as one character.
       s = s.replace(/\s+/g, " ").trim();

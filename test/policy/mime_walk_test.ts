@@ -48,7 +48,7 @@ Deno.test("walkMessage() depth limit: limit-1 and limit are read, limit+1 is a p
   for (const [d, problem] of [[4, false], [5, false], [6, true]] as const) {
     const w = walkMessage(nested(d), { ...LIMITS, maxDepth: 5 });
     assert.equal(w.problems.length > 0, problem, `${d} levels: ${w.problems}`);
-    assert.equal(w.texts.includes("cheap pills\r\n"), !problem);
+    assert.equal(w.texts.includes("cheap pills\n"), !problem);
     if (!problem) assert.ok(w.subjects.includes("deepest"));
   }
 });
@@ -83,7 +83,7 @@ Deno.test("walkMessage() reads every Content-Type × Content-Transfer-Encoding r
     ),
     LIMITS,
   );
-  assert.deepEqual(two.texts, [`${body}\r\n`, "cheap pills"]);
+  assert.deepEqual(two.texts, [`${body}\n`, "cheap pills"]);
   assert.deepEqual(two.problems, []);
   let many = "";
   for (let i = 0; i < 3; i++) many += `Content-Type: text/plain; x=${i}\r\n`;
@@ -99,7 +99,7 @@ Deno.test("walkMessage() reads a multipart without a closing delimiter to its en
   const raw = "Content-Type: multipart/mixed; boundary=B\r\n\r\npreamble\r\n--B\r\n\r\none\r\n" +
     "--BB\r\nnot a delimiter\r\n--B \r\n\r\ntwo cheap pills\r\n";
   const w = walkMessage(enc.encode(raw), LIMITS);
-  assert.deepEqual(w.texts, ["one\r\n--BB\r\nnot a delimiter", "two cheap pills\r\n"]);
+  assert.deepEqual(w.texts, ["one\n--BB\nnot a delimiter", "two cheap pills\n"]);
 });
 
 Deno.test("uudecode() decodes the classic line format", () => {
@@ -165,7 +165,7 @@ Deno.test("walkMessage() reads a multipart without a boundary as text, and does 
     enc.encode("Content-Type: multipart/mixed\r\n\r\ncheap pills\r\n"),
     LIMITS,
   );
-  assert.deepEqual(nb.texts, ["cheap pills\r\n"]);
+  assert.deepEqual(nb.texts, ["cheap pills\n"]);
   const bin = walkMessage(
     enc.encode(
       "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: application/pdf; name=a.pdf\r\n" +
