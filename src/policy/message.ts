@@ -168,7 +168,7 @@ export async function decodeMessage(
   for (const a of walk.attachments) {
     if (facts.attachments.length >= 1000) break;
     const known = facts.attachments.some((b) =>
-      b.filename === a.filename && b.contentType.toLowerCase() === a.contentType
+      b.filename === a.filename && String(b.contentType).toLowerCase() === a.contentType
     );
     if (!known) facts.attachments.push({ ...a, size: 0 });
   }
@@ -248,9 +248,12 @@ async function parseWithMailparser(
       to: mailboxes(parsed.to),
       cc: mailboxes(parsed.cc),
       attachments: parsed.attachments.map((a) => ({
-        filename: fixIso2022KrText(a.filename ?? ""),
-        contentType: a.contentType ?? "application/octet-stream",
-        size: a.size ?? a.content?.length ?? 0,
+        // mailparser gives `false` for an empty type ("Content-Type: ; name=x.jpg"): strings only.
+        filename: fixIso2022KrText(typeof a.filename === "string" ? a.filename : ""),
+        contentType: typeof a.contentType === "string" && a.contentType !== ""
+          ? a.contentType
+          : "application/octet-stream",
+        size: typeof a.size === "number" ? a.size : a.content?.length ?? 0,
       })),
       subjects: [],
       texts: [],

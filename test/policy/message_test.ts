@@ -241,3 +241,17 @@ Deno.test("decodeMessage() reads an empty message and one without a body", async
   const headOnly = await decodeMessage(enc.encode("Subject: only a header\r\n"));
   assert.equal(headOnly.subject, "only a header");
 });
+
+Deno.test("decodeMessage() reads a part with an empty Content-Type (mailparser's `false`) as application/octet-stream", async () => {
+  const raw = enc.encode(
+    "Subject: s\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n" +
+      'hi\r\n--B\r\nContent-Type: ; name="face.jpg"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--B--\r\n',
+  );
+  const f = await decodeMessage(raw);
+  assert.ok(f.attachments.length >= 1);
+  for (const a of f.attachments) {
+    assert.equal(typeof a.contentType, "string");
+    assert.equal(typeof a.filename, "string");
+  }
+  assert.ok(f.attachments.some((a) => a.filename === "face.jpg"));
+});

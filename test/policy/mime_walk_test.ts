@@ -176,3 +176,58 @@ Deno.test("walkMessage() reads a multipart without a boundary as text, and does 
   assert.deepEqual(bin.texts, []);
   assert.deepEqual(bin.attachments, [{ filename: "a.pdf", contentType: "application/pdf" }]);
 });
+
+Deno.test("decodeMessage() never throws on mutated corpus messages (seeded, 400 mutations)", async () => {
+  const dirs = ["../fixtures/messages/", "../fixtures/evasion/"].map((d) =>
+    new URL(d, import.meta.url)
+  );
+  const corpus: Uint8Array[] = [];
+  for (const d of dirs) {
+    for (const e of Deno.readDirSync(d)) {
+      if (e.name.endsWith(".eml")) corpus.push(Deno.readFileSync(new URL(e.name, d)));
+    }
+  }
+  let seed = 8;
+  const rnd = (n: number) => {
+    seed = (seed * 1664525 + 1013904223) >>> 0;
+    return seed % n;
+  };
+  const tokens = [
+    "\r\n",
+    "--",
+    "=?",
+    "?=",
+    ":",
+    ";",
+    "\x1b$)C",
+    "\x0e",
+    "+",
+    "=",
+    "<",
+    ">",
+    "begin 644 x\r\n",
+    "\r\n\r\n",
+  ]
+    .map((t) => enc.encode(t));
+  for (let i = 0; i < 400; i++) {
+    const base = corpus[rnd(corpus.length)];
+    const out: number[] = [...base];
+    for (let k = 0, n = 1 + rnd(8); k < n; k++) {
+      const at = rnd(out.length + 1);
+      switch (rnd(3)) {
+        case 0:
+          out.splice(at, 1 + rnd(20));
+          break;
+        case 1:
+          out.splice(at, 0, ...tokens[rnd(tokens.length)]);
+          break;
+        default:
+          out[at] = rnd(256);
+      }
+    }
+    const f = await decodeMessage(Uint8Array.from(out));
+    assert.equal(typeof f.subject, "string");
+    for (const t of [...f.subjects, ...f.texts, ...f.htmls]) assert.equal(typeof t, "string");
+    for (const a of f.attachments) assert.equal(typeof a.contentType, "string");
+  }
+});
