@@ -244,6 +244,28 @@ export interface AlertConfig {
   webhook?: { url: string; timeoutSeconds: number };
 }
 
+/**
+ * `content:` — how much of a message SSG reads, and what it does with one it cannot read fully
+ * (issue 8). A message that passes any bound, or that the MIME parser cannot decode, is
+ * "undecodable": unless a rule already stopped it, it gets `undecodable` instead of forward.
+ */
+export interface ContentConfig {
+  /** Verdict for a message not fully read (default "quarantine"). */
+  undecodable: "quarantine" | "tempfail" | "reject" | "forward";
+  /** Most MIME parts, the root and each reading of an ambiguous part included (default 1000). */
+  maxParts: number;
+  /** Deepest nesting of multiparts and attached messages (default 50). */
+  maxDepth: number;
+  /** Largest header section of the message or of one part, in bytes (default 1 MiB). */
+  maxHeaderBytes: number;
+  /** Most header fields in one header section (default 1000). */
+  maxHeaders: number;
+  /** Longest text (one part, one reading), white space runs counted once (default 4 Mi). */
+  maxTextChars: number;
+  /** Longest the MIME parser may take for one message, in seconds (default 30). */
+  timeoutSeconds: number;
+}
+
 /** Everything a running SSG needs, validated. */
 export interface SsgConfig {
   /** Path of the rule file this came from. */
@@ -274,4 +296,6 @@ export interface SsgConfig {
   alert?: AlertConfig;
   /** Thresholds over the recorded verdicts, in order (always set by the loader). */
   thresholds?: Threshold[];
+  /** Decoding bounds and the undecodable verdict (always set by the loader; defaults when absent). */
+  content?: ContentConfig;
 }

@@ -5,7 +5,7 @@
  * Where a number comes from a standard it says so; the rest follow Postfix's defaults or the
  * foundation issue.
  */
-import type { GatewayConfig, LogConfig, RelayConfig, SmtpConfig } from "./config.ts";
+import type { ContentConfig, GatewayConfig, LogConfig, RelayConfig, SmtpConfig } from "./config.ts";
 
 /** Defaults of `gateway:` (all but `protect`, which has none: the administrator must say). */
 export const GATEWAY_DEFAULTS: Readonly<Omit<GatewayConfig, "protect" | "hostname">> = Object
@@ -51,6 +51,25 @@ export const RELAY_DEFAULTS: Readonly<RelayConfig> = Object.freeze({
   replyTimeout: 300, // §4.5.3.2.1-4: 5 minutes for MAIL, RCPT, DATA initiation
   dataTimeout: 600, // §4.5.3.2.6: 10 minutes for the reply to end-of-data
   starttls: "opportunistic",
+});
+
+/**
+ * Defaults of `content:`. Quarantine, not forward: a message SSG could not read may carry what a
+ * rule forbids, and forwarding it is the bypass issue 8 closes; not reject or tempfail either,
+ * because the bounds may still catch a legitimate oddity, which quarantine keeps (on disk,
+ * fsync'd) for an administrator to release, while a reject bounces it and a tempfail only makes
+ * the sender retry the same message until it gives up. The bounds are far above what real mail
+ * needs (README, "What SSG reads"): Postfix's own defaults are a 100 KiB header field, 100 MIME
+ * nesting levels, and no part count.
+ */
+export const CONTENT_DEFAULTS: Readonly<ContentConfig> = Object.freeze({
+  undecodable: "quarantine",
+  maxParts: 1000,
+  maxDepth: 50,
+  maxHeaderBytes: 1024 * 1024,
+  maxHeaders: 1000,
+  maxTextChars: 4 * 1024 * 1024,
+  timeoutSeconds: 30,
 });
 
 /** Defaults of `log:`. */

@@ -17,6 +17,7 @@
  * In the file keys are snake_case (`max_message_bytes`); in `SsgConfig` they are camelCase.
  * Sizes may be written "25M"/"512k", durations "5m"/"30s" (see `units.ts`).
  */
+import { readContent } from "./read_content.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
   Cidr,
@@ -70,6 +71,7 @@ const TOP_KEYS = [
   "alert",
   "rules",
   "thresholds",
+  "content",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -212,6 +214,7 @@ export function parseConfig(
     lists: new Set(Object.keys(sections.lists)),
   });
   const thresholds = readThresholds(top, reader, new Set(rules.map((r) => r.name)));
+  const content = readContent(top.get("content"), top.has("content"), reader, top.key("content"));
 
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
@@ -225,7 +228,7 @@ export function parseConfig(
     }
   }
 
-  if (reader.issues.length > 0 || !gateway || !smtp || !relay || !log) {
+  if (reader.issues.length > 0 || !gateway || !smtp || !relay || !log || !content) {
     throw new ConfigError(file, reader.issues);
   }
   const config: SsgConfig = {
@@ -241,6 +244,7 @@ export function parseConfig(
     blacklist: sections.blacklist,
     quarantine: sections.quarantine,
     thresholds,
+    content,
   };
   if (sections.spamtraps) config.spamtraps = sections.spamtraps;
   if (sections.alert) config.alert = sections.alert;

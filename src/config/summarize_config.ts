@@ -74,6 +74,14 @@ export function summarizeConfig(cfg: SsgConfig): string {
       } → ${t.actions.join(" + ") || "count only"}${bl}`,
     );
   });
+  if (cfg.content) {
+    const c = cfg.content;
+    lines.push(
+      `content: a message not fully read → ${c.undecodable}; at most ${c.maxParts} MIME parts, ${c.maxDepth} levels, ${c.maxHeaderBytes}-byte header sections of ${c.maxHeaders} fields, ${c.maxTextChars} characters per text, ${
+        formatDuration(c.timeoutSeconds)
+      } to parse`,
+    );
+  }
   lines.push(
     `reload (SIGHUP) applies: ${RELOADABLE.join(", ")}`,
     `restart needed for: ${

@@ -5,8 +5,9 @@
  *
  * Text tests run on normalised text (`foldText`: NFKC + case fold + default-ignorable characters
  * removed + white space runs made one space) on both sides. The normalised form of each field is
- * computed at most once per message (`EvalContext`) and capped at `MAX_SCAN_CHARS`, so the cost
- * of a `contains` test is bounded by (cap × number of values) whatever the message; `matches`
+ * computed at most once per message (`EvalContext`); texts are bounded by the decoder
+ * (`content.max_text_chars`, white space runs counted once), so the cost of a `contains` test is
+ * bounded by (that bound × number of values) whatever the message; `matches`
  * patterns were admitted by `regex_guard.ts` and scan at most their own budget of characters.
  *
  * Every node can also *trace* itself (`CompiledCondition.trace`): the same test, but recording for
@@ -30,8 +31,12 @@ import {
 import { guardRegex, runGuarded } from "./regex_guard.ts";
 import type { Condition, FieldCondition, FieldName } from "./rule.ts";
 
-/** Most characters of one field text that a test scans (after normalisation). */
-export const MAX_SCAN_CHARS = 1024 * 1024;
+/**
+ * Most characters of one field text that a test scans: the largest `content.max_text_chars`
+ * allowed, so that it never cuts a text the decoder read whole (a longer text already made the
+ * message undecodable, `message.ts`); it only bounds texts from elsewhere.
+ */
+export const MAX_SCAN_CHARS = 64 * 1024 * 1024;
 
 /** One leaf test that held: what was tested, how, against which value, and the text it held on. */
 export interface Match {

@@ -16,7 +16,8 @@ import { formatDuration } from "../config/units.ts";
 import { MemoryLog } from "../log/log.ts";
 import type { Trace } from "./compile_condition.ts";
 import { decodeMessage, type MessageFacts } from "./message.ts";
-import { PolicyEngine, type RuleResult, type StepResult } from "./policy_engine.ts";
+import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "./policy_engine.ts";
+import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
@@ -31,6 +32,12 @@ export interface Explanation {
     size: number;
     decoder: MessageFacts["decoder"];
     problems: string[];
+    /** Every reading of every Subject (duplicates, attached messages, charsets). */
+    subjects: string[];
+    /** How many plain-text and HTML readings the body rules judged. */
+    readings: { texts: number; htmls: number };
+    /** What `content.undecodable` does with a message that was not fully read. */
+    undecodable: string;
     from: string[];
     to: string[];
     attachments: string[];
@@ -67,7 +74,7 @@ export async function explainMessage(
   message: Uint8Array,
   given: ExplainEnvelope = {},
 ): Promise<Explanation> {
-  const facts = await decodeMessage(message);
+  const facts = await decodeMessage(message, decodeLimitsOf(config.content));
   const firstProtected = config.gateway.protect[0]?.text.split("/")[0] ?? "0.0.0.0";
   const headerTo = [...facts.to, ...facts.cc].map((m) => m.address).filter((a) => a !== "");
   const envelope: Envelope = {
@@ -91,6 +98,12 @@ export async function explainMessage(
         size: facts.size,
         decoder: facts.decoder,
         problems: facts.problems,
+        subjects: [...new Set([facts.subject, ...facts.subjects])],
+        readings: {
+          texts: new Set([facts.text, ...facts.texts].filter((t) => t !== "")).size,
+          htmls: new Set([facts.html, ...facts.htmls].filter((t) => t !== "")).size,
+        },
+        undecodable: (config.content ?? CONTENT_DEFAULTS).undecodable,
         from: facts.from.map((m) => (m.name ? `${m.name} <${m.address}>` : m.address)),
         to: facts.to.map((m) => (m.name ? `${m.name} <${m.address}>` : m.address)),
         attachments: facts.attachments.map((a) => `${a.filename || "(no name)"} ${a.contentType}`),
@@ -124,7 +137,15 @@ export function renderExplanation(e: Explanation): string {
       e.facts.attachments.length ? `, attachments: ${e.facts.attachments.map(q).join(", ")}` : ""
     }`,
   ];
-  for (const p of e.facts.problems) lines.push(`  partial decode: ${p}`);
+  if (e.facts.subjects.length > 1) {
+    lines.push(`  every subject judged: ${e.facts.subjects.map((x) => q(x)).join(", ")}`);
+  }
+  lines.push(
+    `  body readings judged: ${e.facts.readings.texts} text, ${e.facts.readings.htmls} HTML`,
+  );
+  for (const p of e.facts.problems) {
+    lines.push(`  NOT FULLY READ: ${p} (content.undecodable: ${e.facts.undecodable})`);
+  }
   lines.push("", "before the rules:");
   for (const s of e.steps) lines.push(`  ${s.holds ? "HOLDS" : "no   "} ${s.step}: ${s.detail}`);
   lines.push("", "rules, in order:");

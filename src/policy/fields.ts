@@ -5,6 +5,12 @@
  *
  * A field yields a list of texts (e.g. `body` = the text/plain text and the HTML-as-text), and a
  * test holds when it holds for any of them. `header` is read by name (`headerTexts`).
+ *
+ * What a mail client could show is read, every reading of it (issue 8; `mime_walk.ts`):
+ * `subject` is every Subject field of the message (duplicates included) and of attached
+ * messages, in every plausible charset; `body` and `html` include text and HTML attachments,
+ * attached messages, uuencoded text, both readings of an ambiguous part, and HTML with hidden
+ * text dropped as well as kept.
  */
 import type { Envelope } from "./verdict.ts";
 import type { Mailbox, MessageFacts } from "./message.ts";
@@ -23,11 +29,12 @@ export type FieldExtractor = (input: FieldInput) => string[];
 
 /** One extractor per field name (the `Record` type makes a missing entry a compile error). */
 export const FIELD_EXTRACTORS: Readonly<Record<FieldName, FieldExtractor>> = Object.freeze({
-  subject: ({ facts }) => [facts.subject],
+  subject: ({ facts }) => distinct([facts.subject, ...facts.subjects]),
   // Without a name, `header` reads every header field as "name: value".
   header: ({ facts }) => facts.headers.map((h) => `${h.name}: ${h.value}`),
-  body: ({ facts }) => [facts.text, facts.html].filter((t) => t !== ""),
-  html: ({ facts }) => (facts.html === "" ? [] : [facts.html]),
+  body: ({ facts }) =>
+    distinct([facts.text, facts.html, ...facts.texts, ...facts.htmls]).filter((t) => t !== ""),
+  html: ({ facts }) => distinct([facts.html, ...facts.htmls]).filter((t) => t !== ""),
   from: ({ facts }) => mailboxTexts(facts.from),
   to: ({ facts }) => mailboxTexts(facts.to),
   cc: ({ facts }) => mailboxTexts(facts.cc),
@@ -50,6 +57,23 @@ export const FIELD_EXTRACTORS: Readonly<Record<FieldName, FieldExtractor>> = Obj
   attachment_name: ({ facts }) => facts.attachments.map((a) => a.filename).filter((n) => n !== ""),
   attachment_type: ({ facts }) => facts.attachments.map((a) => a.contentType),
 });
+
+/**
+ * The texts without repeats. The first reading stays first (evidence quotes it); a reading that
+ * differs only in surrounding white space is a repeat (mailparser and the MIME walk often read the
+ * same part).
+ */
+function distinct(texts: string[]): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const t of texts) {
+    const k = t.trim();
+    if (seen.has(k)) continue;
+    seen.add(k);
+    out.push(t);
+  }
+  return out;
+}
 
 /** The values of every header field named `name` (lower case). */
 export function headerTexts(facts: MessageFacts, name: string): string[] {

@@ -9,8 +9,13 @@
  * keywords ("ß" → "ss", "ﬀ" → "ff", final sigma "ς" → "σ"), without locale rules (no Turkish
  * dotless-i special case, like Unicode's default case folding).
  *
+ * Look-alike letters of other scripts (Cyrillic "о", Greek "ο", mathematical and other TR39
+ * confusables) are replaced by their prototype (`confusables.ts`)
+ * (on the upper-case form, so that a word and its capitals fold alike), so that "lоttеry" reads "lottery".
+ *
  * Security: untrusted text. The cost is linear in the input; callers cap the input length.
  */
+import { foldConfusables } from "./confusables.ts";
 
 /**
  * Normalises `text` for comparison: NFKC, case fold, default-ignorable characters removed (zero
@@ -23,10 +28,10 @@ export function foldText(text: string): string {
     // Fast path: ASCII needs only lowercasing and white space runs.
     return text.toLowerCase().replace(/\s+/g, " ");
   }
-  return text.normalize("NFKC")
-    .replace(/\p{Default_Ignorable_Code_Point}/gu, "")
-    .toLowerCase().toUpperCase().toLowerCase()
-    .replaceAll("ς", "σ") // toLowerCase() makes a final sigma; case folding (CaseFolding.txt) does not
+  const bare = text.normalize("NFKC").replace(/\p{Default_Ignorable_Code_Point}/gu, "");
+  // Look-alikes are folded on the upper-case form (TR39 maps "Σ" and "σ" differently; mapping
+  // the upper case makes "ΣΟΦΟΣ" and "σοφος" fold alike), then everything is lower-cased.
+  return foldConfusables(bare.toLowerCase().toUpperCase()).toLowerCase()
     .normalize("NFKC")
     .replace(/\s+/g, " ");
 }

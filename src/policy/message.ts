@@ -9,22 +9,34 @@
  * Header fields are decoded with our own RFC 2047 decoder (`encoded_words.ts`) so that every
  * field, not only the ones mailparser knows, is text.
  *
+ * A second reader, SSG's own MIME walk (`mime_walk.ts`), adds what mailparser leaves unread or
+ * reads one way only (issue 8): text inside attached messages and their subjects, text and HTML
+ * attachments, uuencoded text, every reading of duplicate Subject/Content-Type/
+ * Content-Transfer-Encoding fields, undeclared charsets and UTF-7, HTML with hidden text dropped
+ * and kept. Its readings are in `subjects`, `texts`, `htmls` (and extra `from` mailboxes); the
+ * fields `subject`, `body` and `html` judge every reading (`fields.ts`).
+ *
  * Security: untrusted bytes, from anyone on the Internet. Bounds, all in `DecodeLimits`:
  * - only the first `maxBytes` are parsed (cut at a line end); the rest is not looked at;
- * - at most `maxParts` MIME parts (mailparser's `maxChildNodes`);
- * - at most `maxHeaders` header fields, and each fact at most `maxTextChars` characters;
+ * - at most `maxParts` MIME parts (mailparser's `maxChildNodes`), nested `maxDepth` deep;
+ * - header sections of at most `maxHeaderBytes` (mailparser's `maxHeadSize`), `maxHeaders` fields;
+ * - each text at most `maxTextChars` characters (white space runs counted as one);
  * - parsing that takes longer than `timeoutMs` is abandoned.
- * Never throws: when mailparser fails or times out, the message is judged on what a simple
- * header/body split can read (`decoder: "fallback"`), and `problems` says why, so that the
- * verdict's evidence can say the judgement was partial.
+ * Passing any bound is recorded in `problems`, and a message with problems was not fully read:
+ * the policy gives it the `content.undecodable` verdict unless a rule already stopped it, so a
+ * bound is never a way around a rule. Never throws: when mailparser fails or times out, the
+ * message is judged on what a simple header/body split and the MIME walk can read
+ * (`decoder: "fallback"`), and `problems` says why.
  */
 import { Buffer } from "node:buffer";
 import { Readable } from "node:stream";
 import { type AddressObject, simpleParser } from "mailparser";
-import { base64Bytes, decodeEncodedWords, quotedPrintableBytes } from "./encoded_words.ts";
+import { base64Bytes, quotedPrintableBytes } from "./encoded_words.ts";
 import { decodeCharset } from "./charset_decode.ts";
 import { fixIso2022KrText } from "./iso_2022_kr.ts";
 import { htmlToText } from "./html_to_text.ts";
+import { headerReadings, walkMessage } from "./mime_walk.ts";
+import addressparser from "nodemailer/lib/addressparser/index.js";
 
 /** One header field, decoded. */
 export interface HeaderField {
@@ -72,33 +84,51 @@ export interface MessageFacts {
   cc: Mailbox[];
   /** Attachments, in order. */
   attachments: AttachmentFacts[];
+  /**
+   * Every reading of every Subject field, of the message and of attached messages (the MIME
+   * walk); `subject` is mailparser's reading of the first one.
+   */
+  subjects: string[];
+  /** Every reading of every plain text (text parts and attachments at any depth, uuencoded). */
+  texts: string[];
+  /** Every reading of every HTML part as text: as shown (hidden text dropped) and all of it. */
+  htmls: string[];
   /** Which decoder produced the facts. */
   decoder: "mailparser" | "fallback";
-  /** Why the facts may be incomplete (truncated, too many parts, parser failure); empty if none. */
+  /**
+   * Why the message was not fully read (a bound passed, a parser failure); empty if it was. A
+   * message with problems gets the `content.undecodable` verdict (see `policy_engine.ts`).
+   */
   problems: string[];
 }
 
 /** Bounds on decoding one message. */
 export interface DecodeLimits {
-  /** Bytes of the message parsed (default 8 MiB). */
+  /** Bytes of the message parsed (default 1 GiB: all that `smtp.max_message_bytes` admits). */
   maxBytes: number;
-  /** MIME parts, the root included (default 256; mailparser's `maxChildNodes`). */
+  /** MIME parts, the root included (default 1000; mailparser's `maxChildNodes`). */
   maxParts: number;
-  /** Header fields kept (default 1000). */
+  /** Nesting depth of multiparts and attached messages (default 50). */
+  maxDepth: number;
+  /** Bytes of one header section (default 1 MiB; mailparser's `maxHeadSize`). */
+  maxHeaderBytes: number;
+  /** Header fields of one header section (default 1000). */
   maxHeaders: number;
-  /** Characters kept per text fact (default 1 Mi). */
+  /** Characters per text, white space runs counted as one (default 4 Mi). */
   maxTextChars: number;
-  /** Parser time budget in milliseconds (default 5000). */
+  /** Parser time budget in milliseconds (default 30000). */
   timeoutMs: number;
 }
 
 /** The default bounds. */
 export const DEFAULT_DECODE_LIMITS: Readonly<DecodeLimits> = Object.freeze({
-  maxBytes: 8 * 1024 * 1024,
-  maxParts: 256,
+  maxBytes: 1024 * 1024 * 1024,
+  maxParts: 1000,
+  maxDepth: 50,
+  maxHeaderBytes: 1024 * 1024,
   maxHeaders: 1000,
-  maxTextChars: 1024 * 1024,
-  timeoutMs: 5000,
+  maxTextChars: 4 * 1024 * 1024,
+  timeoutMs: 30_000,
 });
 
 /** The MIME parser used (mailparser's `simpleParser`; tests substitute a slow or failing one). */
@@ -118,24 +148,58 @@ export async function decodeMessage(
     problems.push(`only the first ${bytes.length} of ${raw.length} bytes were decoded`);
   }
   const headers = readHeaderFields(bytes, lim);
-  if (headers.truncated) problems.push(`only the first ${lim.maxHeaders} header fields were read`);
+  if (headers.truncated) {
+    problems.push(`more than ${lim.maxHeaders} header fields in one header section`);
+  }
+  const walk = walkMessage(bytes, lim);
+  let facts: MessageFacts;
   try {
-    const facts = await parseWithMailparser(
-      parser,
-      bytes,
-      raw.length,
-      lim,
-      headers.fields,
-      problems,
-    );
-    return facts;
+    facts = await parseWithMailparser(parser, bytes, raw.length, lim, headers.fields, problems);
   } catch (e) {
     problems.push(
       `mailparser could not decode the message (${
         errorText(e)
-      }); judged on the headers and the raw body`,
+      }); judged on the headers, the raw body and SSG's own MIME walk`,
     );
-    return fallbackFacts(bytes, raw.length, lim, headers.fields, problems);
+    facts = fallbackFacts(bytes, raw.length, lim, headers.fields, problems);
+  }
+  for (const p of walk.problems) if (!problems.includes(p)) problems.push(p);
+  // Attachments at any depth (inside attached messages too), each type of an ambiguous part.
+  for (const a of walk.attachments) {
+    if (facts.attachments.length >= 1000) break;
+    const known = facts.attachments.some((b) =>
+      b.filename === a.filename && String(b.contentType).toLowerCase() === a.contentType
+    );
+    if (!known) facts.attachments.push({ ...a, size: 0 });
+  }
+  facts.subjects = walk.subjects;
+  facts.texts = walk.texts;
+  facts.htmls = walk.htmls;
+  // Every From field (a second one is a second reading of the sender): its mailboxes too.
+  for (const value of walk.from) {
+    for (const m of parseMailboxes(value)) {
+      if (facts.from.length >= 1000) break;
+      if (!facts.from.some((f) => f.address === m.address && f.name === m.name)) facts.from.push(m);
+    }
+  }
+  return facts;
+}
+
+/** The mailboxes of one address field value (groups flattened); never throws. */
+function parseMailboxes(value: string): Mailbox[] {
+  try {
+    const out: Mailbox[] = [];
+    const walk = (list: { name?: string; address?: string; group?: unknown[] }[]) => {
+      for (const m of list) {
+        if (out.length >= 1000) return;
+        if (Array.isArray(m.group)) walk(m.group as typeof list);
+        else out.push({ name: m.name ?? "", address: m.address ?? "" });
+      }
+    };
+    walk(addressparser(value) as { name?: string; address?: string; group?: unknown[] }[]);
+    return out;
+  } catch {
+    return [];
   }
 }
 
@@ -162,6 +226,7 @@ async function parseWithMailparser(
     const parsed = await Promise.race([
       parser(input, {
         maxChildNodes: lim.maxParts,
+        maxHeadSize: lim.maxHeaderBytes,
         // We convert HTML ourselves, for every HTML part (see html_to_text.ts).
         skipHtmlToText: true,
         skipTextToHtml: true,
@@ -183,10 +248,16 @@ async function parseWithMailparser(
       to: mailboxes(parsed.to),
       cc: mailboxes(parsed.cc),
       attachments: parsed.attachments.map((a) => ({
-        filename: fixIso2022KrText(a.filename ?? ""),
-        contentType: a.contentType ?? "application/octet-stream",
-        size: a.size ?? a.content?.length ?? 0,
+        // mailparser gives `false` for an empty type ("Content-Type: ; name=x.jpg"): strings only.
+        filename: fixIso2022KrText(typeof a.filename === "string" ? a.filename : ""),
+        contentType: typeof a.contentType === "string" && a.contentType !== ""
+          ? a.contentType
+          : "application/octet-stream",
+        size: typeof a.size === "number" ? a.size : a.content?.length ?? 0,
       })),
+      subjects: [],
+      texts: [],
+      htmls: [],
       decoder: "mailparser",
       problems,
     };
@@ -261,6 +332,9 @@ function fallbackFacts(
     to: [],
     cc: [],
     attachments: [],
+    subjects: [],
+    texts: [],
+    htmls: [],
     decoder: "fallback",
     problems,
   };
@@ -272,10 +346,15 @@ function readHeaderFields(
   lim: DecodeLimits,
 ): { fields: HeaderField[]; truncated: boolean } {
   const end = findBodyStart(bytes);
-  // Header bytes are (mostly) ASCII; 8-bit bytes are read as UTF-8 (RFC 6532) with replacement.
-  const headText = new TextDecoder("utf-8").decode(
-    bytes.subarray(0, end < 0 ? Math.min(bytes.length, 1024 * 1024) : Math.min(end, 1024 * 1024)),
-  );
+  // Read as latin1 (a character per byte); a value with 8-bit bytes (UTF-8 by RFC 6532, or a
+  // legacy charset sent raw) is decoded in every plausible charset (`headerReadings`). Past
+  // `maxHeaderBytes` the MIME walk records the problem.
+  const cap = lim.maxHeaderBytes;
+  const headText = Buffer.from(
+    bytes.buffer,
+    bytes.byteOffset,
+    end < 0 ? Math.min(bytes.length, cap) : Math.min(end, cap),
+  ).toString("latin1");
   const fields: HeaderField[] = [];
   let truncated = false;
   let current: { name: string; parts: string[] } | undefined;
@@ -285,10 +364,11 @@ function readHeaderFields(
       truncated = true;
     } else {
       const value = current.parts.join(" ").replace(/[ \t]+/g, " ").trim();
-      fields.push({
-        name: current.name,
-        value: fixIso2022KrText(decodeEncodedWords(value.slice(0, lim.maxTextChars))),
-      });
+      // A value with several readings (raw 8-bit bytes) is listed once per reading.
+      for (const reading of headerReadings(value.slice(0, lim.maxTextChars))) {
+        if (fields.length >= lim.maxHeaders) break;
+        fields.push({ name: current.name, value: fixIso2022KrText(reading) });
+      }
     }
     current = undefined;
   };
@@ -339,7 +419,10 @@ function latin1Text(bytes: Uint8Array, max: number): string {
 
 function capText(s: string, max: number, problems: string[]): string {
   if (s.length <= max) return s;
-  const note = `text longer than ${max} characters was cut`;
+  // Padding is not content: runs of white space count as one character.
+  const collapsed = s.replace(/\s+/g, " ").trim();
+  if (collapsed.length <= max) return collapsed;
+  const note = `a text is longer than ${max} characters`;
   if (!problems.includes(note)) problems.push(note);
   return s.slice(0, max);
 }

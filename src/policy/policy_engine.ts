@@ -13,7 +13,11 @@
  *    discard, reject, tempfail, quarantine, redirect), which decides — its own non-terminal
  *    actions included; observe-mode rules that match are only logged (`policy.observe`) and
  *    named in `verdict.observed`;
- * 5. no terminal match → forward (with whatever accumulated).
+ * 5. no terminal match → forward (with whatever accumulated);
+ * 6. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
+ *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
+ *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
+ *    was not read must not pass as clean. A rule that stopped it on what was read still decides.
  * Then, after the client got its answer, the action runner calls `record()`: the verdict is
  * counted and thresholds are evaluated (they return effects: blacklist, alert).
  * A reject, tempfail or discard verdict carries no tag and no deliveries (nothing is delivered);
@@ -34,7 +38,8 @@
  * `Judge`). A state-store failure while judging fails open (logged `policy.state_failed`: bulk
  * not reached, dynamic lists empty); in `record()` it throws, and the action runner logs it.
  */
-import type { AccessList, SpamtrapConfig } from "../config/config.ts";
+import type { AccessList, ContentConfig, SpamtrapConfig } from "../config/config.ts";
+import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
 import { fingerprint } from "../state/bulk_fingerprint.ts";
@@ -84,6 +89,35 @@ export interface PolicyInput {
   spamtraps?: SpamtrapConfig;
   /** Thresholds over recorded verdicts, in order. */
   thresholds?: Threshold[];
+  /** Decoding bounds and the undecodable verdict (default `CONTENT_DEFAULTS`). */
+  content?: ContentConfig;
+}
+
+/** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
+export const UNDECODABLE_REJECT: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.6.0",
+  text: "Message content could not be fully checked",
+});
+
+/** The reply when `content.undecodable` is tempfail. */
+export const UNDECODABLE_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.6.0",
+  text: "Message content could not be fully checked, try again later",
+});
+
+/** The decode bounds `content:` sets. */
+export function decodeLimitsOf(content: ContentConfig | undefined): Partial<DecodeLimits> {
+  const c = content ?? CONTENT_DEFAULTS;
+  return {
+    maxParts: c.maxParts,
+    maxDepth: c.maxDepth,
+    maxHeaderBytes: c.maxHeaderBytes,
+    maxHeaders: c.maxHeaders,
+    maxTextChars: c.maxTextChars,
+    timeoutMs: c.timeoutSeconds * 1000,
+  };
 }
 
 /** Options of the engine. */
@@ -170,6 +204,7 @@ export class PolicyEngine {
   readonly #ownsState: boolean;
   readonly #now: () => number;
   readonly #usesBulk: boolean;
+  readonly #undecodable: ContentConfig["undecodable"];
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -192,7 +227,8 @@ export class PolicyEngine {
       terminal: rule.actions.find((a) => TERMINAL.has(a.type)),
     }));
     this.#log = log;
-    this.#limits = options.decodeLimits ?? {};
+    this.#limits = { ...decodeLimitsOf(p.content), ...options.decodeLimits };
+    this.#undecodable = p.content?.undecodable ?? CONTENT_DEFAULTS.undecodable;
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -207,6 +243,11 @@ export class PolicyEngine {
       eventSeconds: Math.max(60, ...this.#thresholds.map((t) => t.withinSeconds)),
       bulkSeconds: Math.max(60, ...bulkWindows),
     });
+  }
+
+  /** The decode bounds in force (from `content:`, then the options). */
+  get decodeLimits(): Partial<DecodeLimits> {
+    return { ...this.#limits };
   }
 
   /** Number of rules in force. */
@@ -422,6 +463,16 @@ export class PolicyEngine {
         ? partial("no rule matched")
         : undefined,
     };
+    if (
+      facts.problems.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
+      this.#undecodable !== "forward"
+    ) {
+      // 6. Not fully read: never forwarded as clean.
+      const why = [`message not fully read: ${facts.problems.join("; ")}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = undecodableVerdict(this.#undecodable, why.join("; "));
+    }
     if (decidedByRule || verdict !== early) {
       attachExtras(verdict, tag, deliveries, effects, observed);
     }
@@ -684,6 +735,22 @@ function keyValue(key: BlacklistKey, envelope: Envelope): string {
   if (key === "client_ip") return canonicalIp(envelope.client.ip);
   const sender = envelope.mailFrom.trim().toLowerCase();
   return key === "sender" ? sender : domainOf(sender);
+}
+
+/** The verdict `content.undecodable` gives (rule "undecodable"). */
+function undecodableVerdict(
+  action: Exclude<ContentConfig["undecodable"], "forward">,
+  evidence: string,
+): Verdict {
+  const rule = "undecodable";
+  switch (action) {
+    case "reject":
+      return { action, rule, reply: { ...UNDECODABLE_REJECT }, evidence };
+    case "tempfail":
+      return { action, rule, reply: { ...UNDECODABLE_TEMPFAIL }, evidence };
+    default:
+      return { action: "quarantine", rule, evidence };
+  }
 }
 
 function makeVerdict(action: Action, rule: string, evidence: string): Verdict {

@@ -62,7 +62,7 @@ const BROKEN: { name: string; text: string; errors: string[] }[] = [
     name: "an unknown key at top level",
     text: GOOD_GATEWAY + "rulez: []\n",
     errors: [
-      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, state, lists, allowlist, blacklist, spamtraps, quarantine, alert, rules, thresholds`,
+      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, state, lists, allowlist, blacklist, spamtraps, quarantine, alert, rules, thresholds, content`,
     ],
   },
   {

@@ -160,11 +160,24 @@ Deno.test("decodeMessage() byte limit: only the first maxBytes are parsed, cut a
   }
 });
 
-Deno.test("decodeMessage() text limit cuts long text and records it once", async () => {
-  const raw = enc.encode("Subject: s\r\n\r\n" + "a".repeat(5000) + "\r\n");
+Deno.test("decodeMessage() text limit: limit-1 and limit are read whole, limit+1 is a problem recorded once", async () => {
+  for (
+    const [n, problems] of [[999, []], [1000, []], [1001, [
+      "a text is longer than 1000 characters",
+    ]]] as const
+  ) {
+    const raw = enc.encode("Subject: s\r\n\r\n" + "a".repeat(n) + "\r\n");
+    const f = await decodeMessage(raw, { maxTextChars: 1000 });
+    assert.deepEqual(f.problems, problems, `${n} characters`);
+    assert.equal(f.text.trim().length, Math.min(n, 1000));
+  }
+});
+
+Deno.test("decodeMessage() text limit counts a run of white space once (padding is not content)", async () => {
+  const raw = enc.encode("Subject: s\r\n\r\nhello" + " ".repeat(5000) + "cheap pills\r\n");
   const f = await decodeMessage(raw, { maxTextChars: 1000 });
-  assert.equal(f.text.length, 1000);
-  assert.deepEqual(f.problems, ["text longer than 1000 characters was cut"]);
+  assert.deepEqual(f.problems, []);
+  assert.ok(f.text.trimEnd().endsWith("cheap pills"), f.text.slice(-40));
 });
 
 Deno.test("decodeMessage() header limit keeps the first maxHeaders fields", async () => {
@@ -175,7 +188,7 @@ Deno.test("decodeMessage() header limit keeps the first maxHeaders fields", asyn
   });
   assert.equal(f.headers.length, 10);
   assert.equal(f.subject, "late"); // mailparser still reads the Subject
-  assert.deepEqual(f.problems, ["only the first 10 header fields were read"]);
+  assert.deepEqual(f.problems, ["more than 10 header fields in one header section"]);
 });
 
 Deno.test("decodeMessage() never throws on malformed input (seeded random bytes and truncations)", async () => {
@@ -227,4 +240,18 @@ Deno.test("decodeMessage() reads an empty message and one without a body", async
   assert.equal(empty.text, "");
   const headOnly = await decodeMessage(enc.encode("Subject: only a header\r\n"));
   assert.equal(headOnly.subject, "only a header");
+});
+
+Deno.test("decodeMessage() reads a part with an empty Content-Type (mailparser's `false`) as application/octet-stream", async () => {
+  const raw = enc.encode(
+    "Subject: s\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n" +
+      'hi\r\n--B\r\nContent-Type: ; name="face.jpg"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--B--\r\n',
+  );
+  const f = await decodeMessage(raw);
+  assert.ok(f.attachments.length >= 1);
+  for (const a of f.attachments) {
+    assert.equal(typeof a.contentType, "string");
+    assert.equal(typeof a.filename, "string");
+  }
+  assert.ok(f.attachments.some((a) => a.filename === "face.jpg"));
 });

@@ -22,8 +22,9 @@ Deno.test("decodeCharset() decodes EUC-KR, its aliases, ISO-2022-KR, and falls b
   assert.equal(decodeCharset(ISO_2022_KR_DANGCHEOM, "ISO-2022-KR"), "당첨");
   assert.equal(decodeCharset(latin1("caf\xe9"), "iso-8859-1"), "café");
   assert.equal(decodeCharset(new TextEncoder().encode("é"), "no-such-charset"), "é");
-  // UTF-7 is refused: "+ADw-" stays as written instead of becoming "<".
-  assert.equal(decodeCharset(latin1("+ADw-script+AD4-"), "utf-7"), "+ADw-script+AD4-");
+  // UTF-7 is decoded (issue 8): a client that decodes it shows the words a rule looks for.
+  assert.equal(decodeCharset(latin1("+ADw-script+AD4-"), "utf-7"), "<script>");
+  assert.equal(decodeCharset(latin1("+AGwAbwB0-tery"), "UTF-7"), "lottery");
 });
 
 const WORDS: [string, string][] = [
@@ -70,7 +71,14 @@ const FOLD: [string, string][] = [
   ["ﬁnance", "finance"],
   ["a \r\n\t b", "a b"],
   ["\u1103\u1161\u11BC\u110E\u1165\u11B7", "당첨"],
-  ["ΣΟΦΟΣ", "σοφοσ"],
+  // Capitals and small letters fold alike, final sigma included; Greek omicron is a TR39
+  // look-alike of Latin "o", capital sigma of "Ʃ" (so every sigma reads "ʃ").
+  ["ΣΟΦΟΣ", "ʃoφoʃ"],
+  ["σοφος", "ʃoφoʃ"],
+  // Cyrillic and Greek look-alikes (issue 8).
+  ["lоttеry", "lottery"],
+  ["LΟTTЕRY", "lottery"],
+  ["당첨", "당첨"],
 ];
 for (const [input, want] of FOLD) {
   Deno.test(`foldText(${JSON.stringify(input)}) is ${JSON.stringify(want)}`, () => {
@@ -112,4 +120,13 @@ Deno.test("htmlToText() is linear: 1 MB of nested or unclosed tags takes well un
 
 Deno.test("decodeEntities() refuses invalid code points", () => {
   assert.equal(decodeEntities("&#0;&#xD800;&#1114112;"), "\ufffd\ufffd\ufffd");
+});
+
+Deno.test("decodeUtf7() decodes RFC 2152's examples", async () => {
+  const { decodeUtf7 } = await import("../../src/policy/charset_decode.ts");
+  assert.equal(decodeUtf7("A+ImIDkQ."), "A\u2262\u0391.");
+  assert.equal(decodeUtf7("Hi Mom -+Jjo--!"), "Hi Mom -\u263a-!");
+  assert.equal(decodeUtf7("+ZeVnLIqe-"), "日本語");
+  assert.equal(decodeUtf7("1 +- 1 = 2"), "1 + 1 = 2");
+  assert.equal(decodeUtf7("+2D3eAA-"), "\u{1f600}"); // a surrogate pair
 });
