@@ -116,12 +116,25 @@ async function captured(w: InteropWorld, label: string, fn: () => Promise<unknow
     "-w",
     pcap,
     `tcp port 25 and host ${w.t.addr.gwServer4}`,
-  ], { stdout: "null", stderr: "null" });
-  await new Promise((r) => setTimeout(r, 1_000));
+  ], { stdout: "null", stderr: "piped" });
+  // Bounded: until tcpdump says it is listening (10 s at most), then the traffic.
+  const reader = tcpdump.stderr.getReader();
+  let said = "";
+  const deadline = Date.now() + 10_000;
+  while (!said.includes("listening on") && Date.now() < deadline) {
+    const r = await Promise.race([
+      reader.read(),
+      new Promise<undefined>((res) => setTimeout(() => res(undefined), 500)),
+    ]);
+    if (r && !r.done) said += new TextDecoder().decode(r.value);
+    if (r?.done) break;
+  }
   await fn();
-  await new Promise((r) => setTimeout(r, 500));
+  await new Promise((r) => setTimeout(r, 1_000));
   tcpdump.kill("SIGINT");
   await tcpdump.status;
+  reader.releaseLock();
+  await tcpdump.stderr.cancel().catch(() => {});
   const text = await w.t.exec(w.t.ns.server, ["tcpdump", "-r", pcap, "-ttttt", "-n", "-S"]);
   const keep = Deno.env.get("TLS_BENCH_LISTING");
   if (keep) await Deno.writeTextFile(`${keep}.${label.slice(1, 2)}`, text.stdout);
