@@ -12,6 +12,9 @@
  *   (c) from the gateway namespace, STARTTLS    (what SSG's relay leg does, done by Python)
  *   (d) through SSG, relay.starttls: opportunistic (the default: the relay leg uses TLS)
  *   (e) through SSG, relay.starttls: off
+ * `--baseline PATH` adds arm (d0): the same as (d) with another build of SSG (e.g. one made from
+ * the commit before a fix with `git archive C | tar -x -C DIR && DIR/build.sh`), so before and
+ * after are measured in the same run, against the same server.
  * `--capture` also records the relay leg of the first messages of (d) with tcpdump in the server
  * namespace and prints each packet with its time since the connection's SYN, so a stall shows as
  * a gap (the figures in the report of the TLS fix were taken this way).
@@ -21,13 +24,14 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type InteropWorld, withInteropWorld } from "../../test/netns/interop.ts";
-import { ruleFileText, startSsg } from "../../test/netns/helpers.ts";
+import { ruleFileText, SsgProcess, startSsg } from "../../test/netns/helpers.ts";
 
 const { values: opt } = parseArgs({
   args: Deno.args,
   options: {
     messages: { type: "string", default: "100" },
     capture: { type: "boolean", default: false },
+    baseline: { type: "string" },
   },
 });
 const N = Math.min(Math.max(1, Number(opt.messages)), 2_000);
@@ -142,7 +146,34 @@ async function captured(w: InteropWorld, label: string, fn: () => Promise<unknow
   console.log(firstConnection(text.stdout, w.t.addr.server4));
 }
 
-async function ssgArm(w: InteropWorld, label: string, starttls: string): Promise<Series> {
+/** Starts another build of SSG (`--baseline`) in the gateway namespace; bounded (60 s). */
+async function startBinary(w: InteropWorld, bin: string): Promise<SsgProcess> {
+  let offset = 0;
+  try {
+    offset = Deno.statSync(w.logFile).size;
+  } catch { /* not written yet */ }
+  const ssg = new SsgProcess(
+    w.t.spawn(w.t.ns.gateway, [bin, "run", w.ruleFile]),
+    w.logFile,
+    offset,
+  );
+  const deadline = Date.now() + 60_000;
+  while (!/\bssg\.ready\b/.test(ssg.log())) {
+    if (ssg.status || Date.now() > deadline) {
+      await ssg.stop("SIGKILL").catch(() => {});
+      throw new Error(`${bin} did not start:\n${ssg.transcript()}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return ssg;
+}
+
+async function ssgArm(
+  w: InteropWorld,
+  label: string,
+  starttls: string,
+  binary?: string,
+): Promise<Series> {
   await Deno.writeTextFile(
     w.ruleFile,
     ruleFileText({ logFile: w.logFile, level: "info" }).replace(
@@ -150,7 +181,7 @@ async function ssgArm(w: InteropWorld, label: string, starttls: string): Promise
       `relay:\n  starttls: ${starttls}\n`,
     ),
   );
-  const ssg = await startSsg(w.t, w.ruleFile, w.logFile);
+  const ssg = binary ? await startBinary(w, binary) : await startSsg(w.t, w.ruleFile, w.logFile);
   try {
     // The first relay connections pay for warming up (JIT, TLS context): not timed.
     await series(w, "warm-up", w.t.ns.client, false, 3);
@@ -199,6 +230,11 @@ await withInteropWorld({}, async (w) => {
   const arm = "(c) Python STARTTLS from the gateway ns";
   if (opt.capture) await captured(w, arm, () => series(w, arm, w.t.ns.gateway, true, 1));
   rows.push(await series(w, arm, w.t.ns.gateway, true));
+  if (opt.baseline) {
+    rows.push(
+      await ssgArm(w, "(d0) baseline SSG, relay STARTTLS", "opportunistic", opt.baseline),
+    );
+  }
   rows.push(await ssgArm(w, "(d) through SSG, relay STARTTLS (default)", "opportunistic"));
   rows.push(await ssgArm(w, "(e) through SSG, relay.starttls: off", "off"));
   const tls = /TLS connection established from unknown\[198\.51\.100\.1\]: (\S+)/.exec(
