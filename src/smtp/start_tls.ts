@@ -25,7 +25,9 @@
  * because node:tls in Deno surfaces a ticket ('session') only when the caller reads. The wait is
  * bounded by the handshake's own duration (at least `MIN_TICKET_WAIT_MS`, at most
  * `MAX_TICKET_WAIT_MS`) and skipped for TLS 1.2, which has no post-handshake messages; a server
- * that sends no tickets costs that bound once per connection. Rejected: TCP_QUICKACK on our socket (no Deno API), capping the relay at TLS 1.2
+ * that sends no tickets costs that bound once per connection (so do tickets that were already
+ * read ahead when the handshake was reported done: they cannot be told apart from the server's
+ * handshake flight, and waiting is then merely useless, never wrong). Rejected: TCP_QUICKACK on our socket (no Deno API), capping the relay at TLS 1.2
  * (a downgrade to avoid a timing artefact), writing the Finished alone without waiting (the EHLO
  * still leaves before the tickets arrive, so the same stall).
  *
@@ -121,33 +123,20 @@ function upgrade(
     let raw: Duplex;
     let sock: tls.TLSSocket;
     const started = performance.now();
-    // Bytes from the server, counted where they enter; `handshakeBytes` is the count at the end
-    // of the handshake, so what comes later is post-handshake (the server speaks no SMTP
-    // before our first command).
+    // Client side: bytes from the server, counted where they enter; `handshakeBytes` is the
+    // count at the end of the handshake, so what comes later is post-handshake (the server
+    // speaks no SMTP before our first command).
     let received = 0;
     let handshakeBytes = -1;
     let onPostHandshake: (() => void) | undefined;
-    const source = io.readable.getReader();
-    const counted = new ReadableStream<Uint8Array>({
-      async pull(c) {
-        try {
-          const r = await source.read();
-          if (r.done) return c.close();
-          received += r.value.byteLength;
-          if (handshakeBytes >= 0 && received > handshakeBytes) onPostHandshake?.();
-          c.enqueue(r.value);
-        } catch (e) {
-          c.error(e);
-        }
-      },
-      cancel(reason) {
-        return source.cancel(reason);
-      },
-      // Read ahead (up to 4 chunks) whether or not the TLS layer asks yet: that is how the
-      // tickets are noticed before anyone reads.
-    }, { highWaterMark: 4 });
     try {
-      raw = Duplex.fromWeb({ readable: counted, writable: io.writable });
+      const readable = awaitTickets
+        ? readAhead(io.readable, (n) => {
+          received += n;
+          if (handshakeBytes >= 0 && received > handshakeBytes) onPostHandshake?.();
+        })
+        : io.readable;
+      raw = Duplex.fromWeb({ readable, writable: io.writable });
       // Errors of the plaintext pipe reach us through the TLS socket; never uncaught.
       raw.on("error", () => {});
       sock = make(raw);
@@ -209,8 +198,34 @@ function upgrade(
         },
         protocol,
         cipher: sock.getCipher()?.name ?? "unknown",
-        postHandshakeBytes: received - handshakeBytes,
+        postHandshakeBytes: awaitTickets ? received - handshakeBytes : 0,
       });
     });
   });
+}
+
+/**
+ * `readable`, read ahead by up to 4 chunks whether or not anyone asks yet, reporting the size of
+ * each chunk as it enters: that is how the server's tickets are noticed before anyone reads.
+ */
+function readAhead(
+  readable: ReadableStream<Uint8Array>,
+  onChunk: (bytes: number) => void,
+): ReadableStream<Uint8Array> {
+  const source = readable.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      try {
+        const r = await source.read();
+        if (r.done) return c.close();
+        onChunk(r.value.byteLength);
+        c.enqueue(r.value);
+      } catch (e) {
+        c.error(e);
+      }
+    },
+    cancel(reason) {
+      return source.cancel(reason);
+    },
+  }, { highWaterMark: 4 });
 }

@@ -8,7 +8,7 @@
  *
  * What it offers a test: inject a message (`sendmail -C DIR`, with the DSN options), wait —
  * bounded — until the instance logs the final status of every recipient, read and empty a virtual
- * maildir, change parameters and reload, and the raw log.
+ * maildir, and the raw log. Each case's parameters are given at start (a fresh instance per test).
  *
  * What it trusts: nothing it reads from the log but the fields it parses (`to=`, `dsn=`,
  * `status=`, `client=`, `message-id=`). What it limits: every command and every wait is bounded
@@ -200,19 +200,6 @@ export class PostfixInstance implements AsyncDisposable {
       ["postfix", "-c", this.dir, ...args].join(" "),
       "/dev/null",
     ], { timeoutMs });
-  }
-
-  /** Sets main.cf parameters (`postconf -e`) and reloads; waits until the reload is logged. */
-  async configure(params: Record<string, string>): Promise<void> {
-    const args = Object.entries(params).map(([k, v]) => `${k}=${v}`);
-    const e = await run(["postconf", "-c", this.dir, "-e", ...args], { timeoutMs: 10_000 });
-    if (e.code !== 0) throw new PostfixError(`postconf -e ${args.join(" ")}: ${e.stderr}`);
-    const from = this.logSize();
-    const r = await this.#postfix(["reload"], 30_000);
-    if (r.code !== 0) {
-      throw new PostfixError(`postfix -c ${this.dir} reload failed: ${r.stdout}${r.stderr}`);
-    }
-    await this.waitForLog(/reload -- version/, from, 10_000);
   }
 
   /**
