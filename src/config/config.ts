@@ -73,6 +73,11 @@ export interface SmtpConfig {
   maxInflightBytes: number;
   /** Most recipients per transaction before 452 (default 100, the RFC minimum). */
   maxRecipients: number;
+  /**
+   * Extra RCPTs past `maxRecipients` answered 452 without counting as errors (default 1000,
+   * Postfix's smtpd_recipient_overshoot_limit); each one past it counts towards `maxErrors`.
+   */
+  recipientOvershootLimit: number;
   /** Command line limit in bytes including CRLF (default 512). */
   maxCommandLine: number;
   /** Text line limit in bytes including CRLF (default 1000). */

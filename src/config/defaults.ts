@@ -26,6 +26,7 @@ export const SMTP_DEFAULTS: Readonly<SmtpConfig> = Object.freeze({
   maxMessageBytes: 25 * 1024 * 1024,
   maxInflightBytes: 256 * 1024 * 1024,
   maxRecipients: 100, // §4.5.3.1.8: at least 100 recipients MUST be buffered
+  recipientOvershootLimit: 1000, // Postfix's smtpd_recipient_overshoot_limit
   maxCommandLine: 512, // §4.5.3.1.4
   maxTextLine: 1000, // §4.5.3.1.6; enforced only under long_lines: reject
   // Postfix ≥ 3.9 defaults: bare LF normalised (end of data only on CRLF.CRLF), long lines kept.

@@ -89,6 +89,7 @@ const SMTP_KEYS = [
   "max_message_bytes",
   "max_inflight_bytes",
   "max_recipients",
+  "recipient_overshoot_limit",
   "max_command_line",
   "max_text_line",
   "bare_line_endings",
@@ -461,6 +462,12 @@ function readSmtp(
   }
   // RFC 5321 §4.5.3.1: these are minimums a server must accept; lower values break the RFC.
   s.maxRecipients = int("max_recipients", 100, 100_000, s.maxRecipients);
+  s.recipientOvershootLimit = int(
+    "recipient_overshoot_limit",
+    0,
+    1_000_000,
+    s.recipientOvershootLimit,
+  );
   s.maxCommandLine = int("max_command_line", 512, 65_536, s.maxCommandLine);
   s.maxTextLine = int("max_text_line", 1000, 1_000_000, s.maxTextLine);
   if (f.has("bare_line_endings")) {

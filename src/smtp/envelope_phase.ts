@@ -6,7 +6,8 @@
  * characters, lengths and parameters); the server's replies only through `RelayClient`.
  * Limits: SIZE= above `maxMessageBytes` is refused 552 5.3.4 (RFC 1870) before the server is
  * asked; `maxTransactions` per session (421 4.7.0 and close); `maxRecipients` per transaction
- * (452 4.5.3 for each extra RCPT, RFC 5321 §4.5.3.1.10, not counted as an error). A server's
+ * (452 4.5.3 for each extra RCPT, RFC 5321 §4.5.3.1.10; errors only past
+ * `recipientOvershootLimit` of them). A server's
  * 1xx/3xx to MAIL/RCPT is not SMTP: the relay connection is dropped and the client gets 421.
  *
  * Parameters: SMTPUTF8 (RFC 6531) and the DSN parameters RET, ENVID, NOTIFY, ORCPT (RFC 3461)
@@ -96,15 +97,28 @@ export async function rcpt(core: SessionCore, link: ServerLink, arg: string): Pr
   const parsed = parseRcptArg(arg, paramOffer(core), tx.smtputf8 === true);
   if (!parsed.ok) return core.fail(parsed.reply, parsed.reason);
   if (tx.rcpts.length >= ctx.smtp.maxRecipients) {
-    // RFC 5321 §4.5.3.1.10: 452, and the recipients already accepted are kept. Not counted as
-    // an error: a pipelining client sends them all before it can see the first 452.
-    ctx.log.event("smtp.limit", {
-      session: ctx.id,
-      tx: tx.id,
-      limit: "recipients",
-      max: ctx.smtp.maxRecipients,
-    });
-    return core.send(reply(452, "4.5.3", "Error: too many recipients"));
+    // RFC 5321 §4.5.3.1.10: 452, and the recipients already accepted are kept. A pipelining
+    // client sends them all before it can see the first 452, so the first
+    // `recipientOvershootLimit` extra RCPTs are not errors (Postfix's
+    // smtpd_recipient_overshoot_limit); every one past that counts towards `maxErrors`, so a
+    // client that keeps sending RCPTs is cut off. One log line per transaction, not per 452:
+    // the count goes into smtp.close.
+    tx.refusedRcpts = (tx.refusedRcpts ?? 0) + 1;
+    core.refusedRcpts++;
+    if (tx.refusedRcpts === 1) {
+      ctx.log.event("smtp.limit", {
+        session: ctx.id,
+        tx: tx.id,
+        limit: "recipients",
+        max: ctx.smtp.maxRecipients,
+        note: "further refusals in this transaction are counted in smtp.close",
+      });
+    }
+    const r = reply(452, "4.5.3", "Error: too many recipients");
+    if (tx.refusedRcpts > ctx.smtp.recipientOvershootLimit) {
+      return core.fail(r, "too-many-recipients");
+    }
+    return core.send(r);
   }
   const relay = link.relay;
   if (!relay) return link.lost(new RelayError("closed", "No relay connection"), "rcpt");

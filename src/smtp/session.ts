@@ -121,6 +121,7 @@ class Session implements CommandHandlers {
       duration_ms: summary.durationMs,
       transactions: summary.transactions,
       errors: summary.errors,
+      rcpt_refused: core.refusedRcpts || undefined,
     });
     return summary;
   }

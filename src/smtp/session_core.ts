@@ -34,6 +34,8 @@ export interface Transaction {
   envid?: string;
   /** Recipients the server accepted. */
   rcpts: string[];
+  /** RCPTs refused in this transaction because `maxRecipients` was reached. */
+  refusedRcpts?: number;
   /** When MAIL was accepted (performance.now()). */
   started: number;
   /** The message so far, while it arrives in BDAT chunks (RFC 3030); undefined otherwise. */
@@ -101,6 +103,8 @@ export class SessionCore {
   };
   /** Client-caused error replies. */
   errors = 0;
+  /** RCPTs refused past `maxRecipients` in this session (logged once per transaction, counted). */
+  refusedRcpts = 0;
   /**
    * The host name the client sees in our own replies (greeting, EHLO, 221, 421): the protected
    * server's when it was learnt and `smtp.bannerHostname` is "server", else `gateway.hostname`.

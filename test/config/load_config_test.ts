@@ -402,6 +402,7 @@ rules:
     maxMessageBytes: 26214400,
     maxInflightBytes: 268435456,
     maxRecipients: 100,
+    recipientOvershootLimit: 1000,
     maxCommandLine: 512,
     maxTextLine: 1000,
     bareLineEndings: "normalize",

@@ -191,6 +191,7 @@ export function smtpConfig(over: Partial<SmtpConfig> = {}): SmtpConfig {
     maxMessageBytes: 10_000_000,
     maxInflightBytes: 1 << 30,
     maxRecipients: 100,
+    recipientOvershootLimit: 1000,
     maxCommandLine: 512,
     maxTextLine: 1000,
     bareLineEndings: "reject",

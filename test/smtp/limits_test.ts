@@ -86,6 +86,23 @@ Deno.test("Recipient limit 100: 99 and 100 accepted, the 101st gets 452 4.5.3 an
   }
 });
 
+Deno.test("Recipient overshoot: extra RCPTs within recipient_overshoot_limit are not errors, past it each one is, and the log has one line per transaction", async () => {
+  // max 100, overshoot 10, max_errors 5: 100 accepted, 10 free 452s, then 452s that count; the
+  // 6th counted one passes max_errors and the session ends with 421.
+  const rcpts = Array.from({ length: 100 + 10 + 50 }, (_, i) => `r${i}@example.net`);
+  const r = await transcript(envelope("a@example.org", rcpts) + "m\r\n.\r\nQUIT\r\n", {
+    smtp: { recipientOvershootLimit: 10, maxErrors: 5 },
+  });
+  const want = [250, 250, ...Array(100).fill(250), ...Array(10 + 6).fill(452), 421];
+  assert.deepEqual(r.codes, want);
+  assert.equal(r.result.end, "errors");
+  assert.equal(r.result.errors, 6);
+  const limitLines = r.log.named("smtp.limit").filter((e) => e.fields.limit === "recipients");
+  assert.equal(limitLines.length, 1, "one smtp.limit line for the whole transaction");
+  assert.equal(r.log.named("smtp.close")[0].fields.rcpt_refused, 16, "the count is in smtp.close");
+  assert.deepEqual(r.servers[0]?.messages ?? [], [], "nothing delivered: the session ended first");
+});
+
 Deno.test("SIZE= limit: limit-1 and limit accepted, limit+1 gets 552 5.3.4 without contacting the server", async () => {
   const max = 1000;
   for (const [size, code] of [[max - 1, 250], [max, 250], [max + 1, 552]] as const) {
