@@ -397,15 +397,17 @@ export class RelayClient {
   }
 
   /** Sends QUIT, waits briefly for 221, and closes. Never throws. */
-  async quit(): Promise<void> {
+  async quit(): Promise<SmtpReply | undefined> {
+    let r: SmtpReply | undefined;
     if (this.#usable) {
       try {
         const ms = Math.min(QUIT_WAIT_MS, secondsToMs(this.#config.replyTimeout));
         await this.#write(encoder.encode("QUIT\r\n"), ms);
-        await this.#readReply(ms);
+        r = await this.#readReply(ms);
       } catch { /* closing anyway */ }
     }
     this.close();
+    return r;
   }
 
   /** Closes the connection; safe to call twice. */

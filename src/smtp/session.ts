@@ -47,7 +47,7 @@ import { greet, hello } from "./hello_phase.ts";
 import { askServer } from "./query_phase.ts";
 import { auth } from "./auth_phase.ts";
 import { reply } from "./reply.ts";
-import { SessionCore } from "./session_core.ts";
+import { relayedReply, SessionCore } from "./session_core.ts";
 import type { SessionContext, SessionSummary } from "./session_context.ts";
 import { closeQuietly, type SessionIo } from "./session_io.ts";
 import { ServerLink } from "./server_link.ts";
@@ -258,8 +258,18 @@ class Session implements CommandHandlers {
       core.fail(reply(501, "5.5.4", "Syntax: QUIT"), "quit-syntax");
       return Promise.resolve();
     }
-    core.send(reply(221, "2.0.0", `${core.name} closing connection`));
     core.end = "quit";
+    const relay = this.#link.relay;
+    if (core.profile && relay?.usable) {
+      // Mirroring: the server's own goodbye (Postfix "221 2.0.0 Bye", others "... closing
+      // connection"), one round trip on the inside link; SSG's own text if it gives none.
+      this.#link.relay = undefined;
+      return relay.quit().then((r) => {
+        if (r?.code === 221) core.send(relayedReply(r, "2.0.0"));
+        else core.send(reply(221, "2.0.0", `${core.name} closing connection`));
+      });
+    }
+    core.send(reply(221, "2.0.0", `${core.name} closing connection`));
     return Promise.resolve();
   }
 

@@ -36,7 +36,8 @@ Deno.test("First contact: SSG greets with the server's own greeting and EHLO nam
   // The connection opened before the greeting carried the transaction: one connection in all.
   assert.equal(r.servers.length, 1);
   assert.equal(r.servers[0].messages.length, 1);
-  assert.match(r.output, /221 2\.0\.0 mail\.server\.example closing connection\r\n$/);
+  // QUIT is answered with the server's own goodbye (the fake server says "221 2.0.0 Bye").
+  assert.match(r.output, /221 2\.0\.0 Bye\r\n$/);
   assert.equal(profiles.size, 1);
 });
 
@@ -86,7 +87,7 @@ Deno.test("A server with a smaller SIZE and no PIPELINING is offered as it is", 
   assert.equal(
     r.output,
     "250-small.example\r\n250-SIZE 1048576\r\n250 ENHANCEDSTATUSCODES\r\n" +
-      "221 2.0.0 small.example closing connection\r\n",
+      "221 2.0.0 Bye\r\n",
   );
 });
 
@@ -104,7 +105,7 @@ Deno.test("A server without ENHANCEDSTATUSCODES gets replies without enhanced co
     r.output,
     "250-plain.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10000000\r\n" +
       "250 Ok\r\n250 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 Ok: queued as 4AbCdE\r\n" +
-      "221 plain.example closing connection\r\n",
+      "221 2.0.0 Bye\r\n",
   );
 });
 
@@ -188,7 +189,7 @@ Deno.test("Mirroring: VRFY, EXPN, HELP and ETRN get the server's own replies; wi
   assert.equal(
     r.output.split("\r\n").slice(-6).join("\r\n"),
     "252 2.0.0 bob\r\n502 5.5.2 Error: command not recognized\r\n214 2.0.0 Ask your postmaster\r\n" +
-      "458 4.5.4 Unable to queue messages\r\n221 2.0.0 server.example closing connection\r\n",
+      "458 4.5.4 Unable to queue messages\r\n221 2.0.0 Bye\r\n",
   );
   assert.ok(r.servers[0].commands.includes("VRFY bob"));
   assert.ok(r.servers[0].commands.includes("ETRN example.net"));
