@@ -153,7 +153,10 @@ export function ehloKeywords(core: SessionCore): string[] {
   const lines: string[] = [];
   let sawSize = false;
   let sawTls = false;
-  for (const [kw, param] of p.extensions) {
+  // A plaintext client sees what the server offers in plaintext (its order, STARTTLS where the
+  // server puts it); after STARTTLS, what the server offers under TLS.
+  const ext = !core.tls && p.plainExtensions ? p.plainExtensions : p.extensions;
+  for (const [kw, param] of ext) {
     if (kw === "STARTTLS") {
       sawTls = true;
       if (smtp.tls && !core.tls) lines.push("STARTTLS");
@@ -162,7 +165,7 @@ export function ehloKeywords(core: SessionCore): string[] {
     if (!MIRRORED.has(kw)) continue;
     if (kw === "PIPELINING" && !smtp.pipelining) continue;
     // AUTH learnt under TLS is not offered to a plaintext client (see auth_phase.ts).
-    if (kw === "AUTH" && p.tls && !core.tls) continue;
+    if (kw === "AUTH" && ext === p.extensions && p.tls && !core.tls) continue;
     if (kw === "SIZE") {
       sawSize = true;
       lines.push(`SIZE ${offeredSize(param, smtp.maxMessageBytes)}`);

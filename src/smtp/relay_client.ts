@@ -135,6 +135,7 @@ export class RelayClient {
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #config: RelayConfig;
   #extensions = new Map<string, string>();
+  #plainExtensions: Map<string, string> | undefined;
   #ehloName = "";
   #usable = true;
   #closed = false;
@@ -287,6 +288,12 @@ export class RelayClient {
     return this.#announced;
   }
 
+  /** The server's EHLO keywords before STARTTLS (what a plaintext client is offered), in order;
+   * undefined when it only spoke HELO. */
+  get plainExtensions(): ReadonlyMap<string, string> | undefined {
+    return this.#plainExtensions;
+  }
+
   /** EHLO keywords (upper case) the server advertised, with their parameters. */
   get extensions(): ReadonlyMap<string, string> {
     return this.#extensions;
@@ -429,6 +436,9 @@ export class RelayClient {
     const ehlo = await this.command(`EHLO ${hostname}`);
     if (ehlo.code === 250) {
       this.#readExtensions(ehlo);
+      // What the server offers a client in plaintext, in its order (STARTTLS included): the
+      // view a mirroring session gives a client that has not started TLS.
+      this.#plainExtensions = new Map(this.#extensions);
       if (
         this.#extensions.has("STARTTLS") && (this.#config.starttls ?? "opportunistic") !== "off"
       ) {

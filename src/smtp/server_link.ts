@@ -61,6 +61,7 @@ export class ServerLink {
       ehloName: relay.ehloName,
       extensions: relay.extensions,
       tls: relay.tls !== undefined,
+      plainExtensions: relay.plainExtensions,
     });
     ctx.log.event("relay.connect", {
       session: ctx.id,

@@ -24,6 +24,9 @@ export interface ServerProfile {
   extensions: ReadonlyMap<string, string>;
   /** Whether the relay learnt them under TLS (a server may offer AUTH only then). */
   tls: boolean;
+  /** The keywords the server offers before STARTTLS, in its order (STARTTLS included), when the
+   * relay saw them: what a plaintext client is offered. */
+  plainExtensions?: ReadonlyMap<string, string>;
   /** Its last 250 reply to end of data (text lines and enhanced code), when one was seen. */
   deliveryReply?: SmtpReply;
   /** When the capabilities were learnt (ms, the cache's clock). */
@@ -87,6 +90,7 @@ export class ServerProfiles {
       ehloName: string;
       extensions: ReadonlyMap<string, string>;
       tls?: boolean;
+      plainExtensions?: ReadonlyMap<string, string>;
     },
   ): ServerProfile {
     const key = keyOf(server);
@@ -96,6 +100,7 @@ export class ServerProfiles {
       ehloName: seen.ehloName,
       extensions: new Map(seen.extensions),
       tls: seen.tls === true,
+      plainExtensions: seen.plainExtensions ? new Map(seen.plainExtensions) : undefined,
       deliveryReply: old?.deliveryReply,
       learnedAt: this.#now(),
     };

@@ -111,7 +111,10 @@ Deno.test("changedKeys() names leaves in snake_case and treats arrays and bytes 
 
 Deno.test("ssg check's summary says what SIGHUP applies and what needs a restart", () => {
   const text = summarizeConfig(parse(BASE));
-  assert.match(text, /^reload \(SIGHUP\) applies: rules, .*smtp\.\*, relay\.\* except relay\.source\*, log\.level$/m);
+  assert.match(
+    text,
+    /^reload \(SIGHUP\) applies: rules, .*smtp\.\*, relay\.\* except relay\.source\*, log\.level$/m,
+  );
   assert.match(
     text,
     /^restart needed for: gateway\.\*, relay\.source\*, state\.\*, quarantine\.\*, alert\.\*, log\.file /m,

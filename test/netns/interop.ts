@@ -314,6 +314,15 @@ export async function deliverViaSender(
     await w.sender.waitForLog(new RegExp(`: ${senderQid}: removed`), s0, timeoutMs);
   }
   expected += countNotifications(w.sender.logSince(s0), senderQid);
+  // A message the sender handed over ("sent") is in the server's queue; its log line may lag
+  // (postlogd writes asynchronously), so wait for it rather than read too early.
+  if (statuses.some((s) => s.status === "sent")) {
+    await w.server.waitForLog(
+      new RegExp(`: [0-9A-F]{6,}: message-id=<${escapeRe(m.messageId)}>`),
+      v0,
+      timeoutMs,
+    );
+  }
   const serverQids = w.server.queueIds(m.messageId, v0);
   out.serverClient = serverQids.map((q) => w.server.clientOf(q, v0) ?? "?");
   out.serverStatus = [];
@@ -554,4 +563,9 @@ export function interopTest(c: InteropCase, aspects: AspectName[]): void {
       }
     },
   });
+}
+
+/** `s` as a literal inside a regular expression. */
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
