@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  BODY_MARK,
   deliverViaSender,
   type InteropCase,
   LATER_BOUNCE,
@@ -184,17 +185,40 @@ export const largerThanSsgSize: InteropCase = {
     },
   },
   run: (w) => {
-    const line = "0123456789".repeat(7) + "abcdef";
-    const lines: string[] = [];
+    // Large mail is attachments: a short text and a base64 file, 26 MB on the wire.
+    const line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0";
+    const b64: string[] = [];
     const target = 26 * 1024 * 1024;
-    for (let n = 0; n < target; n += line.length + 1) lines.push(line);
-    return deliverViaSender(w, {
-      from: FROM,
-      rcpts: [RCPT],
-      messageId: "large@sender.test",
-      subject: "26 MB",
-      body: lines.join("\n"),
-    }, { timeoutMs: 120_000 });
+    for (let n = 0; n < target; n += line.length + 1) b64.push(line);
+    const messageId = "large@sender.test";
+    const text = [
+      `From: <${FROM}>`,
+      `To: <${RCPT}>`,
+      `Subject: 26 MB`,
+      `Date: Mon, 30 Nov 2026 10:00:00 +0000`,
+      `Message-ID: <${messageId}>`,
+      `MIME-Version: 1.0`,
+      `Content-Type: multipart/mixed; boundary="big1"`,
+      ``,
+      `--big1`,
+      `Content-Type: text/plain; charset=UTF-8`,
+      ``,
+      `The archive you asked for.`,
+      BODY_MARK,
+      `--big1`,
+      `Content-Type: application/octet-stream; name="archive.bin"`,
+      `Content-Transfer-Encoding: base64`,
+      `Content-Disposition: attachment; filename="archive.bin"`,
+      ``,
+      ...b64,
+      `--big1--`,
+      ``,
+    ].join("\n");
+    return deliverViaSender(
+      w,
+      { from: FROM, rcpts: [RCPT], messageId, subject: "26 MB" },
+      { body: text, timeoutMs: 120_000 },
+    );
   },
 };
 
