@@ -90,6 +90,12 @@ export function summarizeConfig(cfg: SsgConfig): string {
         formatDuration(v.timeoutSeconds)
       } per scan, messages up to ${v.maxBytes} bytes scanned; scan failed → ${v.onFailure}${
         virusLeaves(cfg.rules).length ? "" : " (no rule tests virus: nothing is scanned)"
+      }${
+        v.maxBytes < cfg.smtp.maxMessageBytes
+          ? `; messages of ${
+            v.maxBytes + 1
+          } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scanned → ${v.onFailure}`
+          : ""
       }`,
     );
   }

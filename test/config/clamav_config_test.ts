@@ -50,7 +50,7 @@ Deno.test("clamav: every key is read, and ssg check describes the scanner", () =
   const summary = summarizeConfig(cfg);
   assert.match(
     summary,
-    /^clamav: clamd at \/var\/run\/clamd\.scan\/clamd\.sock, 1m per scan, messages up to 10485760 bytes scanned; scan failed → quarantine$/m,
+    /^clamav: clamd at \/var\/run\/clamd\.scan\/clamd\.sock, 1m per scan, messages up to 10485760 bytes scanned; scan failed → quarantine; messages of 10485761 to 26214400 bytes \(smtp\.max_message_bytes\) are not scanned → quarantine$/m,
   );
   assert.match(summary, /^ {2}1\. no-viruses: virus → reject/m);
   assert.match(
@@ -206,4 +206,40 @@ Deno.test("clamav: is applied by a reload (SIGHUP): the next engine's client goe
 Deno.test("the shipped rules/default.yaml loads without clamd and scans nothing", async () => {
   const cfg = await loadConfig(new URL("../../rules/default.yaml", import.meta.url).pathname);
   assert.equal(cfg.clamav, undefined);
+});
+
+Deno.test("ssg check says which accepted messages are too large to scan (max_bytes below smtp.max_message_bytes)", () => {
+  const cfg = parseConfig(
+    GW + "smtp: { max_message_bytes: 2M }\nclamav: { max_bytes: 1M }\n" + VIRUS_RULE,
+    "a.yaml",
+  );
+  assert.match(
+    summarizeConfig(cfg),
+    /; messages of 1048577 to 2097152 bytes \(smtp\.max_message_bytes\) are not scanned → tempfail$/m,
+  );
+  const same = parseConfig(
+    GW + "smtp: { max_message_bytes: 1M }\nclamav: { max_bytes: 1M }\n",
+    "a.yaml",
+  );
+  assert.doesNotMatch(summarizeConfig(same), /are not scanned/);
+});
+
+Deno.test("the commented clamav: section and virus rule in rules/default.yaml load when uncommented", async () => {
+  const path = new URL("../../rules/default.yaml", import.meta.url).pathname;
+  let text = await Deno.readTextFile(path);
+  const before = text;
+  text = text.replace(/^# clamav:$/m, "clamav:")
+    .replace(/^# {3}(socket|timeout|max_bytes|on_failure):/gm, "  $1:")
+    .replace(/^# {3}# /gm, "  # ")
+    .replace(
+      /^ {2}# (- name: no-viruses| {2}when: \{ virus: true \}| {2}action: \[reject, alert\]| {2}reply: .*Virus found.*)$/gm,
+      "  $1",
+    );
+  assert.notEqual(text, before);
+  const cfg = parseConfig(text, path, {
+    readTextFile: (p) => Deno.readTextFileSync(p),
+  });
+  assert.deepEqual(cfg.clamav, { ...CLAMAV_DEFAULTS, address: { ...CLAMAV_DEFAULTS.address } });
+  assert.equal(cfg.rules[0].name, "no-viruses");
+  assert.deepEqual(cfg.rules[0].when, { kind: "virus", value: true, at: cfg.rules[0].when.at });
 });
