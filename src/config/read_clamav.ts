@@ -7,7 +7,7 @@
  * clamav:
  *   socket: /run/clamav/clamd.ctl   # clamd's LocalSocket; or instead:
  *   # address: 127.0.0.1:3310       # clamd's TCPSocket (port required, no default guessing)
- *   timeout: 30s                    # one whole scan, connect to answer (1s to 10m)
+ *   timeout: 30s                    # one whole scan, connect to answer (1s to 90s)
  *   max_bytes: 25M                  # largest message scanned (1K to 1G); ≤ clamd's StreamMaxLength
  *   on_failure: tempfail            # tempfail | quarantine | reject | forward
  * ```
@@ -23,6 +23,13 @@ import { parseHostPort } from "./host_port.ts";
 import type { YamlReader, YNode } from "./yaml_reader.ts";
 
 const CLAMAV_KEYS = ["socket", "address", "timeout", "max_bytes", "on_failure"] as const;
+
+/**
+ * Longest `clamav.timeout`, in seconds: below the session's 2-minute bound on the whole judge
+ * (`DEFAULT_JUDGE_TIMEOUT_MS`, a 451 past it), so that a slow clamd ends in `on_failure` — the
+ * verdict the administrator chose — and not in the session's generic 451.
+ */
+export const MAX_SCAN_TIMEOUT_SECONDS = 90;
 
 /** Longest Unix socket path: sun_path is 108 bytes with its NUL. */
 export const MAX_SOCKET_PATH = 107;
@@ -66,7 +73,13 @@ export function readClamav(
     }
   }
   if (f.has("timeout")) {
-    c.timeoutSeconds = r.duration(f.get("timeout"), `"clamav.timeout"`, 1, 600, f.key("timeout")) ??
+    c.timeoutSeconds = r.duration(
+      f.get("timeout"),
+      `"clamav.timeout"`,
+      1,
+      MAX_SCAN_TIMEOUT_SECONDS,
+      f.key("timeout"),
+    ) ??
       c.timeoutSeconds;
   }
   if (f.has("max_bytes")) {

@@ -327,3 +327,34 @@ Deno.test("ssg explain scans the message and shows the signature, or the failure
   assert.equal(e.verdict.action, "tempfail");
   assert.match(renderExplanation(e), /virus scan: FAILED: .* \(clamav\.on_failure: tempfail\)/);
 });
+
+Deno.test("a clamd that does not answer within clamav.timeout gives on_failure (here quarantine), not clean", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ssg-virus-" });
+  const path = join(dir, "silent.sock");
+  const listener = Deno.listen({ transport: "unix", path });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of listener) held.push(c); // reads nothing, answers nothing
+  })();
+  try {
+    const { engine } = engineFor(
+      `clamav:\n  socket: ${path}\n  timeout: 1s\n  on_failure: quarantine\n`,
+    );
+    try {
+      const t0 = performance.now();
+      const v = await engine.judge(CLEAN, ENVELOPE);
+      const took = performance.now() - t0;
+      assert.equal(v.action, "quarantine");
+      assert.equal(v.rule, "virus-scan-failed");
+      assert.equal(v.evidence, "virus scan failed: no answer from clamd within 1000 ms");
+      assert.ok(took >= 950 && took < 5000, `bounded by the timeout: ${took} ms`);
+    } finally {
+      engine.close();
+    }
+  } finally {
+    listener.close();
+    for (const c of held) c.close();
+    await accepting.catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
