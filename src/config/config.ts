@@ -271,6 +271,28 @@ export interface ContentConfig {
   timeoutSeconds: number;
 }
 
+/**
+ * `clamav:` — virus scanning with ClamAV's daemon (clamd, INSTREAM). Only messages judged by a
+ * policy whose rules test `virus` are scanned.
+ */
+export interface ClamavConfig {
+  /** clamd's Unix socket (default /run/clamav/clamd.ctl, Debian's) or its TCP address. */
+  address: { path: string } | { hostname: string; port: number };
+  /** Longest one scan may take, connection included, in seconds (default 30). */
+  timeoutSeconds: number;
+  /**
+   * Largest message sent to clamd, in bytes (default 25 MiB); a larger one is not scanned and
+   * gets `onFailure`. Keep it at most clamd's StreamMaxLength (Debian: 25M), or clamd refuses
+   * the stream mid-way (also `onFailure`, after the bytes were sent).
+   */
+  maxBytes: number;
+  /**
+   * Verdict for a message that could not be scanned (clamd down, slow, over `maxBytes` or its
+   * own limits) when it would otherwise be forwarded (default "tempfail": the client retries).
+   */
+  onFailure: "tempfail" | "quarantine" | "reject" | "forward";
+}
+
 /** Everything a running SSG needs, validated. */
 export interface SsgConfig {
   /** Path of the rule file this came from. */
@@ -303,4 +325,6 @@ export interface SsgConfig {
   thresholds?: Threshold[];
   /** Decoding bounds and the undecodable verdict (always set by the loader; defaults when absent). */
   content?: ContentConfig;
+  /** Virus scanning (absent when the section is: no rule may then test `virus`). */
+  clamav?: ClamavConfig;
 }

@@ -18,6 +18,8 @@
  * Sizes may be written "25M"/"512k", durations "5m"/"30s" (see `units.ts`).
  */
 import { readContent } from "./read_content.ts";
+import { readClamav } from "./read_clamav.ts";
+import { virusLeaves } from "../policy/rule.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
   Cidr,
@@ -72,6 +74,7 @@ const TOP_KEYS = [
   "rules",
   "thresholds",
   "content",
+  "clamav",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -216,6 +219,18 @@ export function parseConfig(
   });
   const thresholds = readThresholds(top, reader, new Set(rules.map((r) => r.name)));
   const content = readContent(top.get("content"), top.has("content"), reader, top.key("content"));
+  const clamav = readClamav(top.get("clamav"), top.has("clamav"), reader, top.key("clamav"));
+  if (!top.has("clamav")) {
+    // A virus test with no scanner would never hold: mail would pass as clean, silently.
+    for (const leaf of virusLeaves(rules)) {
+      reader.issues.push({
+        line: leaf.at?.line ?? 1,
+        column: leaf.at?.column ?? 1,
+        message:
+          `"virus" needs a "clamav" section saying where clamd listens (e.g. "clamav: { socket: /run/clamav/clamd.ctl }")`,
+      });
+    }
+  }
 
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
@@ -249,6 +264,7 @@ export function parseConfig(
   };
   if (sections.spamtraps) config.spamtraps = sections.spamtraps;
   if (sections.alert) config.alert = sections.alert;
+  if (clamav) config.clamav = clamav;
   return config;
 }
 

@@ -3,7 +3,7 @@
  * ports, where diverted flows are answered, the limits in force, and the rules in order.
  */
 import type { SsgConfig } from "./config.ts";
-import type { Action, Condition, Rule } from "../policy/rule.ts";
+import { type Action, type Condition, type Rule, virusLeaves } from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
 import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
 import { type RelaySourceSettings, relaySourceSettings } from "./relay_source.ts";
@@ -80,6 +80,23 @@ export function summarizeConfig(cfg: SsgConfig): string {
       `content: a message not fully read → ${c.undecodable}; at most ${c.maxParts} MIME parts, ${c.maxDepth} levels, ${c.maxHeaderBytes}-byte header sections of ${c.maxHeaders} fields, ${c.maxTextChars} characters per text, ${
         formatDuration(c.timeoutSeconds)
       } to parse`,
+    );
+  }
+  if (cfg.clamav) {
+    const v = cfg.clamav;
+    const where = "path" in v.address ? v.address.path : `${v.address.hostname}:${v.address.port}`;
+    lines.push(
+      `clamav: clamd at ${where}, ${
+        formatDuration(v.timeoutSeconds)
+      } per scan, messages up to ${v.maxBytes} bytes scanned; scan failed → ${v.onFailure}${
+        virusLeaves(cfg.rules).length ? "" : " (no rule tests virus: nothing is scanned)"
+      }${
+        v.maxBytes < cfg.smtp.maxMessageBytes
+          ? `; messages of ${
+            v.maxBytes + 1
+          } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scanned → ${v.onFailure}`
+          : ""
+      }`,
     );
   }
   lines.push(
@@ -194,6 +211,12 @@ export function describeCondition(c: Condition): string {
     }
     case "listed":
       return `listed on ${c.list}`;
+    case "virus":
+      return c.signatures
+        ? `virus contains ${c.signatures.map((v) => JSON.stringify(v)).join(", ")}`
+        : c.value
+        ? "virus"
+        : "no virus";
     case "all":
       return c.conditions.map((x) => wrap(x, "all")).join(" and ");
     case "any":

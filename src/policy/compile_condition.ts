@@ -30,6 +30,7 @@ import {
 } from "./named_list.ts";
 import { guardRegex, runGuarded } from "./regex_guard.ts";
 import type { Condition, FieldCondition, FieldName } from "./rule.ts";
+import type { ScanResult } from "../engines/clamd_client.ts";
 
 /**
  * Most characters of one field text that a test scans: the largest `content.max_text_chars`
@@ -58,6 +59,8 @@ export interface EvalHooks {
   listed?: (list: "blacklist" | "allowlist") => string | undefined;
   /** Spamtrap addresses (lower case). */
   spamtraps?: ReadonlySet<string>;
+  /** What the virus scanner said about this message (absent: not scanned; `virus` never holds). */
+  virus?: ScanResult;
 }
 
 /** The per-message state evaluators share: the input and each field's normalised texts. */
@@ -265,6 +268,42 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
             `this content reached ${seen.servers} servers and ${seen.recipients} recipients within ${c.withinSeconds}s`;
           return {
             match: hit ? { field: "bulk", operator: "reached", value: parts.join(" or ") } : null,
+            detail,
+          };
+        },
+      });
+    }
+    case "virus": {
+      const needles = (c.signatures ?? []).map((v) => v.toLowerCase());
+      return leaf({
+        describe: c.signatures
+          ? `virus contains ${c.signatures.map((v) => JSON.stringify(v)).join(", ")}`
+          : `virus: ${c.value}`,
+        run: (ctx) => {
+          const scan = ctx.hooks.virus;
+          if (!scan) return { match: null, detail: "not scanned: virus is never true" };
+          if (scan.status === "error") {
+            return {
+              match: null,
+              detail: `scan failed (${scan.reason}): virus is neither true nor false`,
+            };
+          }
+          if (scan.status === "clean") {
+            return {
+              match: c.value ? null : { field: "virus", operator: "is", value: "false" },
+              detail: "clamd found no signature",
+            };
+          }
+          const detail = `clamd found ${scan.signature}`;
+          if (!c.value) return { match: null, detail };
+          const lower = scan.signature.toLowerCase();
+          const hit = needles.length === 0
+            ? scan.signature
+            : c.signatures!.find((_, i) => lower.includes(needles[i]));
+          return {
+            match: hit === undefined
+              ? null
+              : { field: "virus", operator: "found", value: scan.signature },
             detail,
           };
         },

@@ -8,6 +8,8 @@
  * in-memory store, so `bulk` sees only this message, `listed` only the static lists, and
  * thresholds (which depend on history) are listed but not evaluated. The envelope defaults to
  * what the message's own headers say (From → sender, To/Cc → recipients) when not given.
+ * When a rule tests `virus`, the message is scanned by the clamd of the `clamav:` section, as
+ * the gateway would, and the result is shown (a failed scan gives `clamav.on_failure`).
  */
 import { ConfigError } from "../config/config_error.ts";
 import type { SsgConfig } from "../config/config.ts";
@@ -19,6 +21,7 @@ import { decodeMessage, type MessageFacts } from "./message.ts";
 import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "./policy_engine.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
+import type { ScanResult } from "../engines/clamd_client.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
 export interface Explanation {
@@ -44,6 +47,8 @@ export interface Explanation {
   };
   /** Allowlist, blacklist, spamtrap — before the rules. */
   steps: StepResult[];
+  /** What clamd said (absent when no rule tests `virus`: nothing was scanned). */
+  scan?: ScanResult & { onFailure: string };
   /** Every rule, in order, with its trace. */
   rules: RuleResult[];
   /** Thresholds in force (not evaluated: they depend on history). */
@@ -74,7 +79,10 @@ export async function explainMessage(
   message: Uint8Array,
   given: ExplainEnvelope = {},
 ): Promise<Explanation> {
+  const engine = new PolicyEngine(config, new MemoryLog());
+  const scanning = engine.scan(message);
   const facts = await decodeMessage(message, decodeLimitsOf(config.content));
+  const scan = await scanning;
   const firstProtected = config.gateway.protect[0]?.text.split("/")[0] ?? "0.0.0.0";
   const headerTo = [...facts.to, ...facts.cc].map((m) => m.address).filter((a) => a !== "");
   const envelope: Envelope = {
@@ -87,9 +95,8 @@ export async function explainMessage(
     sessionId: "explain",
     transactionId: "explain.1",
   };
-  const engine = new PolicyEngine(config, new MemoryLog());
   try {
-    const { verdict, steps, results } = engine.evaluate(facts, envelope, true);
+    const { verdict, steps, results } = engine.evaluate(facts, envelope, true, Date.now(), scan);
     return {
       file: config.file,
       envelope,
@@ -108,6 +115,7 @@ export async function explainMessage(
         to: facts.to.map((m) => (m.name ? `${m.name} <${m.address}>` : m.address)),
         attachments: facts.attachments.map((a) => `${a.filename || "(no name)"} ${a.contentType}`),
       },
+      ...(scan ? { scan: { ...scan, onFailure: config.clamav?.onFailure ?? "tempfail" } } : {}),
       steps,
       rules: results,
       thresholds: (config.thresholds ?? []).map((t) =>
@@ -145,6 +153,16 @@ export function renderExplanation(e: Explanation): string {
   );
   for (const p of e.facts.problems) {
     lines.push(`  NOT FULLY READ: ${p} (content.undecodable: ${e.facts.undecodable})`);
+  }
+  if (e.scan) {
+    const s = e.scan;
+    lines.push(
+      s.status === "clean"
+        ? "virus scan: clean (clamd found no signature)"
+        : s.status === "infected"
+        ? `virus scan: INFECTED: ${q(s.signature)}`
+        : `virus scan: FAILED: ${oneLine(s.reason)} (clamav.on_failure: ${s.onFailure})`,
+    );
   }
   lines.push("", "before the rules:");
   for (const s of e.steps) lines.push(`  ${s.holds ? "HOLDS" : "no   "} ${s.step}: ${s.detail}`);

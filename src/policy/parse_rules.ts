@@ -464,7 +464,33 @@ function parseSpecial(
     }
     case "bulk":
       return parseBulk(node, reader, keyNode);
+    case "virus":
+      return parseVirus(node, reader, keyNode);
   }
+}
+
+/** `virus: true`, `virus: false` or `virus: { contains: [Eicar, Phishing] }`. */
+function parseVirus(
+  node: YNode,
+  reader: YamlReader,
+  keyNode: Scalar | undefined,
+): Condition | undefined {
+  const at = reader.pos(keyNode);
+  if (!isMap(node)) {
+    const value = reader.bool(node, `"virus"`, keyNode);
+    return value === undefined ? undefined : { kind: "virus", value, at };
+  }
+  const before = reader.issues.length;
+  const f = reader.fields(node, `"virus"`, ["contains"], `in "virus"`, keyNode);
+  if (!f) return undefined;
+  if (!f.has("contains")) {
+    if (reader.issues.length === before) {
+      reader.report(f.node, `"virus" needs true, false or "contains" (signature names)`, keyNode);
+    }
+    return undefined;
+  }
+  const values = parseValues(f.get("contains"), `"virus.contains"`, reader, f.key("contains"));
+  return values === undefined ? undefined : { kind: "virus", value: true, signatures: values, at };
 }
 
 /** `size: { over: 5M }`, `rcpt_count: { at_least: 20, at_most: 100 }`: all must hold. */

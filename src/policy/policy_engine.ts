@@ -14,7 +14,12 @@
  *    actions included; observe-mode rules that match are only logged (`policy.observe`) and
  *    named in `verdict.observed`;
  * 5. no terminal match → forward (with whatever accumulated);
- * 6. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
+ * 6. a message clamd could not scan (down, slow, over `clamav.max_bytes` or clamd's own limits)
+ *    whose verdict would be forward — the static allowlist excepted — gets `clamav.on_failure`
+ *    instead (rule "virus-scan-failed", the reason in the evidence): what was not scanned must not
+ *    pass as clean. Scanning happens only when a rule tests `virus`; the whole message is
+ *    streamed to clamd once, concurrently with decoding;
+ * 7. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
  *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
  *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
  *    was not read must not pass as clean. A rule that stopped it on what was read still decides.
@@ -38,7 +43,8 @@
  * `Judge`). A state-store failure while judging fails open (logged `policy.state_failed`: bulk
  * not reached, dynamic lists empty); in `record()` it throws, and the action runner logs it.
  */
-import type { AccessList, ContentConfig, SpamtrapConfig } from "../config/config.ts";
+import type { AccessList, ClamavConfig, ContentConfig, SpamtrapConfig } from "../config/config.ts";
+import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
@@ -56,7 +62,14 @@ import {
 import { domainOf } from "./fields.ts";
 import { type DecodeLimits, decodeMessage, type MessageFacts } from "./message.ts";
 import { type CompiledList, compileList } from "./named_list.ts";
-import type { Action, Condition, Rule, RuleMode, Threshold } from "./rule.ts";
+import {
+  type Action,
+  type Condition,
+  type Rule,
+  type RuleMode,
+  type Threshold,
+  virusLeaves,
+} from "./rule.ts";
 import type {
   BlacklistKey,
   Delivery,
@@ -91,6 +104,8 @@ export interface PolicyInput {
   thresholds?: Threshold[];
   /** Decoding bounds and the undecodable verdict (default `CONTENT_DEFAULTS`). */
   content?: ContentConfig;
+  /** Where clamd listens and the scan-failure verdict (needed when a rule tests `virus`). */
+  clamav?: ClamavConfig;
 }
 
 /** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
@@ -105,6 +120,20 @@ export const UNDECODABLE_TEMPFAIL: Readonly<Reply> = Object.freeze({
   code: 451,
   enhanced: "4.6.0",
   text: "Message content could not be fully checked, try again later",
+});
+
+/** The reply when a message could not be scanned and `clamav.on_failure` is tempfail. */
+export const SCAN_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.3.0",
+  text: "Virus scan unavailable, try again later",
+});
+
+/** The reply when a message could not be scanned and `clamav.on_failure` is reject. */
+export const SCAN_FAILED_REJECT: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.7.0",
+  text: "Message could not be scanned for viruses",
 });
 
 /** The decode bounds `content:` sets. */
@@ -205,6 +234,8 @@ export class PolicyEngine {
   readonly #now: () => number;
   readonly #usesBulk: boolean;
   readonly #undecodable: ContentConfig["undecodable"];
+  readonly #scanner: ClamdClient | undefined;
+  readonly #scanFailure: ClamavConfig["onFailure"];
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -229,6 +260,19 @@ export class PolicyEngine {
     this.#log = log;
     this.#limits = { ...decodeLimitsOf(p.content), ...options.decodeLimits };
     this.#undecodable = p.content?.undecodable ?? CONTENT_DEFAULTS.undecodable;
+    // Only a policy that tests `virus` pays for a scan; one that does without a `clamav:`
+    // section (the loader refuses that) gets scan errors, hence on_failure, never "clean".
+    const clamav = p.clamav;
+    this.#scanFailure = clamav?.onFailure ?? "tempfail";
+    this.#scanner = virusLeaves(p.rules).length === 0 ? undefined : new ClamdClient(
+      clamav
+        ? {
+          address: clamav.address,
+          timeoutMs: clamav.timeoutSeconds * 1000,
+          maxBytes: clamav.maxBytes,
+        }
+        : { address: { path: "/nonexistent/clamav-not-configured" }, timeoutMs: 1, maxBytes: 0 },
+    );
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -250,6 +294,16 @@ export class PolicyEngine {
     return { ...this.#limits };
   }
 
+  /** Whether messages are scanned for viruses (some rule tests `virus`). */
+  get scans(): boolean {
+    return this.#scanner !== undefined;
+  }
+
+  /** Streams `message` to clamd (undefined when no rule tests `virus`); never rejects. */
+  scan(message: Uint8Array): Promise<ScanResult> | undefined {
+    return this.#scanner?.scan(message);
+  }
+
   /** Number of rules in force. */
   get size(): number {
     return this.#rules.length;
@@ -268,9 +322,16 @@ export class PolicyEngine {
   /** The `Judge` the SMTP session calls at end of data (bound; safe to pass around). */
   readonly judge: Judge = async (message: Uint8Array, envelope: Envelope): Promise<Verdict> => {
     const t0 = performance.now();
+    // The scan runs while the message is decoded: its cost hides behind the decoder's.
+    let scanMs: number | undefined;
+    const scanning = this.scan(message)?.then((r) => {
+      scanMs = performance.now() - t0;
+      return r;
+    });
     const facts = await decodeMessage(message, this.#limits);
+    const scan = await scanning;
     const t1 = performance.now();
-    const { verdict, results } = this.evaluate(facts, envelope);
+    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan);
     const t2 = performance.now();
     for (const r of results) {
       if (r.mode === "observe" && r.matched) {
@@ -297,6 +358,11 @@ export class PolicyEngine {
       effects: verdict.effects?.map((e) => `${e.type}:${e.rule}`),
       decoder: facts.decoder,
       size: facts.size,
+      scan: scan
+        ? scan.status === "infected" ? `infected:${scan.signature}` : scan.status
+        : undefined,
+      scan_error: scan?.status === "error" ? scan.reason : undefined,
+      scan_ms: scanMs === undefined ? undefined : round(scanMs),
       decode_ms: round(t1 - t0),
       eval_ms: round(t2 - t1),
     });
@@ -306,12 +372,15 @@ export class PolicyEngine {
   /**
    * Evaluates the policy against decoded facts. Stops at the deciding step or rule, unless
    * `explain` is set, in which case every rule is evaluated and traced (the verdict is the same).
+   * `scan` is what clamd said (see `scan()`); absent, `virus` never holds, and when this engine
+   * scans (`scans`) its absence counts as a failed scan.
    */
   evaluate(
     facts: MessageFacts,
     envelope: Envelope,
     explain = false,
     now: number = this.#now(),
+    scan?: ScanResult,
   ): Evaluation {
     const steps: StepResult[] = [];
     const results: RuleResult[] = [];
@@ -398,9 +467,15 @@ export class PolicyEngine {
     if (early && !explain) return { verdict: early, steps, results };
 
     // 4. Rules.
+    const scanned: ScanResult | undefined = this.#scanner
+      ? scan ?? { status: "error", reason: "the message was not given to the virus scanner" }
+      : undefined;
     const ctx = new EvalContext(
       { facts, envelope },
-      this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
+      {
+        ...this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
+        virus: scanned,
+      },
     );
     const tag: Tag = { headers: [] };
     const deliveries: Delivery[] = [];
@@ -464,14 +539,24 @@ export class PolicyEngine {
         : undefined,
     };
     if (
+      scanned?.status === "error" && verdict.action === "forward" &&
+      verdict.rule !== "allowlist" && this.#scanFailure !== "forward"
+    ) {
+      // 6. Not scanned: never forwarded as clean.
+      const why = [`virus scan failed: ${scanned.reason}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = failureVerdict(this.#scanFailure, "virus-scan-failed", why.join("; "));
+    }
+    if (
       facts.problems.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
       this.#undecodable !== "forward"
     ) {
-      // 6. Not fully read: never forwarded as clean.
+      // 7. Not fully read: never forwarded as clean.
       const why = [`message not fully read: ${facts.problems.join("; ")}`];
       if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
       if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
-      verdict = undecodableVerdict(this.#undecodable, why.join("; "));
+      verdict = failureVerdict(this.#undecodable, "undecodable", why.join("; "));
     }
     if (decidedByRule || verdict !== early) {
       attachExtras(verdict, tag, deliveries, effects, observed);
@@ -737,17 +822,31 @@ function keyValue(key: BlacklistKey, envelope: Envelope): string {
   return key === "sender" ? sender : domainOf(sender);
 }
 
-/** The verdict `content.undecodable` gives (rule "undecodable"). */
-function undecodableVerdict(
-  action: Exclude<ContentConfig["undecodable"], "forward">,
+/**
+ * The verdict `content.undecodable` (rule "undecodable") or `clamav.on_failure` (rule
+ * "virus-scan-failed") gives.
+ */
+function failureVerdict(
+  action: "quarantine" | "tempfail" | "reject",
+  rule: "undecodable" | "virus-scan-failed",
   evidence: string,
 ): Verdict {
-  const rule = "undecodable";
+  const scan = rule === "virus-scan-failed";
   switch (action) {
     case "reject":
-      return { action, rule, reply: { ...UNDECODABLE_REJECT }, evidence };
+      return {
+        action,
+        rule,
+        reply: { ...(scan ? SCAN_FAILED_REJECT : UNDECODABLE_REJECT) },
+        evidence,
+      };
     case "tempfail":
-      return { action, rule, reply: { ...UNDECODABLE_TEMPFAIL }, evidence };
+      return {
+        action,
+        rule,
+        reply: { ...(scan ? SCAN_FAILED_TEMPFAIL : UNDECODABLE_TEMPFAIL) },
+        evidence,
+      };
     default:
       return { action: "quarantine", rule, evidence };
   }

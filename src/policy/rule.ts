@@ -9,7 +9,7 @@
  *   a name in `FIELD_NAMES`, read through one extractor table (`fields.ts`), so a new text field
  *   is one table entry plus its name here;
  * - other leaves: numbers (`size`, `rcpt_count`), addresses (`client_ip`, `server`), flags
- *   (`tls`, `spamtrap`), memory (`bulk`, `listed`);
+ *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`);
  * - a rule has a list of actions, of which at most one is *terminal* (decides the verdict); the
  *   others (`tag`, `alert`, `bcc`, `blacklist`) accumulate.
  *
@@ -92,6 +92,7 @@ export const SPECIAL_CONDITION_NAMES = [
   "spamtrap",
   "bulk",
   "listed",
+  "virus",
 ] as const;
 
 /** A text leaf: one field tested with one operator against values (any may match). */
@@ -191,6 +192,23 @@ export interface ListedCondition {
   at?: SourcePos;
 }
 
+/**
+ * The virus leaf (needs a `clamav:` section): `virus: true` holds when clamd found a signature,
+ * `virus: false` when clamd said the message is clean, and `virus: { contains: [...] }` when the
+ * signature name contains one of the values (any case). A scan that failed makes none of them
+ * hold; the engine's `clamav.on_failure` verdict covers that case.
+ */
+export interface VirusCondition {
+  /** Discriminant: the virus leaf. */
+  kind: "virus";
+  /** True: a signature was found; false: the scan said clean. */
+  value: boolean;
+  /** With `value` true: only signatures whose name contains one of these (any case). */
+  signatures?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
 /** True when every child is true (and for an empty list). */
 export interface AllCondition {
   /** Discriminant: every child must hold. */
@@ -229,6 +247,7 @@ export type Condition =
   | FlagCondition
   | BulkCondition
   | ListedCondition
+  | VirusCondition
   | AllCondition
   | AnyCondition
   | NotCondition;
@@ -332,4 +351,22 @@ export interface Threshold {
   blacklistSeconds?: number;
   /** Where the threshold was written. */
   at?: SourcePos;
+}
+
+/** Every `virus` leaf of the rules' conditions (the engine scans only when there is one). */
+export function virusLeaves(rules: readonly Rule[]): VirusCondition[] {
+  const walk = (c: Condition): VirusCondition[] => {
+    switch (c.kind) {
+      case "virus":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
 }
