@@ -6,9 +6,12 @@
  * Loop: block in `recvmmsg` (≤ 50 ms, SO_RCVTIMEO) for the first datagram, take every other one
  * already waiting (up to 32), run each packet through `Diverter.handle()` (which rewrites in
  * place), encode all verdicts into one buffer, post the batch's flow events to the main thread,
- * THEN send the verdicts with one `send()`. Posting first means a SYN's "new" event is on its way
- * before the SYN is released, so the main thread normally knows the flow before the handshake
- * completes (the DivertService still offers `waitFor` for the rare race).
+ * THEN send the verdicts with one `send()`. Posting first means a flow's "new" event (told when
+ * the client's handshake ACK passes, see Diverter) is on its way before that ACK is released, so
+ * the main thread normally knows the flow before the kernel hands the connection to the responder
+ * (the DivertService still offers `waitFor` for the rare race). Half-open flows are never posted:
+ * a SYN flood costs the main thread nothing; it is logged here as one `divert.pressure` line per
+ * PRESSURE_INTERVAL_MS with the interval's counts.
  *
  * No Promise and no JS callback per packet: the only awaits are the yields to this Worker's own
  * event loop when the main thread has announced a message (`block`, `stats`, `stop`) through a
