@@ -311,6 +311,8 @@ const STATS_PACKET = [
   "verdictErrors",
   "flowsActive",
   "flowsCreated",
+  "flowsHalfOpen",
+  "synsSeen",
   "droppedBlocked",
   "droppedTableFull",
   "droppedInvalid",

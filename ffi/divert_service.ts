@@ -3,8 +3,9 @@
  * responder can ask "where was this connection going?", forwards blacklist entries, and stops it.
  *
  * The Worker posts flow events in batches (one message per receive batch, not per packet), and a
- * SYN's "new" event before that SYN's verdict, so `lookup()` normally succeeds as soon as the
- * responder accepts the connection; `waitFor()` covers the rare case where accept() wins the race.
+ * flow's "new" event (at the client's handshake ACK; half-open flows are never posted) before that
+ * ACK's verdict, so `lookup()` normally succeeds as soon as the responder accepts the connection;
+ * `waitFor()` covers the rare case where accept() wins the race.
  *
  * What it limits: the mirror holds at most `flows.max` entries (the Worker's table bound; the
  * oldest goes first if "end" events were ever lost), waiters are bounded in time.

@@ -6,9 +6,12 @@
  * Loop: block in `recvmmsg` (≤ 50 ms, SO_RCVTIMEO) for the first datagram, take every other one
  * already waiting (up to 32), run each packet through `Diverter.handle()` (which rewrites in
  * place), encode all verdicts into one buffer, post the batch's flow events to the main thread,
- * THEN send the verdicts with one `send()`. Posting first means a SYN's "new" event is on its way
- * before the SYN is released, so the main thread normally knows the flow before the handshake
- * completes (the DivertService still offers `waitFor` for the rare race).
+ * THEN send the verdicts with one `send()`. Posting first means a flow's "new" event (told when
+ * the client's handshake ACK passes, see Diverter) is on its way before that ACK is released, so
+ * the main thread normally knows the flow before the kernel hands the connection to the responder
+ * (the DivertService still offers `waitFor` for the rare race). Half-open flows are never posted:
+ * a SYN flood costs the main thread nothing; it is logged here as one `divert.pressure` line per
+ * PRESSURE_INTERVAL_MS with the interval's counts.
  *
  * No Promise and no JS callback per packet: the only awaits are the yields to this Worker's own
  * event loop when the main thread has announced a message (`block`, `stats`, `stop`) through a
@@ -43,6 +46,13 @@ const SEND_CAPACITY = 256 * 1024;
 const MAX_BLOCKED = 65536;
 /** Least time between two warnings of the same kind, ms. */
 const WARN_INTERVAL_MS = 10_000;
+/** Interval of the `divert.pressure` line, ms (one line per interval while under pressure). */
+const PRESSURE_INTERVAL_MS = 10_000;
+/**
+ * SYNs per interval above which the interval is logged even without evictions: ~100 new
+ * connections a second is far above what a mail gateway sees from real clients.
+ */
+const PRESSURE_SYNS = 1_000;
 
 function post(msg: FromWorker): void {
   self.postMessage(msg);
@@ -74,6 +84,8 @@ class QueueLoop {
     flowEventPosts: 0,
   };
   #lastWarn = new Map<string, number>();
+  #pressureAt = 0;
+  #pressureBase = { syns: 0, evicted: 0, full: 0, handshake: 0, created: 0 };
   #pkt = new QueuedPacket();
   #now = 0;
   #sink;
@@ -214,6 +226,50 @@ class QueueLoop {
     this.postEvents();
   }
 
+  /**
+   * Once per PRESSURE_INTERVAL_MS: when the interval saw more than PRESSURE_SYNS SYNs, or any
+   * half-open flow evicted or SYN dropped for a full table, posts one `divert.pressure` line with
+   * the interval's counts (a SYN flood is logged as one line per interval, never one per SYN).
+   */
+  pressure(now: number): void {
+    if (now - this.#pressureAt < PRESSURE_INTERVAL_MS) return;
+    const first = this.#pressureAt === 0;
+    const seconds = (now - this.#pressureAt) / 1000;
+    this.#pressureAt = now;
+    const d = this.diverter.stats();
+    const cur = {
+      syns: d.synsSeen,
+      evicted: d.flowsEvicted,
+      full: d.droppedTableFull,
+      handshake: d.flowsEndedHandshake,
+      created: d.flowsCreated,
+    };
+    const b = this.#pressureBase;
+    this.#pressureBase = cur;
+    if (first) return;
+    const syns = cur.syns - b.syns;
+    const evicted = cur.evicted - b.evicted;
+    const full = cur.full - b.full;
+    if (syns <= PRESSURE_SYNS && evicted === 0 && full === 0) return;
+    post({
+      type: "warning",
+      event: "divert.pressure",
+      fields: {
+        seconds: Math.round(seconds),
+        syns,
+        synsPerSecond: Math.round(syns / seconds),
+        flowsCreated: cur.created - b.created,
+        halfOpen: d.flowsHalfOpen,
+        flowsActive: d.flowsActive,
+        max: this.table.max,
+        evicted,
+        tableFullDrops: full,
+        handshakeTimeouts: cur.handshake - b.handshake,
+        enobufs: this.sock.enobufs,
+      },
+    });
+  }
+
   warn(event: string, fields: Record<string, string | number>): void {
     const now = Date.now();
     if ((this.#lastWarn.get(event) ?? 0) + WARN_INTERVAL_MS > now) return;
@@ -256,7 +312,8 @@ async function run(l: QueueLoop): Promise<void> {
     while (!l.stopping) {
       const n = l.sock.receive();
       if (n > 0) l.batch(n);
-      else {
+      l.pressure(Date.now());
+      if (n <= 0) {
         l.idle();
         if (l.sock.enobufs !== lastEnobufs) {
           l.warn("divert.enobufs", { count: l.sock.enobufs });

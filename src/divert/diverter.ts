@@ -61,7 +61,13 @@
  *
  * Hot path: one reused PacketView, a port bitmap, CIDR tests on bytes, a flow lookup by hash over
  * the bytes, in-place rewriting with incremental checksums. Strings and objects are made only when
- * a flow starts or ends (FlowEvents), and for the `isBlocked` call on SYNs.
+ * a flow starts or ends, and for the `isBlocked` call on SYNs.
+ *
+ * Flow events: "new" is told when the client completes the handshake (its first ACK), not at the
+ * SYN, and "end" only for flows that were told: a spoofed SYN flood makes no events at all, so the
+ * main thread's memory does not grow with it (issue 8: 400 k half-open flows posted as events
+ * grew SSG's RSS by ~400 MB). The responder only needs the flow once the kernel accepts the
+ * connection, which is after that ACK.
  *
  * Security: untrusted bytes — everything in the packet is chosen by the client. A non-SYN packet
  * is rewritten only when client address, client port, server address and server port all match
@@ -203,6 +209,7 @@ export class Diverter {
   #dropUnreadableOutbound = 0;
   #dropUnreadableInbound = 0;
   #synRetransmits = 0;
+  #syns = 0;
   #dropInvalid = 0;
   // Relay source.
   #relay: { registry: RelayRegistry; table: FlowTable } | undefined;
@@ -272,7 +279,8 @@ export class Diverter {
     const previous = opts.table.onEnd;
     opts.table.onEnd = (flow: Flow, reason: FlowEndReason) => {
       previous?.(flow, reason);
-      this.#emit("end", flow, reason);
+      // Only flows whose "new" was told (established ones): a half-open flow was never mirrored.
+      if (flow.established) this.#emit("end", flow, reason);
     };
     if (opts.relay) {
       if (opts.relay.table === opts.table) {
@@ -544,6 +552,7 @@ export class Diverter {
       return DivertVerdict.Drop;
     }
     if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
+      this.#syns++;
       if (this.#isBlocked?.(family, packet.subarray(v.srcOffset, v.srcOffset + v.addrLength))) {
         this.#dropBlocked++;
         return DivertVerdict.Drop;
@@ -576,7 +585,8 @@ export class Diverter {
           this.#dropFull++;
           return DivertVerdict.Drop;
         }
-        this.#emit("new", flow);
+        // No "new" event yet: a spoofed SYN never completes its handshake, and telling the main
+        // thread about every one of them is what made a SYN flood grow its memory (issue 8).
       }
     } else if (flow === undefined || !this.#sameServer(packet, v, flow)) {
       this.#passedUnknown++;
@@ -587,6 +597,9 @@ export class Diverter {
       if ((flags & TCP_FIN) !== 0) table.noteFin(flow, true, now);
       if (!flow.established && (flags & (TCP_ACK | TCP_SYN)) === TCP_ACK) {
         table.noteEstablished(flow, now);
+        // Told now, before this ACK's verdict is sent (the Worker posts events first), so the
+        // responder knows the flow when the kernel hands it the connection.
+        this.#emit("new", flow);
       }
       table.touch(flow, now);
     }
@@ -642,6 +655,7 @@ export class Diverter {
       rewritten: this.#rewritten,
       passedUnknownInbound: this.#passedUnknown,
       synRetransmits: this.#synRetransmits,
+      synsSeen: this.#syns,
       droppedBlocked: this.#dropBlocked,
       droppedTableFull: this.#dropFull,
       droppedNoResponder: this.#dropNoResponder,
@@ -654,6 +668,7 @@ export class Diverter {
         this.#dropUnreadableInbound + this.#dropInvalid + this.#dropRelayUnknownOut +
         this.#dropRelayMismatch + this.#dropRelayBusy,
       flowsActive: t.active,
+      flowsHalfOpen: t.halfOpen,
       flowsCreated: t.created,
       flowsExpired: t.endedRst + t.endedFin + t.endedIdle + t.endedHandshake,
       flowsEndedHandshake: t.endedHandshake,

@@ -105,7 +105,11 @@ for (const family of [4, 6] as const) {
       dst: `${n.responder}|${RESPONDER_PORT}`,
       valid: true,
     });
-    assert.equal(events.length, 1);
+    assert.equal(events.length, 0, "a half-open flow is not told");
+    assert.equal(table.lookup(n.client, 40000)?.serverIp, n.server);
+    const ack = pkt({ src: n.client, dst: n.server, seq: 101 });
+    assert.equal(d.handle(ack, 1000), AcceptModified);
+    assert.equal(events.length, 1, "the client's ACK tells the flow");
     assert.deepEqual(events[0], {
       type: "new",
       family,
@@ -159,9 +163,9 @@ for (const family of [4, 6] as const) {
     });
 
     const s = d.stats();
-    assert.equal(s.packetsIn, 2);
+    assert.equal(s.packetsIn, 3);
     assert.equal(s.packetsOut, 2);
-    assert.equal(s.rewritten, 4);
+    assert.equal(s.rewritten, 5);
     assert.equal(s.flowsActive, 1);
     assert.equal(s.flowsCreated, 1);
     assert.equal(s.dropped, 0);
@@ -288,7 +292,31 @@ for (const family of [4, 6] as const) {
     assert.equal(table.lookup(n.client2, 40000), undefined, "the half-open flow was evicted");
     assert.ok(table.lookup(n.client, 1000), "the established flow stays");
     assert.equal(d.stats().flowsEvicted, 1);
-    assert.deepEqual(events.filter((e) => e.type === "end").map((e) => e.reason), ["evicted"]);
+    assert.equal(d.stats().flowsHalfOpen, 1);
+    // The evicted flow was never told, so its end is not told either.
+    assert.deepEqual(events.map((e) => [e.type, e.clientIp]), [["new", n.client]]);
+  });
+
+  Deno.test(`Diverter (IPv${family}): a spoofed SYN flood makes no flow events, however many half-open flows come and go`, () => {
+    const { d, table, events } = rig({ max: 8 });
+    connect(d, 1000);
+    for (let i = 0; i < 100; i++) {
+      const r = d.handle(
+        pkt({ src: n.client2, dst: n.server, srcPort: 2000 + i, flags: TCP_SYN }),
+        i,
+      );
+      assert.equal(r, AcceptModified);
+    }
+    const s = d.stats();
+    assert.equal(s.synsSeen, 101);
+    assert.equal(
+      s.flowsHalfOpen,
+      7,
+      "the table is full: 7 half-open flows and the established one",
+    );
+    assert.equal(s.flowsEvicted, 93);
+    assert.equal(table.size, 8);
+    assert.deepEqual(events.map((e) => [e.type, e.clientIp]), [["new", n.client]]);
   });
 
   Deno.test(`Diverter (IPv${family}): a handshake the client never completes ends after synTimeoutMs`, () => {
@@ -335,6 +363,8 @@ for (const family of [4, 6] as const) {
       AcceptModified,
     );
     assert.equal(d.stats().droppedBlocked, 1);
+    assert.equal(d.stats().synsSeen, 2);
+    assert.equal(d.handle(pkt({ src: n.client2, dst: n.server }), 1), AcceptModified);
     assert.equal(events.length, 1);
     assert.equal(events[0].clientIp, n.client2);
   });
@@ -373,6 +403,7 @@ for (const family of [4, 6] as const) {
     for (const fromClient of [true, false]) {
       const { d, events, table } = rig();
       d.handle(pkt({ src: n.client, dst: n.server, flags: TCP_SYN }), 0);
+      d.handle(pkt({ src: n.client, dst: n.server }), 10);
       const rst = fromClient ? pkt({ src: n.client, dst: n.server, flags: TCP_RST }) : pkt({
         src: n.responder,
         dst: n.client,
@@ -409,13 +440,19 @@ for (const family of [4, 6] as const) {
       d.handle(pkt({ src: n.client, dst: n.server2, flags: TCP_SYN, seq: 999 }), 3000),
       AcceptModified,
     );
+    assert.equal(events.length, 0, "none of these flows completed a handshake");
+    d.handle(pkt({ src: n.client, dst: n.server2, seq: 1000 }), 3000);
+    assert.equal(
+      d.handle(pkt({ src: n.client, dst: n.server, flags: TCP_SYN, seq: 7 }), 3000),
+      AcceptModified,
+    );
+    d.handle(pkt({ src: n.client, dst: n.server, seq: 8 }), 3000);
     assert.deepEqual(events.map((e) => [e.type, e.serverIp, e.reason]), [
-      ["new", n.server, undefined],
-      ["end", n.server, "replaced"],
       ["new", n.server2, undefined],
       ["end", n.server2, "replaced"],
-      ["new", n.server2, undefined],
+      ["new", n.server, undefined],
     ]);
+    d.handle(pkt({ src: n.client, dst: n.server2, flags: TCP_SYN, seq: 999 }), 3000);
     const reply = pkt({ src: n.responder, dst: n.client, srcPort: RESPONDER_PORT, dstPort: 40000 });
     d.handle(reply, 3001);
     assert.equal(endpoints(reply).src, `${n.server2}|25`);

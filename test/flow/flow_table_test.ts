@@ -384,3 +384,48 @@ Deno.test("FlowTable survives a SYN flood of 10x max without losing an establish
   t.noteEstablished(legit, 10 * max + 1);
   assert.equal(t.lookup("2001:db8:1::10", 40000), legit);
 });
+
+Deno.test("FlowTable recycles the object of an evicted half-open flow for the next SYN, fully reset, and never an established one's", () => {
+  const { t, ended } = table(2);
+  const est = add4(t, 1, 1, 0)!;
+  const half = syn4(t, 2, 2, 0)!;
+  const halfId = half.id;
+  // Full: the next SYN evicts the half-open flow and gets its object back, as a new flow.
+  const next = t.add(6, ip("2001:db8:1::9"), 0, 3, SERVER6, 0, 587, 77, 5)!;
+  assert.equal(next, half, "the evicted half-open flow's object is recycled");
+  assert.notEqual(next.id, halfId);
+  assert.equal(next.family, 6);
+  assert.equal(next.clientIp, "2001:db8:1::9");
+  assert.equal(next.serverIp, "2001:db8:25::25");
+  assert.equal(next.clientPort, 3);
+  assert.equal(next.serverPort, 587);
+  assert.equal(next.synSeq, 77);
+  assert.equal(next.created, 5);
+  assert.equal(next.established, false);
+  assert.equal(next.closing, false);
+  assert.equal(t.find(6, ip("2001:db8:1::9"), 0, 3), next);
+  assert.equal(t.find(4, client4(2), 0, 2), undefined, "the old key is gone");
+  assert.deepEqual(ended, [["192.0.2.2:2", "evicted"]]);
+  // An established flow that ends is never recycled: a later SYN gets a new object.
+  t.remove(est, "rst");
+  const other = syn4(t, 4, 4, 6)!;
+  assert.notEqual(other, est);
+  assert.equal(est.clientIp, "192.0.2.1", "a detached established flow no longer changes");
+});
+
+Deno.test("FlowTable under a SYN flood of 10× its size keeps the established flows and every half-open flow correct", () => {
+  const { t } = table(64);
+  for (let i = 0; i < 8; i++) add4(t, 200 + i, 1, 0);
+  for (let i = 0; i < 640; i++) syn4(t, i & 0x7f, 1000 + i, i);
+  assert.equal(t.size, 64);
+  assert.equal(t.stats().halfOpen, 56);
+  assert.equal(t.stats().endedEvicted, 640 - 56);
+  for (let i = 0; i < 8; i++) assert.ok(t.find(4, client4(200 + i), 0, 1)?.established);
+  for (let i = 640 - 56; i < 640; i++) {
+    const f = t.find(4, client4(i & 0x7f), 0, 1000 + i);
+    assert.ok(f, `half-open flow ${i} is found`);
+    assert.equal(f.clientIp, formatIp(client4(i & 0x7f), 0, 4));
+    assert.equal(f.clientPort, 1000 + i);
+  }
+  assert.ok(t.maxProbeLength() <= 64);
+});
