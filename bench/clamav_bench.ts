@@ -18,32 +18,14 @@ import { PolicyEngine } from "../src/policy/policy_engine.ts";
 import type { Rule } from "../src/policy/rule.ts";
 import type { Envelope } from "../src/policy/verdict.ts";
 import { startClamd } from "../test/engines/clamd_fixture.ts";
+import { keywordRules, textMessage } from "./bench_inputs.ts";
 
 const kbAt = Deno.args.indexOf("--kb");
 const KB = kbAt >= 0 ? Number(Deno.args[kbAt + 1]) : 10;
 const ROUNDS = Number(Deno.args.find((a, i) => /^\d+$/.test(a) && i !== kbAt + 1) ?? 1000);
 
-const sentence = "The quarterly report is attached; please review the figures before Friday. ";
-let body = "";
-while (body.length < KB * 1024) body += sentence + (body.length % 7 === 0 ? "\r\n" : "");
-const raw = new TextEncoder().encode(
-  "From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: Quarterly report\r\n" +
-    "Date: Mon, 30 Nov 2026 05:00:00 +0000\r\nMessage-ID: <bench@example.org>\r\n" +
-    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" +
-    "Content-Transfer-Encoding: 8bit\r\n\r\n" + body.replace(/(.{1,76})(?: |$)/g, "$1\r\n"),
-);
+const raw = textMessage(KB);
 
-const keywordRules = Array.from({ length: 10 }, (_, i) => ({
-  name: `kw-${i}`,
-  mode: "enforce",
-  when: {
-    kind: "field",
-    field: i % 2 ? "subject" : "body",
-    operator: "contains",
-    values: [`keyword${i}`],
-  },
-  actions: [{ type: "discard" }],
-})) as unknown as Rule[];
 const virusRule = {
   name: "no-viruses",
   mode: "enforce",
@@ -93,8 +75,8 @@ try {
   const first = await client.scan(raw);
   if (first.status !== "clean") throw new Error(`expected clean, got ${JSON.stringify(first)}`);
   await measure(`ClamdClient.scan (${KB} KB, clean)`, () => client.scan(raw));
-  const plain = new PolicyEngine({ rules: keywordRules, clamav }, log);
-  const scanning = new PolicyEngine({ rules: [...keywordRules, virusRule], clamav }, log);
+  const plain = new PolicyEngine({ rules: keywordRules(10), clamav }, log);
+  const scanning = new PolicyEngine({ rules: [...keywordRules(10), virusRule], clamav }, log);
   const v = await scanning.judge(raw, envelope);
   if (v.action !== "forward") throw new Error(`expected forward, got ${JSON.stringify(v)}`);
   const a = await measure(

@@ -8,32 +8,14 @@
 import type { EventLog } from "../src/log/log.ts";
 import { decodeMessage } from "../src/policy/message.ts";
 import { PolicyEngine } from "../src/policy/policy_engine.ts";
-import type { Rule } from "../src/policy/rule.ts";
 import type { Envelope } from "../src/policy/verdict.ts";
+import { keywordRules, textMessage } from "./bench_inputs.ts";
 
 const ROUNDS = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 2000);
 
-const sentence = "The quarterly report is attached; please review the figures before Friday. ";
-let body = "";
-while (body.length < 10 * 1024) body += sentence + (body.length % 7 === 0 ? "\r\n" : "");
-const raw = new TextEncoder().encode(
-  "From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: Quarterly report\r\n" +
-    "Date: Mon, 30 Nov 2026 05:00:00 +0000\r\nMessage-ID: <bench@example.org>\r\n" +
-    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" +
-    "Content-Transfer-Encoding: 8bit\r\n\r\n" + body.replace(/(.{1,76})(?: |$)/g, "$1\r\n"),
-);
+const raw = textMessage(10);
 
-const rules = Array.from({ length: 10 }, (_, i) => ({
-  name: `kw-${i}`,
-  mode: "enforce",
-  when: {
-    kind: "field",
-    field: i % 2 ? "subject" : "body",
-    operator: "contains",
-    values: [`keyword${i}`],
-  },
-  actions: [{ type: "discard" }],
-})) as unknown as Rule[];
+const rules = keywordRules(10);
 const log: EventLog = { event() {} } as unknown as EventLog;
 const engine = new PolicyEngine(rules, log);
 const envelope: Envelope = {

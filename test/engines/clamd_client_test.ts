@@ -1,34 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ClamdClient, parseReply } from "../../src/engines/clamd_client.ts";
-import { EICAR, MARKER, startClamd } from "./clamd_fixture.ts";
+import { EICAR, MARKER, messageWithAttachment, startClamd } from "./clamd_fixture.ts";
 
 const CRLF = "\r\n";
 const enc = (s: string) => new TextEncoder().encode(s);
-
-function withAttachment(name: string, content: Uint8Array): Uint8Array {
-  const b64 = btoa(String.fromCharCode(...content)).replace(/.{76}/g, "$&\r\n");
-  return enc([
-    "From: <sender@example.org>",
-    "To: <b@example.net>",
-    "Subject: the file you asked for",
-    "MIME-Version: 1.0",
-    'Content-Type: multipart/mixed; boundary="b1"',
-    "",
-    "--b1",
-    "Content-Type: text/plain; charset=UTF-8",
-    "",
-    "See attached.",
-    "--b1",
-    `Content-Type: application/octet-stream; name="${name}"`,
-    "Content-Transfer-Encoding: base64",
-    `Content-Disposition: attachment; filename="${name}"`,
-    "",
-    b64,
-    "--b1--",
-    "",
-  ].join(CRLF));
-}
 
 /** A zip archive holding one file (made by python3's zipfile: a real archive for clamd). */
 async function zipOf(name: string, content: string): Promise<Uint8Array> {
@@ -57,7 +33,7 @@ Deno.test("ClamdClient with a real clamd: EICAR, a pattern inside a zipped attac
     const cases: [string, Uint8Array, string | undefined][] = [
       [
         "the EICAR file as an attachment",
-        withAttachment("eicar.com", enc(EICAR)),
+        messageWithAttachment("eicar.com", enc(EICAR)),
         "Test.EICAR-HDB.UNOFFICIAL",
       ],
       [
@@ -67,10 +43,10 @@ Deno.test("ClamdClient with a real clamd: EICAR, a pattern inside a zipped attac
       ],
       [
         "a marker in a file inside a zip attachment",
-        withAttachment("a.zip", await zipOf("inner.txt", `x ${MARKER} y`)),
+        messageWithAttachment("a.zip", await zipOf("inner.txt", `x ${MARKER} y`)),
         "SSG.Test.Marker.UNOFFICIAL",
       ],
-      ["a clean message", withAttachment("notes.txt", enc("nothing to see")), undefined],
+      ["a clean message", messageWithAttachment("notes.txt", enc("nothing to see")), undefined],
     ];
     for (const [what, message, signature] of cases) {
       const r = await c.scan(message);

@@ -11,6 +11,36 @@ export const EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST
 /** A byte pattern the test's .ndb signature matches anywhere. */
 export const MARKER = "SSG-VIRUS-TEST-MARKER-0123456789";
 
+/** A multipart message with one text part and `content` as a base64 attachment named `name`. */
+export function messageWithAttachment(
+  name: string,
+  content: Uint8Array,
+  from = "sender@example.org",
+  to = "b@example.net",
+): Uint8Array {
+  const b64 = btoa(String.fromCharCode(...content)).replace(/.{76}/g, "$&\r\n");
+  return new TextEncoder().encode([
+    `From: <${from}>`,
+    `To: <${to}>`,
+    "Subject: the file you asked for",
+    "MIME-Version: 1.0",
+    'Content-Type: multipart/mixed; boundary="b1"',
+    "",
+    "--b1",
+    "Content-Type: text/plain; charset=UTF-8",
+    "",
+    "See attached.",
+    "--b1",
+    `Content-Type: application/octet-stream; name="${name}"`,
+    "Content-Transfer-Encoding: base64",
+    `Content-Disposition: attachment; filename="${name}"`,
+    "",
+    b64,
+    "--b1--",
+    "",
+  ].join("\r\n"));
+}
+
 /** A running clamd; `stop()` ends it and removes its directory. */
 export interface TestClamd {
   socket: string;

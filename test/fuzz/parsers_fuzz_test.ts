@@ -14,13 +14,7 @@ import { parseCommandLine, parseMailArg, parseRcptArg } from "../../src/smtp/com
 import { DataReader } from "../../src/smtp/data_reader.ts";
 import { PacketView, parsePacket, ParseStatus } from "../../src/packet/packet_view.ts";
 import { decodeMessage } from "../../src/policy/message.ts";
-import { prng, randomPacket } from "../packet/packet_helpers.ts";
-
-/** A seeded PRNG of fractions in [0, 1) (`prng` gives uint32 values). */
-function fractions(seed: number): () => number {
-  const u32 = prng(seed);
-  return () => u32() / 4294967296;
-}
+import { prng, prngFraction, randomPacket } from "../packet/packet_helpers.ts";
 
 const SEED = Number(Deno.env.get("SSG_FUZZ_SEED") ?? Date.now() % 1_000_000);
 const BUDGET_MS = Number(Deno.env.get("SSG_FUZZ_MS") ?? 3_000);
@@ -60,7 +54,7 @@ function mutate(next: () => number, base: Uint8Array): Uint8Array {
 }
 
 Deno.test(`fuzz: the command parser answers every line with a parse or a 4xx/5xx reply (seed ${SEED})`, async () => {
-  const next = fractions(SEED);
+  const next = prngFraction(SEED);
   const lines = [
     "EHLO client.example.org",
     "MAIL FROM:<a@example.org> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=x+2Bid",
@@ -93,7 +87,7 @@ Deno.test(`fuzz: the command parser answers every line with a parse or a 4xx/5xx
 });
 
 Deno.test(`fuzz: the DATA reader stores at most its limit and ends only on CRLF.CRLF (seed ${SEED})`, async () => {
-  const next = fractions(SEED + 1);
+  const next = prngFraction(SEED + 1);
   const max = 4096;
   const base = enc.encode(
     "Subject: x\r\n\r\nline\r\n..dot\r\n.\r\n" + "a line of text\r\n".repeat(40) + ".\r\n",
@@ -137,7 +131,7 @@ Deno.test(`fuzz: the DATA reader stores at most its limit and ends only on CRLF.
 });
 
 Deno.test(`fuzz: the packet parser never reads outside a packet (seed ${SEED})`, async () => {
-  const next = fractions(SEED + 2);
+  const next = prngFraction(SEED + 2);
   const packets = prng(SEED + 4);
   const view = new PacketView();
   const n = await bounded(200_000, () => {
@@ -157,7 +151,7 @@ Deno.test(`fuzz: the packet parser never reads outside a packet (seed ${SEED})`,
 });
 
 Deno.test(`fuzz: MIME decoding returns facts for every mutated message (seed ${SEED})`, async () => {
-  const next = fractions(SEED + 3);
+  const next = prngFraction(SEED + 3);
   const corpus: Uint8Array[] = [];
   for (const dir of ["messages", "evasion"]) {
     const url = new URL(`../fixtures/${dir}/`, import.meta.url);

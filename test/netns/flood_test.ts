@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { e2e, finalReply, simpleMessage, startSink, swaks } from "./helpers.ts";
+import { e2e, finalReply, processMemoryMb, simpleMessage, startSink, swaks } from "./helpers.ts";
 
 const FLOOD_S = 45;
 const PROBES = 12;
@@ -114,7 +114,7 @@ e2e(
       }
       const status = await flood.status;
       const stats = JSON.parse(await Deno.readTextFile(statsFile));
-      const rss = peakRssMb(ssg.child.pid);
+      const rss = processMemoryMb(ssg.child.pid).hwm;
       const log = ssg.log();
       const limitLines = log.match(/\bsmtp\.limit\b/g)?.length ?? 0;
       const pressureLines = log.match(/\bsmtp\.pressure\b/g)?.length ?? 0;
@@ -147,13 +147,3 @@ e2e(
     }
   },
 );
-
-/** VmHWM (peak resident set) of a process, in MB; 0 when it cannot be read. */
-function peakRssMb(pid: number): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-    return m ? Math.round(Number(m[1]) / 1024) : 0;
-  } catch {
-    return 0;
-  }
-}

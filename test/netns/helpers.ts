@@ -391,6 +391,17 @@ export function dumpWith(dumps: SinkDump[], marker: string): SinkDump {
   return found[0];
 }
 
+/** VmRSS and VmHWM (peak) of a process, in MB; 0 when unreadable. */
+export function processMemoryMb(pid: number): { rss: number; hwm: number } {
+  try {
+    const s = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(s)?.[1] ?? 0);
+    return { rss: Math.round(kb("VmRSS") / 1024), hwm: Math.round(kb("VmHWM") / 1024) };
+  } catch {
+    return { rss: 0, hwm: 0 };
+  }
+}
+
 /** Options of {@linkcode swaks}. */
 export interface SwaksOptions {
   server: string;

@@ -28,7 +28,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { canRunNetns, createTopology, type Topology } from "./topology.ts";
 import { requireSsgBinary, ruleFileText, type SsgProcess, startSsg, tempDir } from "./helpers.ts";
-import { type DeliveryStatus, PostfixInstance } from "./postfix_instance.ts";
+import { type DeliveryStatus, escape, PostfixInstance } from "./postfix_instance.ts";
 
 /** Which way a run went. */
 export type Path = "direct" | "ssg";
@@ -318,7 +318,7 @@ export async function deliverViaSender(
   // (postlogd writes asynchronously), so wait for it rather than read too early.
   if (statuses.some((s) => s.status === "sent")) {
     await w.server.waitForLog(
-      new RegExp(`: [0-9A-F]{6,}: message-id=<${escapeRe(m.messageId)}>`),
+      new RegExp(`: [0-9A-F]{6,}: message-id=<${escape(m.messageId)}>`),
       v0,
       timeoutMs,
     );
@@ -566,9 +566,4 @@ export function interopTest(c: InteropCase, aspects: AspectName[]): void {
       }
     },
   });
-}
-
-/** `s` as a literal inside a regular expression. */
-function escapeRe(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

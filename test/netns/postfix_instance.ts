@@ -380,6 +380,7 @@ export class PostfixInstance implements AsyncDisposable {
   }
 }
 
-function escape(s: string): string {
+/** `s` as a literal inside a regular expression. */
+export function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

@@ -14,7 +14,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { e2e, finalReply, simpleMessage, startSink, swaks } from "./helpers.ts";
+import { e2e, finalReply, processMemoryMb, simpleMessage, startSink, swaks } from "./helpers.ts";
 
 const FLOOD_S = 25;
 const FLOOD_MAX = 3_000_000;
@@ -68,7 +68,7 @@ e2e(
     const warm = await swaks(t, { server: t.addr.server4, to: ["b@example.net"], dataFile: file });
     assert.equal(finalReply(warm.transcript)?.code, 250, warm.transcript);
     await new Promise((r) => setTimeout(r, 1_000));
-    const before = memMb(pid);
+    const before = processMemoryMb(pid);
     const flood = t.spawn(t.ns.client, [
       "/usr/bin/python3",
       "-c",
@@ -99,7 +99,7 @@ e2e(
             `probe ${i + 1} not served:\n${r.transcript.split("\n").slice(0, 8).join("\n")}`,
           );
         }
-        peak = Math.max(peak, memMb(pid).rss);
+        peak = Math.max(peak, processMemoryMb(pid).rss);
         await new Promise((r) => setTimeout(r, 1_000));
       }
     } finally {
@@ -113,12 +113,12 @@ e2e(
       clearTimeout(timer);
     }
     const sent = JSON.parse((await out).trim() || `{"sent":0,"errors":-1}`);
-    const during = memMb(pid);
+    const during = processMemoryMb(pid);
     // Half-open flows expire after the SYN timeout (20 s); give the heap time to shrink.
     let settled = during;
     for (let i = 0; i < 15; i++) {
       await new Promise((r) => setTimeout(r, 2_000));
-      settled = memMb(pid);
+      settled = processMemoryMb(pid);
       if (settled.rss <= before.rss + 100) break;
     }
     const after = await swaks(t, { server: t.addr.server4, to: ["b@example.net"], dataFile: file });
@@ -166,14 +166,3 @@ e2e(
     assert.ok(!dumps.done, "the server received the legitimate messages");
   },
 );
-
-/** VmRSS and VmHWM of a process, in MB (0 when unreadable). */
-function memMb(pid: number): { rss: number; hwm: number } {
-  try {
-    const s = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(s)?.[1] ?? 0);
-    return { rss: Math.round(kb("VmRSS") / 1024), hwm: Math.round(kb("VmHWM") / 1024) };
-  } catch {
-    return { rss: 0, hwm: 0 };
-  }
-}

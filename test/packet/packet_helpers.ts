@@ -18,6 +18,12 @@ export function prng(seed: number): () => number {
   };
 }
 
+/** The same PRNG as fractions in [0, 1) (for choices rather than bytes). */
+export function prngFraction(seed: number): () => number {
+  const u32 = prng(seed);
+  return () => u32() / 4294967296;
+}
+
 /** Random bytes from a PRNG. */
 export function randomBytes(next: () => number, n: number): Uint8Array {
   const b = new Uint8Array(n);

@@ -11,7 +11,7 @@ import { MemoryLog } from "../../src/log/log.ts";
 import { explainMessage, renderExplanation } from "../../src/policy/explain.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope } from "../../src/policy/verdict.ts";
-import { EICAR, MARKER, startClamd } from "../engines/clamd_fixture.ts";
+import { EICAR, MARKER, messageWithAttachment, startClamd } from "../engines/clamd_fixture.ts";
 
 const CRLF = "\r\n";
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -46,30 +46,6 @@ function engineFor(clamav: string, rules = VIRUS_RULES) {
   return { engine: new PolicyEngine(configFor(clamav, rules), log), log };
 }
 
-function withAttachment(name: string, content: string): Uint8Array {
-  const b64 = btoa(content).replace(/.{76}/g, "$&\r\n");
-  return enc([
-    "From: <alice@example.com>",
-    "To: <bob@example.net>",
-    "Subject: the file you asked for",
-    "MIME-Version: 1.0",
-    'Content-Type: multipart/mixed; boundary="b1"',
-    "",
-    "--b1",
-    "Content-Type: text/plain; charset=UTF-8",
-    "",
-    "See attached.",
-    "--b1",
-    `Content-Type: application/octet-stream; name="${name}"`,
-    "Content-Transfer-Encoding: base64",
-    `Content-Disposition: attachment; filename="${name}"`,
-    "",
-    b64,
-    "--b1--",
-    "",
-  ].join(CRLF));
-}
-
 const CLEAN = enc(
   `From: <alice@example.com>${CRLF}To: <bob@example.net>${CRLF}Subject: minutes${CRLF}${CRLF}` +
     `The minutes of today's meeting.${CRLF}`,
@@ -80,7 +56,10 @@ Deno.test("virus: true rejects an EICAR attachment with the rule's reply, the si
   try {
     const { engine, log } = engineFor(`clamav:\n  socket: ${clamd.socket}\n`);
     try {
-      const v = await engine.judge(withAttachment("eicar.com", EICAR), ENVELOPE);
+      const v = await engine.judge(
+        messageWithAttachment("eicar.com", enc(EICAR), "alice@example.com", "bob@example.net"),
+        ENVELOPE,
+      );
       assert.equal(v.action, "reject");
       assert.equal(v.rule, "no-viruses");
       assert.deepEqual(v.action === "reject" ? v.reply : undefined, {
@@ -140,7 +119,10 @@ Deno.test("virus: { contains } tests the signature name only, in any case", asyn
 `,
     );
     try {
-      const eicar = await engine.judge(withAttachment("e.com", EICAR), ENVELOPE);
+      const eicar = await engine.judge(
+        messageWithAttachment("e.com", enc(EICAR), "alice@example.com", "bob@example.net"),
+        ENVELOPE,
+      );
       assert.equal(eicar.action, "discard");
       assert.equal(eicar.evidence, 'virus found "Test.EICAR-HDB.UNOFFICIAL"');
       const marker = await engine.judge(enc(`Subject: x${CRLF}${CRLF}${MARKER}${CRLF}`), ENVELOPE);
@@ -274,7 +256,10 @@ Deno.test("a rule set without virus never connects to clamd: the message is forw
     );
     try {
       assert.equal(engine.scans, false);
-      const v = await engine.judge(withAttachment("eicar.com", EICAR), ENVELOPE);
+      const v = await engine.judge(
+        messageWithAttachment("eicar.com", enc(EICAR), "alice@example.com", "bob@example.net"),
+        ENVELOPE,
+      );
       assert.equal(v.action, "forward");
       assert.equal(v.evidence, undefined);
       assert.equal(log.named("policy.verdict")[0].fields.scan, undefined);
@@ -308,7 +293,10 @@ Deno.test("ssg explain scans the message and shows the signature, or the failure
   const clamd = await startClamd();
   try {
     const cfg = configFor(`clamav:\n  socket: ${clamd.socket}\n`);
-    const e = await explainMessage(cfg, withAttachment("eicar.com", EICAR));
+    const e = await explainMessage(
+      cfg,
+      messageWithAttachment("eicar.com", enc(EICAR), "alice@example.com", "bob@example.net"),
+    );
     assert.deepEqual(e.scan, {
       status: "infected",
       signature: "Test.EICAR-HDB.UNOFFICIAL",

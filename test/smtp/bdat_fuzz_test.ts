@@ -9,19 +9,9 @@
 import assert from "node:assert/strict";
 import { MemoryBudget } from "../../src/smtp/memory_budget.ts";
 import { ServerProfiles } from "../../src/smtp/server_profiles.ts";
+import { prngFraction } from "../packet/packet_helpers.ts";
 import { transcript } from "./harness.ts";
 import { SMUGGLING_SEQUENCES } from "./smuggling_sequences.ts";
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const EHLO = "250-server.example\r\n250-PIPELINING\r\n250-SIZE 50000000\r\n250-8BITMIME\r\n" +
   "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
@@ -84,7 +74,7 @@ Deno.test("Random BDAT transcripts: the session ends, chunk bytes are never comm
   let exactRuns = 0;
   for (const policy of ["reject", "normalize"] as const) {
     for (let seed = 1; seed <= 120; seed++) {
-      const next = rng(seed * 104729 + (policy === "reject" ? 0 : 1));
+      const next = prngFraction(seed * 104729 + (policy === "reject" ? 0 : 1));
       const { chunks, exact } = randomInput(next);
       const memory = new MemoryBudget(1 << 24);
       const r = await transcript(chunks, {

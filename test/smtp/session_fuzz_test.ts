@@ -5,20 +5,9 @@
  * (CRLF only, no NUL) — and never more messages than it answered 250 to after a 354.
  */
 import assert from "node:assert/strict";
+import { prngFraction } from "../packet/packet_helpers.ts";
 import { codes, transcript } from "./harness.ts";
 import { SMUGGLING_SEQUENCES } from "./smuggling_sequences.ts";
-
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TOKENS = [
   "EHLO c.example\r\n",
@@ -108,7 +97,7 @@ Deno.test("Random transcripts: the session always ends, replies are well-formed,
   const seen = { forwarded: 0, rejected: 0, sessionsWithData: 0 };
   for (const policy of ["reject", "normalize"] as const) {
     for (let seed = 1; seed <= 150; seed++) {
-      const next = rng(seed * 7919 + (policy === "reject" ? 0 : 1));
+      const next = prngFraction(seed * 7919 + (policy === "reject" ? 0 : 1));
       const chunks = randomInput(next);
       const r = await transcript(chunks, {
         smtp: {
