@@ -9,7 +9,8 @@
  * Not a test: it measures and prints a table. Needs root and a built dist/ssg.
  *
  *   deno run --allow-all bench/e2e/latency.ts [--messages 200] [--size 2048] [--load 1000]
- *     [--sessions 10] [--peers haraka,postfix|none]
+ *     [--sessions 10] [--peers haraka,postfix|none] [--ssg-cpus 0]
+ *     [--rules shipped|test] [--ssg-before PATH]
  *   (or ./scripts/bench.sh, which builds first)
  *
  * (a)/(b) Per-message latency: a small smtplib client inside the client namespace sends N messages
@@ -21,6 +22,12 @@
  * The internal server is smtp-sink without dumps (no disk in the path) and with its running
  * counter (`-c`), so every arm is checked for what actually reached the server. Arms run one
  * after another (not interleaved): compare within one run, repeat runs to see the spread.
+ * For SSG the load phase also reads /proc: CPU milliseconds per message over all threads (and of
+ * the main thread alone), RSS idle (after start-up and the sequential run) and its peak under load.
+ * `--rules shipped` (default) judges with the rules, lists and thresholds of rules/default.yaml;
+ * `--ssg-before PATH` adds an arm with another build of SSG (e.g. a copy of dist/ssg made before
+ * a change), run right before the current one, for before/after figures from one run.
+ * `--rules test` with the two rules of the namespace tests. `--ssg-cpus LIST` pins every SSG thread to those CPUs (taskset -a), e.g. 0 for one core.
  * Bounded: every run has a timeout, N and LOAD are capped.
  *
  * @module
@@ -32,6 +39,7 @@ import { parseArgs } from "node:util";
 import type { PeerStarter, RunningPeer } from "./peers/peer.ts";
 import { startHaraka } from "./peers/haraka.ts";
 import { startPostfix } from "./peers/postfix.ts";
+import { type CpuSpan, ProcessSampler, rssMiB } from "./proc_stats.ts";
 
 const { values: opt } = parseArgs({
   args: Deno.args,
@@ -41,6 +49,9 @@ const { values: opt } = parseArgs({
     load: { type: "string", default: "1000" },
     sessions: { type: "string", default: "10" },
     peers: { type: "string", default: "haraka,postfix" },
+    "ssg-cpus": { type: "string", default: "" },
+    rules: { type: "string", default: "shipped" },
+    "ssg-before": { type: "string", default: "" },
   },
 });
 const PEERS: Record<string, PeerStarter> = { haraka: startHaraka, postfix: startPostfix };
@@ -215,6 +226,12 @@ interface Arm {
   load?: Load;
   /** Messages the sink received during this arm (sequential + load). */
   atSink?: number;
+  /** The process measured from /proc (SSG only). */
+  pid?: number;
+  /** RSS before the load, MiB. */
+  idleRssMiB?: number;
+  /** CPU and memory during the load. */
+  cpu?: CpuSpan;
   note: string;
 }
 
@@ -223,7 +240,10 @@ async function measure(t: Topology, sink: Sink, arm: Arm): Promise<void> {
   const before = sink.count;
   arm.seq = await sequential(t, arm.target);
   await sink.waitFor(before + arm.seq.ok, 30_000);
+  const sampler = arm.pid === undefined ? undefined : new ProcessSampler(arm.pid);
+  if (arm.pid !== undefined) arm.idleRssMiB = rssMiB(arm.pid);
   arm.load = await load(t, sink, arm.target);
+  arm.cpu = sampler?.stop();
   arm.atSink = sink.count - before;
 }
 
@@ -246,10 +266,24 @@ async function versions(): Promise<string> {
     `postfix ${await one(["postconf", "-d", "-h", "mail_version"])}`;
 }
 
+/**
+ * The rule file SSG runs with: the namespace tests' gateway/log/state sections, and either their
+ * two rules (`--rules test`) or the shipped rules/default.yaml's lists, rules and thresholds.
+ */
+function benchRuleFile(logFile: string): string {
+  const base = ruleFileText({ logFile, level: "info" });
+  if (opt.rules === "test") return base;
+  if (opt.rules !== "shipped") throw new Error(`--rules: "${opt.rules}" is not shipped or test`);
+  const shipped = Deno.readTextFileSync(new URL("../../rules/default.yaml", import.meta.url));
+  const lists = /^lists:\n(?:(?:[ #].*)?\n)*/m.exec(shipped)?.[0] ?? "";
+  const rules = shipped.slice(shipped.search(/^rules:/m));
+  return `${base.slice(0, base.search(/^rules:/m))}${lists}${rules}`;
+}
+
 async function main(): Promise<void> {
   console.log(
     `SSG end-to-end bench: ${N} sequential messages of ~${SIZE} bytes; load: ${LOAD} messages ` +
-      `over ${SESSIONS} sessions; peers: ${peerNames.join(", ") || "none"}`,
+      `over ${SESSIONS} sessions; peers: ${peerNames.join(", ") || "none"}; rules: ${opt.rules}`,
   );
   console.log(await versions());
   await using t = await createTopology();
@@ -268,23 +302,36 @@ async function main(): Promise<void> {
 
   const logFile = join(tmp.path, "ssg.log");
   const ruleFile = join(tmp.path, "rules.yaml");
-  await Deno.writeTextFile(ruleFile, ruleFileText({ logFile, level: "info" }));
-  const viaSsg: Arm = {
-    label: "(b) through SSG (transparent)",
-    target: t.addr.server4,
-    note: "250 after the server's 250",
-  };
-  arms.push(viaSsg);
-  let ssg: SsgProcess | undefined;
-  try {
-    ssg = await startSsg(t, ruleFile, logFile);
-    await measure(t, sink, viaSsg);
-  } catch (e) {
-    viaSsg.note = `FAILED: ${e instanceof Error ? e.message.split("\n")[0] : e}`;
-    console.error(`through-SSG runs failed: ${e instanceof Error ? e.message : e}`);
-    if (ssg) console.error(ssg.transcript().slice(-4000));
-  } finally {
-    if (ssg && !ssg.status) await ssg.stop("SIGTERM").catch(() => {});
+  await Deno.writeTextFile(ruleFile, benchRuleFile(logFile));
+  const ssgBuilds: [string, string][] = [["(b) through SSG (transparent)", ""]];
+  if (opt["ssg-before"]) ssgBuilds.unshift(["(b0) SSG, build before", opt["ssg-before"]]);
+  for (const [label, bin] of ssgBuilds) {
+    const viaSsg: Arm = { label, target: t.addr.server4, note: "250 after the server's 250" };
+    arms.push(viaSsg);
+    let ssg: SsgProcess | undefined;
+    try {
+      ssg = await startSsg(t, ruleFile, logFile, undefined, bin || undefined);
+      viaSsg.pid = ssg.child.pid;
+      if (opt["ssg-cpus"]) {
+        const r = await new Deno.Command("taskset", {
+          args: ["-a", "-c", "-p", opt["ssg-cpus"], String(ssg.child.pid)],
+          stdout: "null",
+        }).output();
+        if (!r.success) throw new Error(`taskset -a -c -p ${opt["ssg-cpus"]} failed`);
+        viaSsg.note += `; pinned to CPUs ${opt["ssg-cpus"]}`;
+      }
+      await measure(t, sink, viaSsg);
+    } catch (e) {
+      viaSsg.note = `FAILED: ${e instanceof Error ? e.message.split("\n")[0] : e}`;
+      console.error(`through-SSG runs failed: ${e instanceof Error ? e.message : e}`);
+      if (ssg) console.error(ssg.transcript().slice(-4000));
+    } finally {
+      if (ssg && !ssg.status) await ssg.stop("SIGTERM").catch(() => {});
+      // Each build starts with empty memory (bulk fingerprints, counters): same conditions.
+      for (const f of ["state.db", "state.db-wal", "state.db-shm"]) {
+        await Deno.remove(join(tmp.path, f)).catch(() => {});
+      }
+    }
   }
 
   for (const name of peerNames) {
@@ -336,6 +383,18 @@ async function main(): Promise<void> {
     );
   }
   for (const a of arms) for (const f of a.seq?.failures ?? []) console.log(`  ${a.label}: ${f}`);
+  for (const a of arms) {
+    if (!a.cpu) continue;
+    const n = LOAD;
+    console.log(
+      `\n${a.label}, load phase from /proc: CPU ${fmt(a.cpu.totalMs / n, 3)} ms/message all ` +
+        `threads (main thread ${fmt(a.cpu.mainMs / n, 3)}; ${
+          a.cpu.others.slice(0, 4).map((o) => `${o.name} ${fmt(o.ms / n, 3)}`).join(", ")
+        }); total ${fmt(a.cpu.totalMs / 1000, 2)} s CPU in ${fmt(a.load?.seconds, 2)} s ` +
+        `(${fmt(a.cpu.totalMs / 10 / (a.load?.seconds ?? NaN), 0)}% of one core); ` +
+        `RSS idle ${fmt(a.idleRssMiB)} MiB, peak under load ${fmt(a.cpu.peakRssMiB)} MiB`,
+    );
+  }
   const base = direct.seq?.medianMs;
   if (base !== undefined && Number.isFinite(base)) {
     console.log("");

@@ -93,8 +93,11 @@ export interface MessageFacts {
   texts: string[];
   /** Every reading of every HTML part as text: as shown (hidden text dropped) and all of it. */
   htmls: string[];
-  /** Which decoder produced the facts. */
-  decoder: "mailparser" | "fallback";
+  /**
+   * Which decoder produced the facts; "headers" and "none" when the rules needed only the
+   * top-level header fields or nothing at all (`decodeForNeeds`; the texts are then empty).
+   */
+  decoder: "mailparser" | "fallback" | "headers" | "none";
   /**
    * Why the message was not fully read (a bound passed, a parser failure); empty if it was. A
    * message with problems gets the `content.undecodable` verdict (see `policy_engine.ts`).
@@ -133,6 +136,61 @@ export const DEFAULT_DECODE_LIMITS: Readonly<DecodeLimits> = Object.freeze({
 
 /** The MIME parser used (mailparser's `simpleParser`; tests substitute a slow or failing one). */
 export type MimeParser = typeof simpleParser;
+
+/**
+ * Decodes only what `needs` asks for (`decode_needs.ts`): "full" is `decodeMessage`; "headers"
+ * reads the top-level header fields; "none" nothing but the size. mailparser never runs for
+ * these two. With `checkBounds` (when `content.undecodable` is not forward), SSG's own MIME walk
+ * still reads the body for its bounds only (parts, depth, header sections, text lengths), so that
+ * a message SSG could not have read whole still gets the undecodable verdict; its texts are not
+ * kept. Header bounds are always problems. Never throws.
+ */
+export function decodeForNeeds(
+  raw: Uint8Array,
+  needs: "none" | "headers" | "full",
+  limits: Partial<DecodeLimits> = {},
+  checkBounds = true,
+): Promise<MessageFacts> {
+  if (needs === "full") return decodeMessage(raw, limits);
+  const lim = { ...DEFAULT_DECODE_LIMITS, ...limits };
+  const problems: string[] = [];
+  let headers: HeaderField[] = [];
+  if (checkBounds) {
+    let bytes = raw;
+    if (raw.length > lim.maxBytes) {
+      bytes = raw.subarray(0, cutAtLineEnd(raw, lim.maxBytes));
+      problems.push(`only the first ${bytes.length} of ${raw.length} bytes were decoded`);
+    }
+    for (const p of walkMessage(bytes, lim).problems) if (!problems.includes(p)) problems.push(p);
+  }
+  if (needs === "headers") {
+    const bodyStart = findBodyStart(raw);
+    const headEnd = bodyStart < 0 ? raw.length : bodyStart;
+    const read = readHeaderFields(raw, lim);
+    const headerProblems = [
+      headEnd > lim.maxHeaderBytes && `a header section is larger than ${lim.maxHeaderBytes} bytes`,
+      read.truncated && `more than ${lim.maxHeaders} header fields in one header section`,
+    ];
+    for (const p of headerProblems) if (p && !problems.includes(p)) problems.push(p);
+    headers = read.fields;
+  }
+  return Promise.resolve({
+    size: raw.length,
+    subject: "",
+    text: "",
+    html: "",
+    headers,
+    from: [],
+    to: [],
+    cc: [],
+    attachments: [],
+    subjects: [],
+    texts: [],
+    htmls: [],
+    decoder: needs,
+    problems,
+  });
+}
 
 /** Decodes `raw` into facts within `limits`; never throws, never rejects. */
 export async function decodeMessage(
@@ -214,11 +272,15 @@ async function parseWithMailparser(
   // A stream we own, so that a parse over its time budget can be stopped, fed in small chunks
   // with a macrotask between them, so that parsing a large message does not stall the event
   // loop that serves every other session (a single 8 MiB chunk stalled it ~100 ms).
-  const input = Readable.from(chunks(bytes), { objectMode: false });
+  // A message that the chunked stream would hand over without a single yield goes in as one
+  // Buffer (no async generator and Readable plumbing per message: issue 9).
+  const input = bytes.length <= CHUNK_BYTES * CHUNKS_PER_YIELD
+    ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+    : Readable.from(chunks(bytes), { objectMode: false });
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      input.destroy();
+      if (input instanceof Readable) input.destroy();
       reject(new Error(`took longer than ${lim.timeoutMs} ms`));
     }, lim.timeoutMs);
   });

@@ -29,8 +29,9 @@
  * a quarantine verdict keeps the tag (applied to the stored copy) but no deliveries.
  *
  * Rules are compiled once, in the constructor (conditions into evaluators, lists into sets,
- * patterns into guarded RegExps); a message is decoded once (`message.ts`) and each field
- * normalised at most once, whatever the number of rules.
+ * patterns into guarded RegExps); a message is decoded once (`message.ts`), and only as far as
+ * the rules read it (`decode_needs.ts`: envelope-only rules decode nothing, header rules only the
+ * header section), and each field normalised at most once, whatever the number of rules.
  *
  * Memory: a `StateStore` (given, or a private `:memory:` one owned by the engine). When any rule
  * tests `bulk`, every judged message's content fingerprint is recorded before the rules run, so
@@ -60,7 +61,8 @@ import {
   type Trace,
 } from "./compile_condition.ts";
 import { domainOf } from "./fields.ts";
-import { type DecodeLimits, decodeMessage, type MessageFacts } from "./message.ts";
+import { decodeForNeeds, type DecodeLimits, type MessageFacts } from "./message.ts";
+import { type DecodeNeeds, decodeNeedsOf } from "./decode_needs.ts";
 import { type CompiledList, compileList } from "./named_list.ts";
 import {
   type Action,
@@ -233,6 +235,7 @@ export class PolicyEngine {
   readonly #ownsState: boolean;
   readonly #now: () => number;
   readonly #usesBulk: boolean;
+  readonly #needs: DecodeNeeds;
   readonly #undecodable: ContentConfig["undecodable"];
   readonly #scanner: ClamdClient | undefined;
   readonly #scanFailure: ClamavConfig["onFailure"];
@@ -283,6 +286,7 @@ export class PolicyEngine {
     this.#now = options.now ?? Date.now;
     const bulkWindows = p.rules.flatMap((r) => bulkWindowsOf(r.when));
     this.#usesBulk = bulkWindows.length > 0;
+    this.#needs = decodeNeedsOf(p.rules);
     this.#state.retain({
       eventSeconds: Math.max(60, ...this.#thresholds.map((t) => t.withinSeconds)),
       bulkSeconds: Math.max(60, ...bulkWindows),
@@ -292,6 +296,11 @@ export class PolicyEngine {
   /** The decode bounds in force (from `content:`, then the options). */
   get decodeLimits(): Partial<DecodeLimits> {
     return { ...this.#limits };
+  }
+
+  /** How much of each message the rules need decoded (`decode_needs.ts`). */
+  get decodeNeeds(): DecodeNeeds {
+    return this.#needs;
   }
 
   /** Whether messages are scanned for viruses (some rule tests `virus`). */
@@ -328,7 +337,12 @@ export class PolicyEngine {
       scanMs = performance.now() - t0;
       return r;
     });
-    const facts = await decodeMessage(message, this.#limits);
+    const facts = await decodeForNeeds(
+      message,
+      this.#needs,
+      this.#limits,
+      this.#undecodable !== "forward",
+    );
     const scan = await scanning;
     const t1 = performance.now();
     const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan);

@@ -32,7 +32,7 @@
  * destroyed and its port released.
  */
 import net from "node:net";
-import { Duplex } from "node:stream";
+import { socketIo } from "./socket_io.ts";
 import type { RelaySourceSettings } from "../config/relay_source.ts";
 import type { RelayLease, RelayRegistry } from "../flow/relay_registry.ts";
 import type { EventLog } from "../log/log.ts";
@@ -303,7 +303,7 @@ export async function connectTcp(dest: Endpoint, timeoutMs: number): Promise<Ses
  * Connects from local port `localPort` (any local address: the kernel picks it by route) within
  * `timeoutMs`; rejects with ConnectTimeout when no SYN-ACK came, or the socket's error (with
  * `code`, e.g. "EADDRINUSE", "ECONNREFUSED"). The socket is wrapped as a SessionIo with
- * `setNoDelay`.
+ * `setNoDelay` (`socket_io.ts`, no generic stream adapter).
  */
 export function connectBound(
   dest: Endpoint,
@@ -332,18 +332,7 @@ export function connectBound(
       clearTimeout(timer);
       // Later errors end the streams; they must never be uncaught.
       sock.on("error", () => {});
-      const web = Duplex.toWeb(sock);
-      let closed = false;
-      resolve({
-        readable: web.readable as ReadableStream<Uint8Array>,
-        writable: web.writable as WritableStream<Uint8Array>,
-        close: () => {
-          if (closed) return;
-          closed = true;
-          sock.destroy();
-        },
-        setNoDelay: (on: boolean) => sock.setNoDelay(on),
-      } as SessionIo);
+      resolve(socketIo(sock));
     });
   });
 }

@@ -76,9 +76,9 @@ export function fingerprint(text: string): Fingerprint | undefined {
   const tokens = fingerprintTokens(text);
   if (tokens.length === 0) return undefined;
   const hashes = new Set<number>();
-  if (tokens.length < SHINGLE_WORDS) hashes.add(fnv1a(tokens.join(" ")));
+  if (tokens.length < SHINGLE_WORDS) hashes.add(fnv1aWords(tokens, 0, tokens.length));
   for (let i = 0; i + SHINGLE_WORDS <= tokens.length; i++) {
-    hashes.add(fnv1a(tokens.slice(i, i + SHINGLE_WORDS).join(" ")));
+    hashes.add(fnv1aWords(tokens, i, i + SHINGLE_WORDS));
   }
   const signature = new Uint32Array(SIGNATURE_SIZE).fill(0xffffffff);
   for (const h of hashes) {
@@ -106,10 +106,18 @@ export function similarity(a: Uint32Array, b: Uint32Array): number {
   return same / SIGNATURE_SIZE;
 }
 
-/** FNV-1a over UTF-16 code units (32-bit). */
-function fnv1a(s: string): number {
+/**
+ * FNV-1a (32-bit, over UTF-16 code units) of `words[from..to)` joined with single spaces — the
+ * same value as hashing the joined string, without building it (issue 9: one string per shingle
+ * was most of the fingerprint's cost).
+ */
+function fnv1aWords(words: readonly string[], from: number, to: number): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  for (let w = from; w < to; w++) {
+    if (w > from) h = Math.imul(h ^ 0x20, 0x01000193);
+    const s = words[w];
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  }
   return h >>> 0;
 }
 

@@ -240,8 +240,8 @@ export async function startSsg(
   ruleFile: string,
   logFile: string,
   timeoutMs = 45_000,
+  bin: string = requireSsgBinary(),
 ): Promise<SsgProcess> {
-  const bin = requireSsgBinary();
   let offset = 0;
   try {
     offset = Deno.statSync(logFile).size;
