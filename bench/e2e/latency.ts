@@ -388,7 +388,9 @@ async function main(): Promise<void> {
     const n = LOAD;
     console.log(
       `\n${a.label}, load phase from /proc: CPU ${fmt(a.cpu.totalMs / n, 3)} ms/message all ` +
-        `threads (main thread ${fmt(a.cpu.mainMs / n, 3)}; ${
+        `threads, ${fmt(a.cpu.totalSysMs / n, 3)} of it in the kernel (main thread ${
+          fmt(a.cpu.mainMs / n, 3)
+        }, kernel ${fmt(a.cpu.mainSysMs / n, 3)}; ${
           a.cpu.others.slice(0, 4).map((o) => `${o.name} ${fmt(o.ms / n, 3)}`).join(", ")
         }); total ${fmt(a.cpu.totalMs / 1000, 2)} s CPU in ${fmt(a.load?.seconds, 2)} s ` +
         `(${fmt(a.cpu.totalMs / 10 / (a.load?.seconds ?? NaN), 0)}% of one core); ` +

@@ -15,6 +15,8 @@ export interface ThreadCpu {
   name: string;
   /** User plus system CPU time in milliseconds. */
   ms: number;
+  /** Of which system (kernel) time, in milliseconds. */
+  sysMs: number;
 }
 
 /** Clock ticks per second of /proc's utime/stime (USER_HZ; 100 on every Linux we run on). */
@@ -36,7 +38,13 @@ export function threadCpu(pid: number): ThreadCpu[] {
       const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       const ticks = Number(rest[11]) + Number(rest[12]);
       const name = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trim();
-      out.push({ tid: Number(tid), name, ms: (ticks * 1000) / TICKS_PER_S });
+      const sys = Number(rest[12]);
+      out.push({
+        tid: Number(tid),
+        name,
+        ms: (ticks * 1000) / TICKS_PER_S,
+        sysMs: (sys * 1000) / TICKS_PER_S,
+      });
     } catch { /* the thread ended */ }
   }
   return out;
@@ -56,8 +64,12 @@ export function rssMiB(pid: number): number {
 export interface CpuSpan {
   /** CPU milliseconds over all threads. */
   totalMs: number;
+  /** Of which system (kernel) time. */
+  totalSysMs: number;
   /** CPU milliseconds of the main thread (tid = pid). */
   mainMs: number;
+  /** Of which system (kernel) time. */
+  mainSysMs: number;
   /** The other threads with CPU time in the span, busiest first: "name:ms". */
   others: { name: string; ms: number }[];
   /** Highest RSS seen (sampled every 100 ms), MiB. */
@@ -70,7 +82,7 @@ export interface CpuSpan {
  */
 export class ProcessSampler {
   readonly #pid: number;
-  readonly #start = new Map<number, number>();
+  readonly #start = new Map<number, ThreadCpu>();
   readonly #last = new Map<number, ThreadCpu>();
   #peak = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -79,7 +91,7 @@ export class ProcessSampler {
   constructor(pid: number) {
     this.#pid = pid;
     for (const t of threadCpu(pid)) {
-      this.#start.set(t.tid, t.ms);
+      this.#start.set(t.tid, t);
       this.#last.set(t.tid, t);
     }
     this.#peak = rssMiB(pid);
@@ -97,15 +109,21 @@ export class ProcessSampler {
     this.#sample();
     clearInterval(this.#timer);
     let totalMs = 0;
+    let totalSysMs = 0;
     let mainMs = 0;
+    let mainSysMs = 0;
     const byName = new Map<string, number>();
     for (const t of this.#last.values()) {
-      const ms = t.ms - (this.#start.get(t.tid) ?? 0);
+      const ms = t.ms - (this.#start.get(t.tid)?.ms ?? 0);
+      const sysMs = t.sysMs - (this.#start.get(t.tid)?.sysMs ?? 0);
       totalMs += ms;
-      if (t.tid === this.#pid) mainMs = ms;
-      else if (ms > 0) byName.set(t.name, (byName.get(t.name) ?? 0) + ms);
+      totalSysMs += sysMs;
+      if (t.tid === this.#pid) {
+        mainMs = ms;
+        mainSysMs = sysMs;
+      } else if (ms > 0) byName.set(t.name, (byName.get(t.name) ?? 0) + ms);
     }
     const others = [...byName].map(([name, ms]) => ({ name, ms })).sort((a, b) => b.ms - a.ms);
-    return { totalMs, mainMs, others, peakRssMiB: this.#peak };
+    return { totalMs, totalSysMs, mainMs, mainSysMs, others, peakRssMiB: this.#peak };
   }
 }

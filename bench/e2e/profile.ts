@@ -147,7 +147,9 @@ async function main(): Promise<void> {
     `load ${LOAD} × ${opt.size} B over ${opt.sessions} sessions: ${seconds.toFixed(2)} s, ` +
       `${(LOAD / seconds).toFixed(0)} msg/s (smtp-source exit ${r.code}); CPU ${
         (span.totalMs / LOAD).toFixed(3)
-      } ms/msg all threads, main ${(span.mainMs / LOAD).toFixed(3)}; ${
+      } ms/msg all threads (kernel ${(span.totalSysMs / LOAD).toFixed(3)}), main ${
+        (span.mainMs / LOAD).toFixed(3)
+      } (kernel ${(span.mainSysMs / LOAD).toFixed(3)}); ${
         span.others.slice(0, 5).map((o) => `${o.name} ${(o.ms / LOAD).toFixed(3)}`).join(", ")
       }; RSS idle ${idle.toFixed(0)} MiB, peak ${span.peakRssMiB.toFixed(0)} MiB`,
   );

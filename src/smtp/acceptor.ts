@@ -320,6 +320,9 @@ export class Acceptor {
   }
 }
 
+/** Bytes asked of one read from a client connection (SMTP commands and DATA blocks). */
+const READ_CHUNK_BYTES = 16 * 1024;
+
 function safeClose(conn: Deno.Conn): void {
   try {
     conn.close();
@@ -335,23 +338,40 @@ function watchedIo(
   conn: Deno.TcpConn,
   ticket: Ticket,
 ): SessionIo & { setNoDelay(on: boolean): void } {
-  const readable = conn.readable.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) {
-        ticket.read(chunk);
-        ctl.enqueue(chunk);
-      },
-    }),
-  );
-  const writer = conn.writable.getWriter();
-  writer.closed.catch(() => {});
-  const writable = new WritableStream<Uint8Array>({
-    write(chunk) {
-      ticket.wrote();
-      return writer.write(chunk);
+  // Reads and writes go to the connection itself, not through conn.readable/conn.writable plus a
+  // TransformStream and a second WritableStream (issue 9: three stream layers per chunk). As with
+  // Deno's own streams, cancelling the readable closes the connection.
+  const readable = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      const buf = new Uint8Array(READ_CHUNK_BYTES);
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch (e) {
+        try {
+          c.error(e);
+        } catch { /* cancelled meanwhile */ }
+        return;
+      }
+      if (n === null) {
+        try {
+          c.close();
+        } catch { /* cancelled meanwhile */ }
+        return;
+      }
+      const chunk = buf.subarray(0, n);
+      ticket.read(chunk);
+      c.enqueue(chunk);
     },
-    close: () => writer.close(),
-    abort: (reason) => writer.abort(reason),
+    cancel: () => safeClose(conn),
+  }, { highWaterMark: 0 });
+  const writable = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      ticket.wrote();
+      for (let off = 0; off < chunk.length;) off += await conn.write(chunk.subarray(off));
+    },
+    close: () => safeClose(conn),
+    abort: () => safeClose(conn),
   });
   return {
     readable,
