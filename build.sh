@@ -38,7 +38,7 @@ command -v deno >/dev/null 2>&1 || die "deno not found on PATH (run ./scripts/se
 
 # Worker entry points that a compiled binary must carry (resolved at run time through import.meta.url).
 INCLUDES=()
-for w in ffi/queue_worker.ts; do
+for w in ffi/queue_worker.ts src/policy/decode_worker.ts; do
   [ -f "$w" ] && INCLUDES+=(--include "$w")
 done
 mkdir -p dist
@@ -123,6 +123,7 @@ build_selfextract() {
   # deno.json may list a "nodeModulesDir"; keep the app a Deno project with the global cache.
   local entries=(main.ts)
   [ -f ffi/queue_worker.ts ] && entries+=(ffi/queue_worker.ts)
+  [ -f src/policy/decode_worker.ts ] && entries+=(src/policy/decode_worker.ts)
   say "caching npm dependencies into the embedded DENO_DIR"
   # Type-check main.ts as deno compile would (it checks the entry point's graph, not --include'd
   # files), then fill the cache for every entry. Both run on the staged copy so that the tree's

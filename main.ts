@@ -19,6 +19,7 @@ import { RELOADABLE, reloadPlan } from "./src/config/reload_plan.ts";
 import { summarizeConfig } from "./src/config/summarize_config.ts";
 import { AppLog, type EventLog } from "./src/log/log.ts";
 import { PolicyEngine } from "./src/policy/policy_engine.ts";
+import { DecodePool, decodeWorkerCount, type FactsDecoder } from "./src/policy/decode_pool.ts";
 import type { Judge } from "./src/policy/verdict.ts";
 import { checkPrivileges } from "./src/divert/privileges.ts";
 import { Firewall } from "./src/divert/firewall.ts";
@@ -181,6 +182,7 @@ async function run(config: SsgConfig): Promise<number> {
   let acceptor: Acceptor | undefined;
   let actions: GatewayActions | undefined;
   let state: StateStore | undefined;
+  let decode: FactsDecoder | undefined;
   let stopping: Promise<void> | undefined;
   const stopHooks: (() => Promise<void>)[] = [];
   const stop = (reason: string): Promise<void> => {
@@ -231,7 +233,15 @@ async function run(config: SsgConfig): Promise<number> {
       maxRows: config.state?.maxRows,
       onBlockClient: (ip, untilMs) => blockClient(ip, untilMs),
     });
-    const policy = new PolicyHolder(new PolicyEngine(config, log, { state: store }));
+    // Decoding on the other cores (judging and the state stay on this thread).
+    const workers = decodeWorkerCount(
+      navigator.hardwareConcurrency,
+      Deno.env.get("SSG_DECODE_WORKERS"),
+    );
+    const pool = workers > 0 ? new DecodePool(workers) : undefined;
+    if (pool) stopHooks.push(() => Promise.resolve(pool.close()));
+    decode = pool?.decode;
+    const policy = new PolicyHolder(new PolicyEngine(config, log, { state: store, decode }));
     const blockClient = (ip: string, untilMs: number) => {
       if (policy.isAllowlisted("client_ip", ip)) return; // allowlists win over blacklists
       d.block(ip, untilMs);
@@ -267,7 +277,17 @@ async function run(config: SsgConfig): Promise<number> {
     // Only now divert packets: the queue is bound and the responder listens. install() first
     // removes whatever a killed SSG left behind.
     await firewall.install();
-    installSignals(config, log, policy, store, d, acceptor, actions, (why) => void stop(why));
+    installSignals(
+      config,
+      log,
+      policy,
+      store,
+      d,
+      acceptor,
+      actions,
+      (why) => void stop(why),
+      decode,
+    );
     // One summary line every STATS_INTERVAL_MS, and one at stop: what an administrator graphs.
     const logStats = async () => {
       log.event("ssg.stats", {
@@ -377,6 +397,7 @@ function installSignals(
   acceptor: Acceptor,
   actions: GatewayActions,
   stop: (why: string) => void,
+  decode?: FactsDecoder,
 ): void {
   // What runs now: the start-up file, then each reload's result with the restart-only parts kept.
   let running = config;
@@ -388,7 +409,7 @@ function installSignals(
   });
   Deno.addSignalListener("SIGHUP", () => {
     log.reopen();
-    void reload(running, log, policy, state, divert).then((applied) => {
+    void reload(running, log, policy, state, divert, decode).then((applied) => {
       if (!applied) return;
       running = applied;
       acceptor.reconfigure(applied);
@@ -411,12 +432,13 @@ async function reload(
   policy: PolicyHolder,
   state: StateStore,
   divert: DivertService,
+  decode?: FactsDecoder,
 ): Promise<SsgConfig | undefined> {
   const config = running;
   try {
     const next = await loadConfig(config.file);
     const plan = reloadPlan(running, next);
-    policy.replace(new PolicyEngine(next, log, { state }));
+    policy.replace(new PolicyEngine(next, log, { state, decode }));
     divert.blockNetworks(policy.staticBlockedClients());
     // Allowlists win over blacklists, also at the packet level: a client the new file allowlists
     // is unblocked now (its dynamic entry stays recorded, but no longer takes effect). This is

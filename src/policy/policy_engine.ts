@@ -49,7 +49,8 @@ import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
-import { fingerprint } from "../state/bulk_fingerprint.ts";
+import type { Fingerprint } from "../state/bulk_fingerprint.ts";
+import { decodeHere, type FactsDecoder, factsFingerprint } from "./decode_pool.ts";
 import { StateStore } from "../state/state_store.ts";
 import { canonicalIp } from "./canonical_ip.ts";
 import {
@@ -61,7 +62,7 @@ import {
   type Trace,
 } from "./compile_condition.ts";
 import { domainOf } from "./fields.ts";
-import { decodeForNeeds, type DecodeLimits, type MessageFacts } from "./message.ts";
+import type { DecodeLimits, MessageFacts } from "./message.ts";
 import { type DecodeNeeds, decodeNeedsOf } from "./decode_needs.ts";
 import { type CompiledList, compileList } from "./named_list.ts";
 import {
@@ -159,6 +160,11 @@ export interface PolicyEngineOptions {
   state?: StateStore;
   /** Clock in milliseconds (tests). */
   now?: () => number;
+  /**
+   * Where messages are decoded (default: on the calling thread; main passes a `DecodePool`'s
+   * `decode`, so that decoding runs on other cores while judging stays here with the state).
+   */
+  decode?: FactsDecoder;
 }
 
 /** What one rule did with one message (for `ssg explain` and tests). */
@@ -236,6 +242,9 @@ export class PolicyEngine {
   readonly #now: () => number;
   readonly #usesBulk: boolean;
   readonly #needs: DecodeNeeds;
+  readonly #decode: FactsDecoder;
+  /** Fingerprints computed with the facts (by the decoder), used by `#hooks`. */
+  readonly #fingerprints = new WeakMap<MessageFacts, Fingerprint>();
   readonly #undecodable: ContentConfig["undecodable"];
   readonly #scanner: ClamdClient | undefined;
   readonly #scanFailure: ClamavConfig["onFailure"];
@@ -287,6 +296,7 @@ export class PolicyEngine {
     const bulkWindows = p.rules.flatMap((r) => bulkWindowsOf(r.when));
     this.#usesBulk = bulkWindows.length > 0;
     this.#needs = decodeNeedsOf(p.rules);
+    this.#decode = options.decode ?? decodeHere;
     this.#state.retain({
       eventSeconds: Math.max(60, ...this.#thresholds.map((t) => t.withinSeconds)),
       bulkSeconds: Math.max(60, ...bulkWindows),
@@ -337,12 +347,15 @@ export class PolicyEngine {
       scanMs = performance.now() - t0;
       return r;
     });
-    const facts = await decodeForNeeds(
-      message,
-      this.#needs,
-      this.#limits,
-      this.#undecodable !== "forward",
-    );
+    const decoded = await this.#decode({
+      raw: message,
+      needs: this.#needs,
+      limits: this.#limits,
+      checkBounds: this.#undecodable !== "forward",
+      fingerprint: this.#usesBulk,
+    });
+    const facts = decoded.facts;
+    if (decoded.fingerprint) this.#fingerprints.set(facts, decoded.fingerprint);
     const scan = await scanning;
     const t1 = performance.now();
     const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan);
@@ -657,7 +670,7 @@ export class PolicyEngine {
   ): EvalHooks {
     let cluster: number | undefined;
     if (this.#usesBulk && recordBulk) {
-      const fp = fingerprint(`${facts.subject}\n${facts.text || facts.html}`);
+      const fp = this.#fingerprints.get(facts) ?? factsFingerprint(facts);
       if (fp) {
         cluster = this.#safe(
           "observe_bulk",

@@ -1,0 +1,98 @@
+/**
+ * decode_pool.ts (issue 9): decoding in Workers gives exactly the facts and fingerprint of
+ * decoding here, and a failing worker never loses a message (it is decoded here instead).
+ */
+import assert from "node:assert/strict";
+import { decodeHere, DecodePool, decodeWorkerCount } from "../../src/policy/decode_pool.ts";
+import { MemoryLog } from "../../src/log/log.ts";
+import { PolicyEngine } from "../../src/policy/policy_engine.ts";
+import { parseConfig } from "../../src/config/load_config.ts";
+import type { Envelope } from "../../src/policy/verdict.ts";
+
+const FIXTURES = new URL("../fixtures/messages/", import.meta.url);
+
+Deno.test("decode pool: worker facts and fingerprints equal those decoded here, for every fixture", async () => {
+  const pool = new DecodePool(2);
+  try {
+    for (const e of Deno.readDirSync(FIXTURES)) {
+      if (!e.isFile) continue;
+      const raw = Deno.readFileSync(new URL(e.name, FIXTURES));
+      const req = {
+        raw,
+        needs: "full" as const,
+        limits: {},
+        checkBounds: true,
+        fingerprint: true,
+      };
+      const [there, here] = await Promise.all([pool.decode(req), decodeHere(req)]);
+      assert.deepEqual(there, here, e.name);
+    }
+    assert.equal(pool.fallbacks, 0);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("decode pool: a worker that fails is replaced and its message decoded here", async () => {
+  const broken = new URL(
+    "data:application/javascript,self.onmessage = () => { throw new Error('boom'); };",
+  );
+  const pool = new DecodePool(1, broken);
+  try {
+    const raw = new TextEncoder().encode("Subject: lottery\r\n\r\nhello\r\n");
+    const d = await pool.decode({
+      raw,
+      needs: "full",
+      limits: {},
+      checkBounds: true,
+      fingerprint: false,
+    });
+    assert.equal(d.facts.subject, "lottery");
+    assert.equal(pool.fallbacks, 1);
+    assert.equal(pool.size, 1);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("decode pool: an engine judging through the pool gives the same verdicts", async () => {
+  const cfg = parseConfig(
+    `gateway:\n  protect: [198.51.100.0/24]\nrules:\n` +
+      `  - name: lottery\n    when: { subject: { contains: lottery } }\n    action: discard\n` +
+      `  - name: bulk\n    when: { bulk: { recipients: 2, within: 10m } }\n    action: reject\n`,
+    "rules.yaml",
+  );
+  const env = (rcpt: string): Envelope => ({
+    mailFrom: "a@sender.example",
+    rcptTo: [rcpt],
+    client: { ip: "192.0.2.10", port: 40000 },
+    server: { ip: "198.51.100.25", port: 25 },
+    helo: "sender.example",
+    tls: false,
+    sessionId: "S",
+    transactionId: "S.1",
+  });
+  const pool = new DecodePool(1);
+  const engine = new PolicyEngine(cfg, new MemoryLog(), { decode: pool.decode });
+  try {
+    const enc = new TextEncoder();
+    const lottery = await engine.judge(enc.encode("Subject: lottery\r\n\r\nwin\r\n"), env("x@a"));
+    assert.equal(lottery.rule, "lottery");
+    const text = enc.encode("Subject: hi\r\n\r\nthe same words again and again for everyone\r\n");
+    assert.equal((await engine.judge(text, env("one@a"))).action, "forward");
+    const second = await engine.judge(text, env("two@a"));
+    assert.equal(second.rule, "bulk");
+  } finally {
+    engine.close();
+    pool.close();
+  }
+});
+
+Deno.test("decode pool: worker count from cores, or SSG_DECODE_WORKERS", () => {
+  assert.equal(decodeWorkerCount(2), 1);
+  assert.equal(decodeWorkerCount(8), 4);
+  assert.equal(decodeWorkerCount(4), 2);
+  assert.equal(decodeWorkerCount(2, "0"), 0);
+  assert.equal(decodeWorkerCount(2, "3"), 3);
+  assert.equal(decodeWorkerCount(2, "x"), 1);
+});
