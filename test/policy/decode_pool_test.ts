@@ -89,6 +89,7 @@ Deno.test("decode pool: an engine judging through the pool gives the same verdic
 });
 
 Deno.test("decode pool: worker count from cores, or SSG_DECODE_WORKERS", () => {
+  assert.equal(decodeWorkerCount(1), 0);
   assert.equal(decodeWorkerCount(2), 1);
   assert.equal(decodeWorkerCount(8), 4);
   assert.equal(decodeWorkerCount(4), 2);
