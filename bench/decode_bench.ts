@@ -2,6 +2,9 @@
  * Cost per message of decoding (issue 8): `decodeMessage` and `PolicyEngine.judge` on a 10 KB
  * text/plain message (quoted-printable UTF-8, ordinary prose), with a 10-rule policy.
  *
+ * Also (issue 9) `judge` with rules that read only the envelope, or only a header field: they
+ * decode nothing, or only the header section (`decode_needs.ts`).
+ *
  * Run: `deno run -A bench/decode_bench.ts [ROUNDS]` (default 2000). Prints median, p99 and mean
  * in microseconds, after 200 warm-up rounds.
  */
@@ -9,6 +12,8 @@ import type { EventLog } from "../src/log/log.ts";
 import { decodeMessage } from "../src/policy/message.ts";
 import { PolicyEngine } from "../src/policy/policy_engine.ts";
 import type { Envelope } from "../src/policy/verdict.ts";
+import type { Rule } from "../src/policy/rule.ts";
+import { CONTENT_DEFAULTS } from "../src/config/defaults.ts";
 import { keywordRules, textMessage } from "./bench_inputs.ts";
 
 const ROUNDS = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 2000);
@@ -49,3 +54,27 @@ async function measure(name: string, f: () => Promise<unknown>) {
 await measure("decodeMessage", () => decodeMessage(raw));
 await measure("judge (decode + 10 rules)", () => engine.judge(raw, envelope));
 engine.close();
+const field = (f: "mail_from" | "header", header?: string): Rule => ({
+  name: `only-${f}`,
+  mode: "enforce",
+  when: { kind: "field", field: f, header, operator: "contains", values: ["nothing-matches"] },
+  actions: [{ type: "discard" }],
+});
+for (
+  const [name, rule] of [["envelope", field("mail_from")], [
+    "x-mailer header",
+    field("header", "x-mailer"),
+  ]] as const
+) {
+  for (const undecodable of ["quarantine", "forward"] as const) {
+    const e = new PolicyEngine({
+      rules: [rule],
+      content: { ...CONTENT_DEFAULTS, undecodable },
+    }, log);
+    await measure(
+      `judge (one ${name} rule, undecodable: ${undecodable}; decodes ${e.decodeNeeds})`,
+      () => e.judge(raw, envelope),
+    );
+    e.close();
+  }
+}
