@@ -625,7 +625,7 @@ ${levels}    action: discard
   assert.deepEqual(lines, [
     "rules/a.yaml:7:15: the file expands to more than 200000 values (alias loop?)",
   ]);
-  assert.ok(performance.now() - t0 < 5000);
+  assert.ok(performance.now() - t0 < 15_000);
 });
 
 Deno.test("loadConfig() reads a file and reports an unreadable one as a ConfigError", async () => {
