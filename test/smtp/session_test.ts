@@ -285,7 +285,7 @@ Deno.test("Command timeout: 421 4.4.2 after the configured wait, logged", async 
   const out = await s.client.rest();
   const ms = performance.now() - t0;
   assert.match(out, /^421 4\.4\.2 mx\.example Error: timeout exceeded\r\n$/);
-  assert.ok(ms >= 90 && ms < 2000, `took ${ms} ms`);
+  assert.ok(ms >= 90 && ms < 10_000, `took ${ms} ms`);
   assert.equal((await s.summary).end, "timeout");
   assert.equal(s.log.named("smtp.timeout")[0].fields.phase, "command");
 });
