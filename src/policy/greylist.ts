@@ -3,7 +3,8 @@
  * — (client network, envelope sender, recipient) — is refused with a temporary 451 4.7.1; a real
  * MTA retries, a spam cannon mostly does not. A retry at least `delay` after the first sighting
  * and within `retry_window` of it passes; the passed triplet is then remembered for
- * `pass_lifetime` after its last use (each use refreshes it), so regular correspondents wait
+ * `pass_lifetime` after its last use (each use refreshes it, at most once an hour:
+ * `REFRESH_SLACK_MS`), so regular correspondents wait
  * once. A client network whose retries passed for `auto_allow_after` distinct triplets is allowed
  * outright (postgrey's auto-whitelist-clients): a big sender's pool is not greylisted per
  * recipient for ever.
@@ -27,6 +28,12 @@ import { maskBytes } from "../packet/cidr.ts";
 import { canonicalIp, formatIp, parseIp } from "../packet/ip_address.ts";
 import type { StateStore } from "../state/state_store.ts";
 import type { Reply } from "./verdict.ts";
+
+/**
+ * A passed triplet's or an allowed network's expiry is pushed forward only when this much of it
+ * is used up: a correspondent writing many times an hour costs one read, not one write per mail.
+ */
+export const REFRESH_SLACK_MS = 3600_000;
 
 /** Longest sender or recipient kept in a triplet key (an SMTP path is at most 256 octets). */
 export const MAX_PART = 320;
@@ -126,7 +133,9 @@ export class Greylist {
       const net = rows.network(network);
       const netLive = net !== undefined && net.untilMs > nowMs;
       if (netLive && c.autoAllowAfter > 0 && net.passed >= c.autoAllowAfter) {
-        if (write) rows.putNetwork(network, { passed: net.passed, untilMs: nowMs + lifeMs });
+        if (write && net.untilMs < nowMs + lifeMs - REFRESH_SLACK_MS) {
+          rows.putNetwork(network, { passed: net.passed, untilMs: nowMs + lifeMs });
+        }
         return { pass: true, reason: "network", network };
       }
       const row = rows.triplet(key);
@@ -146,7 +155,9 @@ export class Greylist {
         };
       }
       if (row.passedMs > 0) {
-        if (write) rows.putTriplet(key, network, { ...row, untilMs: nowMs + lifeMs });
+        if (write && row.untilMs < nowMs + lifeMs - REFRESH_SLACK_MS) {
+          rows.putTriplet(key, network, { ...row, untilMs: nowMs + lifeMs });
+        }
         return { pass: true, reason: "known", network };
       }
       const waited = nowMs - row.firstMs;
