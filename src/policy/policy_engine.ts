@@ -445,6 +445,21 @@ export class PolicyEngine {
    */
   checkRecipient(envelope: Envelope, now: number = this.#now()): Reply | undefined {
     if (this.#rcptPrefix.length === 0 || envelope.authenticated) return undefined;
+    try {
+      return this.#checkRecipient(envelope, now);
+    } catch (e) {
+      // `RecipientCheck` never throws: a bug here must not end the session.
+      this.#log.event("policy.error", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        op: "check_recipient",
+        error: String(e instanceof Error ? e.message : e),
+      }, "error");
+      return undefined;
+    }
+  }
+
+  #checkRecipient(envelope: Envelope, now: number): Reply | undefined {
     const clientIp = canonicalIp(envelope.client.ip);
     const sender = envelope.mailFrom.trim().toLowerCase();
     const senderDomain = domainOf(sender);
