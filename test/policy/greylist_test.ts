@@ -9,6 +9,7 @@ import { parseConfig } from "../../src/config/load_config.ts";
 import type { GreylistConfig } from "../../src/config/config.ts";
 import { GREYLIST_DEFAULTS } from "../../src/config/defaults.ts";
 import { MemoryLog } from "../../src/log/log.ts";
+import { explainMessage, renderExplanation } from "../../src/policy/explain.ts";
 import { Greylist, tripletNetwork } from "../../src/policy/greylist.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope } from "../../src/policy/verdict.ts";
@@ -398,4 +399,21 @@ Deno.test("a greylist rule in observe mode is only logged, and never greylists a
   } finally {
     engine.close();
   }
+});
+
+Deno.test("ssg explain peeks: a greylist rule shows the 451 of a first sighting, --auth shows it skipped", async () => {
+  const cfg = parseConfig(`gateway:\n  protect: [198.51.100.0/24]\n${RCPT_RULES}`, "t.yaml");
+  const e = await explainMessage(cfg, MESSAGE, { client: "192.0.2.10", to: ["bob@corp.example"] });
+  assert.equal(e.verdict.action, "tempfail");
+  assert.equal(e.verdict.rule, "grey");
+  const text = renderExplanation(e);
+  assert.match(text, /Greylisted, try again in 300 seconds|451/);
+  assert.match(text, /bob@corp\.example \(new, network 192\.0\.2\.0\/24\)/);
+  const auth = await explainMessage(cfg, MESSAGE, {
+    client: "192.0.2.10",
+    to: ["bob@corp.example"],
+    authenticated: true,
+  });
+  assert.equal(auth.verdict.action, "forward");
+  assert.match(renderExplanation(auth), /, authenticated/);
 });
