@@ -10,7 +10,7 @@
  * the first attempt gets `451 4.7.1 Greylisted` at RCPT (the server hears nothing of the
  * recipient), a retry before the delay 451 again, a retry after it is delivered to smtp-sink
  * intact. Then SSG is restarted on the same state file: the passed triplet is still known
- * (delivered at once) and a first sighting made before the restart still counts (its retry after
+ * (delivered at once, while a new recipient of the same transaction gets 451 at its RCPT) and a first sighting made before the restart still counts (its retry after
  * the delay passes instead of starting over).
  *
  * Time: the gateway's clock cannot be injected, so the test waits for the 2 s delay — a lower
@@ -114,12 +114,24 @@ e2e(
       await ssg.stop("SIGTERM");
       ssg = await w.startSsg();
 
-      // 5. The passed triplet is remembered: delivered at once.
-      const again = await send("b@example.net");
+      // 5. The passed triplet is remembered: delivered at once — per recipient: in the same
+      // transaction a new recipient d@ gets 451 and the message reaches the server for b@ only.
+      const m3 = simpleMessage("Agenda", "Items.", "grey-3");
+      const again = await swaks(t, {
+        server: t.addr.server4,
+        to: ["b@example.net", "d@example.net"],
+        dataFile: await w.message("m3.eml", m3),
+      });
+      assert.equal(rcptReply(again.transcript, "b@example.net")?.code, 250, again.transcript);
+      assert.equal(rcptReply(again.transcript, "d@example.net")?.code, 451, again.transcript);
       assert.equal(
         finalReply(again.transcript)?.code,
         250,
         `known after restart\n${again.transcript}`,
+      );
+      assert.deepEqual(
+        dumpWith(await readSinkDumps(sink.dir), "grey-3@example.org").rcpts,
+        ["<b@example.net>"],
       );
       // 6. The first sighting made before the restart counts: after the delay c@ passes.
       await sleep(Math.max(0, pendingSighted + DELAY_S * 1000 + 200 - Date.now()));
@@ -130,7 +142,7 @@ e2e(
       const c = await send("c@example.net", msg2);
       assert.equal(finalReply(c.transcript)?.code, 250, `pending triplet kept\n${c.transcript}`);
       assert.match(ssg.log(), /\bgreylist\.pass\b.*rcpt="?c@example\.net.*reason="?retried/);
-      assert.equal((await readSinkDumps(sink.dir)).length, 3);
+      assert.equal((await readSinkDumps(sink.dir)).length, 3, "b@, b@ (after restart), c@");
     } finally {
       await sink.stop();
     }
