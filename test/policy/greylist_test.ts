@@ -51,6 +51,18 @@ Deno.test("Greylist: a first sighting is deferred for the delay, a retry before 
   }
 });
 
+Deno.test("Greylist: the retry window at limit-1 passes, at the limit it is over", () => {
+  const { gl, store } = greylist({ delaySeconds: 60, retryWindowSeconds: 3600 });
+  try {
+    gl.check(T, T0);
+    gl.check({ ...T, recipient: "c@corp.example" }, T0);
+    assert.equal(gl.check(T, T0 + 3599 * S).reason, "retried", "window - 1 s");
+    assert.equal(gl.check({ ...T, recipient: "c@corp.example" }, T0 + 3600 * S).reason, "new");
+  } finally {
+    store.close();
+  }
+});
+
 Deno.test("Greylist: a retry after the retry window is a new first sighting", () => {
   const { gl, store } = greylist({ delaySeconds: 60, retryWindowSeconds: 3600 });
   try {
