@@ -19,7 +19,7 @@ import { RELOADABLE, reloadPlan } from "./src/config/reload_plan.ts";
 import { summarizeConfig } from "./src/config/summarize_config.ts";
 import { AppLog, type EventLog } from "./src/log/log.ts";
 import { PolicyEngine } from "./src/policy/policy_engine.ts";
-import type { Judge } from "./src/policy/verdict.ts";
+import type { Judge, RecipientCheck } from "./src/policy/verdict.ts";
 import { checkPrivileges } from "./src/divert/privileges.ts";
 import { Firewall } from "./src/divert/firewall.ts";
 import { pickResponderAddresses } from "./src/divert/responder_address.ts";
@@ -46,7 +46,7 @@ Usage:
   ssg check FILE.yaml   Validate FILE and print a summary. Exit 0 if valid, 2 with
                         "file:line:column: what is wrong" lines otherwise.
   ssg explain FILE.yaml MESSAGE.eml [--client IP] [--from ADDR] [--to ADDR]...
-                        [--helo NAME] [--server IP] [--tls]
+                        [--helo NAME] [--server IP] [--tls] [--auth]
                         Show, rule by rule, what matched in MESSAGE and why, and the verdict.
                         Needs no root and changes nothing.
   ssg quarantine list [--json] | show ID [--raw] | release ID | delete ID  --rules FILE.yaml
@@ -257,6 +257,7 @@ async function run(config: SsgConfig): Promise<number> {
       port: config.gateway.responder.port,
       config,
       judge: policy.judge,
+      checkRecipient: policy.checkRecipient,
       actions,
       log,
       originalDestination: (ip, port) => d.waitFor(ip, port, 500),
@@ -350,6 +351,9 @@ class PolicyHolder {
   }
   /** The judge sessions call; always the current engine. */
   readonly judge: Judge = (message, envelope) => this.#engine.judge(message, envelope);
+  /** The RCPT-time check (greylisting); always the current engine. */
+  readonly checkRecipient: RecipientCheck = (envelope) =>
+    this.#engine.checksRecipients ? this.#engine.checkRecipient(envelope) : undefined;
   /** Records a verdict and returns the thresholds' effects (current engine). */
   record(...args: Parameters<PolicyEngine["record"]>): ReturnType<PolicyEngine["record"]> {
     return this.#engine.record(...args);

@@ -293,6 +293,26 @@ export interface ClamavConfig {
   onFailure: "tempfail" | "quarantine" | "reject" | "forward";
 }
 
+/**
+ * `greylist:` — the triplet memory of `action: greylist` (issue 10): how long a new triplet
+ * (client network, sender, recipient) is deferred, how long its retry is awaited, how long a
+ * passed one is remembered, and when a client network is allowed outright.
+ */
+export interface GreylistConfig {
+  /** Least time between the first sighting and an accepted retry, in seconds (default 300). */
+  delaySeconds: number;
+  /** Time after the first sighting during which a retry is awaited, in seconds (default 2 days). */
+  retryWindowSeconds: number;
+  /** How long a passed triplet is remembered after its last use, in seconds (default 36 days). */
+  passLifetimeSeconds: number;
+  /** Passed triplets after which a client network is allowed outright (default 5; 0: never). */
+  autoAllowAfter: number;
+  /** Most triplets remembered; past it the soonest expiring are forgotten (default 100000). */
+  maxEntries: number;
+  /** Prefix lengths that make a client address its network (default /24 and /64). */
+  networkPrefix: { ipv4: number; ipv6: number };
+}
+
 /** Everything a running SSG needs, validated. */
 export interface SsgConfig {
   /** Path of the rule file this came from. */
@@ -327,4 +347,6 @@ export interface SsgConfig {
   content?: ContentConfig;
   /** Virus scanning (absent when the section is: no rule may then test `virus`). */
   clamav?: ClamavConfig;
+  /** Greylisting parameters (absent when the section is: `GREYLIST_DEFAULTS` apply). */
+  greylist?: GreylistConfig;
 }

@@ -9,6 +9,7 @@ import type {
   ClamavConfig,
   ContentConfig,
   GatewayConfig,
+  GreylistConfig,
   LogConfig,
   RelayConfig,
   SmtpConfig,
@@ -91,6 +92,22 @@ export const CLAMAV_DEFAULTS: Readonly<ClamavConfig> = Object.freeze({
   timeoutSeconds: 30,
   maxBytes: 25 * 1024 * 1024,
   onFailure: "tempfail",
+});
+
+/**
+ * Defaults of `greylist:`, those of postgrey and OpenBSD spamd's neighbourhood: a 5-minute delay
+ * (postgrey's --delay 300), a 2-day retry window (postgrey's --retry-window), 36 days of memory
+ * for a passed triplet (postgrey's --max-age 35, plus a day), a network allowed after 5 passed
+ * triplets (postgrey's --auto-whitelist-clients), /24 and /64 networks (a sender's pool of
+ * outbound relays usually shares one).
+ */
+export const GREYLIST_DEFAULTS: Readonly<GreylistConfig> = Object.freeze({
+  delaySeconds: 300,
+  retryWindowSeconds: 2 * 86400,
+  passLifetimeSeconds: 36 * 86400,
+  autoAllowAfter: 5,
+  maxEntries: 100_000,
+  networkPrefix: Object.freeze({ ipv4: 24, ipv6: 64 }),
 });
 
 /** Defaults of `log:`. */

@@ -19,6 +19,7 @@
  */
 import { readContent } from "./read_content.ts";
 import { readClamav } from "./read_clamav.ts";
+import { readGreylist } from "./read_greylist.ts";
 import { virusLeaves } from "../policy/rule.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
@@ -75,6 +76,7 @@ const TOP_KEYS = [
   "thresholds",
   "content",
   "clamav",
+  "greylist",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -232,6 +234,13 @@ export function parseConfig(
     }
   }
 
+  const greylist = readGreylist(
+    top.get("greylist"),
+    top.has("greylist"),
+    reader,
+    top.key("greylist"),
+  );
+
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
     // idle timeout must outlast the responder's own waits.
@@ -265,6 +274,7 @@ export function parseConfig(
   if (sections.spamtraps) config.spamtraps = sections.spamtraps;
   if (sections.alert) config.alert = sections.alert;
   if (clamav) config.clamav = clamav;
+  if (greylist) config.greylist = greylist;
   return config;
 }
 

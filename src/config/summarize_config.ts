@@ -3,7 +3,8 @@
  * ports, where diverted flows are answered, the limits in force, and the rules in order.
  */
 import type { SsgConfig } from "./config.ts";
-import { type Action, type Condition, type Rule, virusLeaves } from "../policy/rule.ts";
+import { type Action, type Condition, greylists, type Rule, virusLeaves } from "../policy/rule.ts";
+import { GREYLIST_DEFAULTS } from "./defaults.ts";
 import { formatDuration, formatSize } from "./units.ts";
 import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
 import { type RelaySourceSettings, relaySourceSettings } from "./relay_source.ts";
@@ -97,6 +98,20 @@ export function summarizeConfig(cfg: SsgConfig): string {
           } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scanned → ${v.onFailure}`
           : ""
       }`,
+    );
+  }
+  if (cfg.rules.some(greylists)) {
+    const g = cfg.greylist ?? GREYLIST_DEFAULTS;
+    lines.push(
+      `greylist: a new (client /${g.networkPrefix.ipv4} or /${g.networkPrefix.ipv6}, sender, recipient) gets 451 4.7.1; a retry after ${
+        formatDuration(g.delaySeconds)
+      } and within ${formatDuration(g.retryWindowSeconds)} passes and is remembered ${
+        formatDuration(g.passLifetimeSeconds)
+      } after its last use; ${
+        g.autoAllowAfter
+          ? `a client network with ${g.autoAllowAfter} passed triplets is allowed outright`
+          : "no automatic allowing"
+      }; at most ${g.maxEntries} triplets`,
     );
   }
   lines.push(

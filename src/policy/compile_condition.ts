@@ -239,6 +239,11 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
           if (c.field === "tls") {
             actual = ctx.input.envelope.tls;
             detail = actual ? "the session used TLS" : "the session did not use TLS";
+          } else if (c.field === "authenticated") {
+            actual = ctx.input.envelope.authenticated === true;
+            detail = actual
+              ? "the server accepted the client's AUTH"
+              : "the client did not authenticate";
           } else {
             const traps = ctx.hooks.spamtraps;
             const hit = traps

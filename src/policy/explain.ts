@@ -1,5 +1,5 @@
 /**
- * `ssg explain FILE MESSAGE.eml [--client IP --from A --to B --helo H --server IP --tls]`: shows,
+ * `ssg explain FILE MESSAGE.eml [--client IP --from A --to B --helo H --server IP --tls --auth]`: shows,
  * step by step and rule by rule, what the policy in FILE would do with a message and why — which
  * leaf matched which text, which failed and what the field was, which rules are observe-only —
  * and the final verdict, so that an administrator can try a rule before deploying it.
@@ -10,6 +10,8 @@
  * what the message's own headers say (From → sender, To/Cc → recipients) when not given.
  * When a rule tests `virus`, the message is scanned by the clamd of the `clamav:` section, as
  * the gateway would, and the result is shown (a failed scan gives `clamav.on_failure`).
+ * A `greylist` rule only peeks at that private store, where every triplet is new: it shows the
+ * 451 a first sighting gets (`--auth` shows an authenticated session, never greylisted).
  */
 import { ConfigError } from "../config/config_error.ts";
 import type { SsgConfig } from "../config/config.ts";
@@ -71,6 +73,8 @@ export interface ExplainEnvelope {
   server?: string;
   /** Whether the session used STARTTLS (default false). */
   tls?: boolean;
+  /** Whether the server accepted the client's AUTH (default false). */
+  authenticated?: boolean;
 }
 
 /** Judges `message` under `config` with an in-memory state store; pure apart from that store. */
@@ -92,6 +96,7 @@ export async function explainMessage(
     server: { ip: given.server ?? firstProtected, port: 25 },
     helo: given.helo ?? "",
     tls: given.tls ?? false,
+    authenticated: given.authenticated ?? false,
     sessionId: "explain",
     transactionId: "explain.1",
   };
@@ -140,7 +145,7 @@ export function renderExplanation(e: Explanation): string {
       q(env.mailFrom)
     }, rcpt to ${env.rcptTo.map(q).join(", ") || "(none)"}, server ${env.server.ip}, ${
       env.tls ? "TLS" : "no TLS"
-    }`,
+    }${env.authenticated ? ", authenticated" : ""}`,
     `message: ${e.facts.size} bytes, subject ${q(e.facts.subject)}, decoded by ${e.facts.decoder}${
       e.facts.attachments.length ? `, attachments: ${e.facts.attachments.map(q).join(", ")}` : ""
     }`,
@@ -232,6 +237,7 @@ const USAGE = `Usage: ssg explain FILE.yaml MESSAGE.eml [options]
   --helo NAME     HELO/EHLO name (default empty)
   --server IP     the protected server the mail was for (default: the first protected network)
   --tls           the session used STARTTLS
+  --auth          the client authenticated (AUTH accepted by the server)
   --json          print the explanation as JSON
 Exit: 0 explained, 1 message unreadable, 2 rule-file error, 64 usage error.
 `;
@@ -277,6 +283,9 @@ export async function explainCommand(args: string[], io: ExplainIo = {}): Promis
           break;
         case "--tls":
           given.tls = true;
+          break;
+        case "--auth":
+          given.authenticated = true;
           break;
         case "--json":
           json = true;

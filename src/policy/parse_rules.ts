@@ -454,7 +454,8 @@ function parseSpecial(
     case "server":
       return parseIpTest(key, node, reader, ctx, keyNode);
     case "tls":
-    case "spamtrap": {
+    case "spamtrap":
+    case "authenticated": {
       const value = reader.bool(node, `"${key}"`, keyNode);
       return value === undefined ? undefined : { kind: "flag", field: key, value, at };
     }
@@ -640,6 +641,15 @@ function parseActions(
   }
   if (reader.issues.length !== before) return undefined;
   const terminal = names.filter((n) => (TERMINAL_ACTIONS as readonly string[]).includes(n));
+  if (names.includes("greylist") && names.length > 1) {
+    reader.report(
+      node,
+      `"action" greylist stands alone (it defers, or lets the next rules decide); got ${
+        names.join(", ")
+      }`,
+    );
+    return undefined;
+  }
   if (terminal.length > 1) {
     reader.report(
       node,
@@ -670,6 +680,7 @@ function parseActions(
       case "discard":
       case "quarantine":
       case "alert":
+      case "greylist":
         out.push({ type: n });
         break;
       case "reject":

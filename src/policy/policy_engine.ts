@@ -43,7 +43,13 @@
  * `Judge`). A state-store failure while judging fails open (logged `policy.state_failed`: bulk
  * not reached, dynamic lists empty); in `record()` it throws, and the action runner logs it.
  */
-import type { AccessList, ClamavConfig, ContentConfig, SpamtrapConfig } from "../config/config.ts";
+import type {
+  AccessList,
+  ClamavConfig,
+  ContentConfig,
+  GreylistConfig,
+  SpamtrapConfig,
+} from "../config/config.ts";
 import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
@@ -60,11 +66,14 @@ import {
   type Trace,
 } from "./compile_condition.ts";
 import { domainOf } from "./fields.ts";
+import { Greylist, greylistReply, type GreylistResult } from "./greylist.ts";
 import { type DecodeLimits, decodeMessage, type MessageFacts } from "./message.ts";
 import { type CompiledList, compileList } from "./named_list.ts";
 import {
   type Action,
   type Condition,
+  envelopeOnly,
+  greylists,
   type Rule,
   type RuleMode,
   type Threshold,
@@ -106,6 +115,8 @@ export interface PolicyInput {
   content?: ContentConfig;
   /** Where clamd listens and the scan-failure verdict (needed when a rule tests `virus`). */
   clamav?: ClamavConfig;
+  /** Greylisting parameters (default `GREYLIST_DEFAULTS`; used when a rule greylists). */
+  greylist?: GreylistConfig;
 }
 
 /** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
@@ -208,7 +219,29 @@ interface CompiledRule {
   rule: Rule;
   node: CompiledCondition;
   terminal: Action | undefined;
+  /** The rule's action is `greylist`. */
+  greylist: boolean;
+  /** A greylist rule that the session applies per recipient at RCPT time (see `checkRecipient`). */
+  atRcpt: boolean;
 }
+
+/** Message facts for evaluating envelope-only conditions at RCPT time (no content yet). */
+const NO_CONTENT: MessageFacts = Object.freeze({
+  size: 0,
+  subject: "",
+  text: "",
+  html: "",
+  headers: [],
+  from: [],
+  to: [],
+  cc: [],
+  attachments: [],
+  subjects: [],
+  texts: [],
+  htmls: [],
+  decoder: "fallback",
+  problems: [],
+}) as unknown as MessageFacts;
 
 const TERMINAL: ReadonlySet<Action["type"]> = new Set([
   "forward",
@@ -236,6 +269,9 @@ export class PolicyEngine {
   readonly #undecodable: ContentConfig["undecodable"];
   readonly #scanner: ClamdClient | undefined;
   readonly #scanFailure: ClamavConfig["onFailure"];
+  readonly #greylist: Greylist | undefined;
+  /** The enforced rules that decide at RCPT time, in order, up to the last RCPT greylist rule. */
+  #rcptPrefix: CompiledRule[];
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -256,7 +292,28 @@ export class PolicyEngine {
           ),
       }),
       terminal: rule.actions.find((a) => TERMINAL.has(a.type)),
+      greylist: greylists(rule),
+      atRcpt: false,
     }));
+    // RCPT time: greylist rules whose outcome the envelope alone decides — their own condition
+    // is envelope-only and so is every enforced rule before them that could decide instead (a
+    // terminal action or another greylist). Content rules that only accumulate (tag, alert,
+    // bcc, blacklist) cannot stop greylisting and do not count. The first content rule that
+    // could decide ends the prefix: the greylist rules after it wait for the end of data.
+    this.#rcptPrefix = [];
+    for (const c of this.#rules) {
+      if (c.rule.mode === "observe") continue;
+      const decides = c.terminal !== undefined || c.greylist;
+      if (!envelopeOnly(c.rule.when)) {
+        if (decides) break;
+        continue;
+      }
+      if (!decides) continue;
+      c.atRcpt = c.greylist;
+      this.#rcptPrefix.push(c);
+    }
+    if (!this.#rcptPrefix.some((c) => c.atRcpt)) this.#rcptPrefix = [];
+
     this.#log = log;
     this.#limits = { ...decodeLimitsOf(p.content), ...options.decodeLimits };
     this.#undecodable = p.content?.undecodable ?? CONTENT_DEFAULTS.undecodable;
@@ -281,6 +338,9 @@ export class PolicyEngine {
     this.#ownsState = options.state === undefined;
     this.#state = options.state ?? StateStore.open(":memory:");
     this.#now = options.now ?? Date.now;
+    this.#greylist = this.#rules.some((c) => c.greylist)
+      ? new Greylist(this.#state, p.greylist, this.#now)
+      : undefined;
     const bulkWindows = p.rules.flatMap((r) => bulkWindowsOf(r.when));
     this.#usesBulk = bulkWindows.length > 0;
     this.#state.retain({
@@ -368,6 +428,104 @@ export class PolicyEngine {
     });
     return verdict;
   };
+
+  /** Whether the session must ask `checkRecipient` at each RCPT (some rule greylists there). */
+  get checksRecipients(): boolean {
+    return this.#rcptPrefix.length > 0;
+  }
+
+  /**
+   * RCPT time: whether this recipient is greylisted now. `envelope.rcptTo` holds the one
+   * recipient asked about (before the server is asked: a greylisted recipient never reaches it).
+   * Returns the 451 reply, or undefined to go on. Never greylisted: authenticated sessions,
+   * clients and senders on the static allowlist, blacklisted ones (the end of data rejects
+   * them), spamtrap recipients (the trap must see the mail). The enforced rules before the
+   * greylist rule run in order on the envelope: one that decides otherwise (e.g. `forward` for a
+   * partner) ends the check. A state-store failure fails open (logged `policy.state_failed`).
+   */
+  checkRecipient(envelope: Envelope, now: number = this.#now()): Reply | undefined {
+    if (this.#rcptPrefix.length === 0 || envelope.authenticated) return undefined;
+    try {
+      return this.#checkRecipient(envelope, now);
+    } catch (e) {
+      // `RecipientCheck` never throws: a bug here must not end the session.
+      this.#log.event("policy.error", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        op: "check_recipient",
+        error: String(e instanceof Error ? e.message : e),
+      }, "error");
+      return undefined;
+    }
+  }
+
+  #checkRecipient(envelope: Envelope, now: number): Reply | undefined {
+    const clientIp = canonicalIp(envelope.client.ip);
+    const sender = envelope.mailFrom.trim().toLowerCase();
+    const senderDomain = domainOf(sender);
+    if (this.#staticHit(this.#allow, clientIp, sender, senderDomain)) return undefined;
+    if (envelope.rcptTo.some((r) => this.#traps.has(r.trim().toLowerCase()))) return undefined;
+    if (this.#blacklistHit(clientIp, sender, senderDomain, now)) return undefined;
+    const ctx = new EvalContext(
+      { facts: NO_CONTENT, envelope },
+      this.#hooks(NO_CONTENT, envelope, clientIp, sender, senderDomain, now, false),
+    );
+    for (const c of this.#rcptPrefix) {
+      if (!c.node.test(ctx)) continue;
+      if (!c.greylist) return undefined;
+      const deferred = this.#greylistCheck(c, envelope, now, false);
+      if (deferred) return deferred.reply;
+    }
+    return undefined;
+  }
+
+  /**
+   * Runs a greylist rule's check for every recipient of `envelope`; the tempfail verdict when
+   * any triplet is deferred (with the longest wait), else undefined. `peek`: record nothing.
+   */
+  #greylistCheck(
+    c: CompiledRule,
+    envelope: Envelope,
+    now: number,
+    peek: boolean,
+  ): { action: "tempfail"; rule: string; reply: Reply; evidence: string } | undefined {
+    const gl = this.#greylist!;
+    let wait = 0;
+    const deferred: string[] = [];
+    for (const recipient of envelope.rcptTo) {
+      const t = { clientIp: envelope.client.ip, sender: envelope.mailFrom, recipient };
+      const r: GreylistResult | undefined = this.#safe(
+        "greylist",
+        envelope,
+        () => peek ? gl.peek(t, now) : gl.check(t, now),
+        undefined,
+      );
+      if (!r) continue; // fails open
+      if (!peek) {
+        this.#log.event(r.pass ? "greylist.pass" : "greylist.defer", {
+          session: envelope.sessionId,
+          tx: envelope.transactionId,
+          rule: c.rule.name,
+          network: r.network,
+          sender: envelope.mailFrom || "<>",
+          rcpt: recipient,
+          reason: r.reason,
+          retry_in: r.retryInSeconds,
+          at: c.atRcpt ? "rcpt" : "data",
+        }, r.pass && r.reason !== "retried" ? "debug" : "info");
+      }
+      if (r.pass) continue;
+      wait = Math.max(wait, r.retryInSeconds ?? 1);
+      deferred.push(`${recipient} (${r.reason}, network ${r.network})`);
+    }
+    if (deferred.length === 0) return undefined;
+    return {
+      action: "tempfail",
+      rule: c.rule.name,
+      reply: greylistReply(wait),
+      evidence: `greylisted: ${deferred.join(", ")}; retry in ${wait}s`,
+    };
+  }
 
   /**
    * Evaluates the policy against decoded facts. Stops at the deciding step or rule, unless
@@ -492,7 +650,7 @@ export class PolicyEngine {
         mode: c.rule.mode,
         matched,
         evidence,
-        action: c.terminal?.type,
+        action: c.greylist ? "greylist" : c.terminal?.type,
         actions: c.rule.actions.map((a) => a.type),
         decided: false,
         outcome: "no match",
@@ -507,6 +665,28 @@ export class PolicyEngine {
       }
       if (verdict !== undefined) {
         result.outcome = "after decision";
+        continue;
+      }
+      if (c.greylist) {
+        // Greylisting decides only when it defers. Applied per recipient at RCPT time when the
+        // envelope decides it (the session asked `checkRecipient`: every recipient here
+        // passed); here for the others, or in `ssg explain` (which only peeks).
+        const skip = envelope.authenticated
+          ? "skipped: authenticated session"
+          : c.atRcpt && !explain
+          ? "passed at RCPT time"
+          : undefined;
+        const deferred = skip ? undefined : this.#greylistCheck(c, envelope, now, explain);
+        if (deferred) {
+          result.decided = true;
+          result.outcome = "decided";
+          result.evidence = `${evidence}; ${deferred.evidence}`;
+          verdict = { ...deferred, evidence: partial(result.evidence) };
+          if (!explain) break;
+        } else {
+          result.outcome = "accumulated";
+          result.evidence = `${evidence}; ${skip ?? "greylist passed"}`;
+        }
         continue;
       }
       this.#accumulate(
@@ -577,6 +757,8 @@ export class PolicyEngine {
     now: number = this.#now(),
   ): Effect[] {
     const out: Effect[] = [];
+    // A greylist deferral is not a judgement on the sender: thresholds do not count it.
+    if (this.#rules.some((c) => c.greylist && c.rule.name === verdict.rule)) return out;
     for (const t of this.#thresholds) {
       if (!(t.count as string[]).includes(verdict.action)) continue;
       const value = keyValue(t.key, envelope);

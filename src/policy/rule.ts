@@ -93,6 +93,7 @@ export const SPECIAL_CONDITION_NAMES = [
   "bulk",
   "listed",
   "virus",
+  "authenticated",
 ] as const;
 
 /** A text leaf: one field tested with one operator against values (any may match). */
@@ -152,12 +153,15 @@ export interface IpCondition {
   at?: SourcePos;
 }
 
-/** A boolean leaf: `tls: true` (the session used STARTTLS), `spamtrap: true` (a recipient is one). */
+/**
+ * A boolean leaf: `tls: true` (the session used STARTTLS), `spamtrap: true` (a recipient is one),
+ * `authenticated: true` (the server accepted the client's AUTH in this session).
+ */
 export interface FlagCondition {
   /** Discriminant: a boolean leaf. */
   kind: "flag";
-  /** The flag tested: STARTTLS used, or a recipient is a spamtrap. */
-  field: "tls" | "spamtrap";
+  /** The flag tested: STARTTLS used, a recipient is a spamtrap, or the client authenticated. */
+  field: "tls" | "spamtrap" | "authenticated";
   /** The value the flag must have. */
   value: boolean;
   /** Where the leaf was written. */
@@ -263,8 +267,17 @@ export const TERMINAL_ACTIONS = [
 ] as const;
 /** Actions that accumulate over every matching rule up to the deciding one. */
 export const NON_TERMINAL_ACTIONS = ["tag", "alert", "bcc", "blacklist"] as const;
+/**
+ * `greylist` decides only when it defers (451 4.7.1, the triplet is new or retried too soon);
+ * when the triplet passed, evaluation goes on with the next rule. It stands alone in a rule.
+ */
+export const GREYLIST_ACTION = "greylist";
 /** Every action name the rule file accepts. */
-export const ACTION_NAMES = [...TERMINAL_ACTIONS, ...NON_TERMINAL_ACTIONS] as const;
+export const ACTION_NAMES = [
+  ...TERMINAL_ACTIONS,
+  ...NON_TERMINAL_ACTIONS,
+  GREYLIST_ACTION,
+] as const;
 /** A terminal action's name. */
 export type TerminalActionName = typeof TERMINAL_ACTIONS[number];
 
@@ -287,7 +300,8 @@ export type Action =
   | { type: "tag"; tag: Tag }
   | { type: "alert" }
   | { type: "bcc"; to: string[]; server?: ServerAddress }
-  | { type: "blacklist"; key: BlacklistKey; seconds: number };
+  | { type: "blacklist"; key: BlacklistKey; seconds: number }
+  | { type: "greylist" };
 
 /** `enforce` (default): actions take effect. `observe`: evaluated and logged, not enforced. */
 export type RuleMode = "enforce" | "observe";
@@ -352,6 +366,44 @@ export interface Threshold {
   /** Where the threshold was written. */
   at?: SourcePos;
 }
+
+/** Whether a rule's action is `greylist`. */
+export function greylists(rule: Rule): boolean {
+  return rule.actions.some((a) => a.type === "greylist");
+}
+
+/**
+ * Whether a condition can be decided from the envelope alone — the client, the server, HELO,
+ * TLS, AUTH, the sender and the recipient — i.e. at RCPT time, before any content. `rcpt_count`
+ * and `spamtrap` look at the final recipient list and count as content here; `listed` reads
+ * the client and sender only.
+ */
+export function envelopeOnly(c: Condition): boolean {
+  switch (c.kind) {
+    case "field":
+      return ENVELOPE_FIELDS.has(c.field);
+    case "ip":
+    case "listed":
+      return true;
+    case "flag":
+      return c.field !== "spamtrap";
+    case "all":
+    case "any":
+      return c.conditions.every(envelopeOnly);
+    case "not":
+      return envelopeOnly(c.condition);
+    default: // number (size, rcpt_count), bulk, virus
+      return false;
+  }
+}
+
+const ENVELOPE_FIELDS: ReadonlySet<FieldName> = new Set([
+  "mail_from",
+  "rcpt_to",
+  "sender_domain",
+  "recipient_domain",
+  "helo",
+]);
 
 /** Every `virus` leaf of the rules' conditions (the engine scans only when there is one). */
 export function virusLeaves(rules: readonly Rule[]): VirusCondition[] {

@@ -29,6 +29,8 @@ export interface Envelope {
   helo: string;
   /** Whether the session was under TLS. */
   tls: boolean;
+  /** Whether the server accepted the client's AUTH in this session (absent: it did not). */
+  authenticated?: boolean;
   /** Session id and transaction id, for logs. */
   sessionId: string;
   /** Transaction id (MAIL to end of DATA), for logs. */
@@ -111,6 +113,13 @@ export type Verdict =
     | { action: "quarantine"; rule: string; evidence?: string }
   )
   & VerdictExtras;
+
+/**
+ * Asked at each RCPT, before the server is (greylisting at RCPT time): `envelope.rcptTo` holds
+ * the one recipient asked about. A reply refuses that recipient (the client keeps the others);
+ * undefined lets the RCPT go on to the server. Synchronous and short (index probes); never throws.
+ */
+export type RecipientCheck = (envelope: Envelope) => Reply | undefined;
 
 /** Decides about one complete message. Must not throw for bad input; may reject the Promise on
  * internal failure (the session then answers 451 and keeps nothing). */

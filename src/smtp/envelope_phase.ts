@@ -120,6 +120,23 @@ export async function rcpt(core: SessionCore, link: ServerLink, arg: string): Pr
     }
     return core.send(r);
   }
+  if (ctx.checkRecipient) {
+    // Greylisting at RCPT time, before the server is asked: a deferred recipient never reaches
+    // it (the server cannot forget a recipient it accepted), and the client keeps the others.
+    const refused = ctx.checkRecipient({
+      mailFrom: tx.mailFrom,
+      rcptTo: [parsed.value.address],
+      client: ctx.client,
+      server: ctx.server,
+      helo: core.helo ?? "",
+      tls: core.tls,
+      authenticated: core.authenticated !== undefined,
+      sessionId: ctx.id,
+      transactionId: tx.id,
+    });
+    // Logged by the policy (`greylist.defer`); not a client error.
+    if (refused) return core.send(reply(refused.code, refused.enhanced, refused.text));
+  }
   const relay = link.relay;
   if (!relay) return link.lost(new RelayError("closed", "No relay connection"), "rcpt");
   const params = { notify: parsed.value.notify, orcpt: parsed.value.orcpt };

@@ -120,6 +120,7 @@ export async function endOfData(
     server: ctx.server,
     helo: core.helo ?? "",
     tls: core.tls,
+    authenticated: core.authenticated !== undefined,
     sessionId: ctx.id,
     transactionId: tx.id,
   };

@@ -5,7 +5,14 @@
  */
 import type { RelayConfig, SmtpConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
-import type { Delivery, Envelope, Judge, Reply, Verdict } from "../policy/verdict.ts";
+import type {
+  Delivery,
+  Envelope,
+  Judge,
+  RecipientCheck,
+  Reply,
+  Verdict,
+} from "../policy/verdict.ts";
 import type { MemoryBudget } from "./memory_budget.ts";
 import type { ServerProfiles } from "./server_profiles.ts";
 import type { SessionIo } from "./session_io.ts";
@@ -48,6 +55,8 @@ export interface SessionContext {
   relay: RelayConfig;
   /** The policy. */
   judge: Judge;
+  /** The policy's RCPT-time check (greylisting); absent: every RCPT goes to the server. */
+  checkRecipient?: RecipientCheck;
   /** Where events go. */
   log: EventLog;
   /** Opens a connection to the server (main passes Deno.connect; tests pass fakes). */

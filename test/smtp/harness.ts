@@ -468,6 +468,8 @@ export interface StartOptions {
   upstream?: FakeServerOptions;
   connect?: SessionContext["connectUpstream"];
   judge?: Judge;
+  /** The policy's RCPT-time check (greylisting). */
+  checkRecipient?: SessionContext["checkRecipient"];
   shutdown?: AbortSignal;
   judgeTimeoutMs?: number;
   pregreetMs?: number;
@@ -510,6 +512,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     smtp: smtpConfig(o.smtp),
     relay: relayConfig(o.relay),
     judge,
+    checkRecipient: o.checkRecipient,
     log,
     connectUpstream: o.connect ?? up.connect,
     shutdown: o.shutdown ?? new AbortController().signal,
