@@ -11,6 +11,7 @@ import type {
   GatewayConfig,
   LogConfig,
   RelayConfig,
+  RspamdConfig,
   SmtpConfig,
 } from "./config.ts";
 
@@ -89,6 +90,19 @@ export const CONTENT_DEFAULTS: Readonly<ContentConfig> = Object.freeze({
 export const CLAMAV_DEFAULTS: Readonly<ClamavConfig> = Object.freeze({
   address: Object.freeze({ path: "/run/clamav/clamd.ctl" }),
   timeoutSeconds: 30,
+  maxBytes: 25 * 1024 * 1024,
+  onFailure: "tempfail",
+});
+
+/**
+ * Defaults of `rspamd:`. Rspamd's own default for its normal worker (localhost:11333); 15 s per
+ * message (Rspamd's task_timeout is 8 s, after which it answers with what it has); 25 MiB like
+ * `clamav.max_bytes`; tempfail on failure: what was not scored never passes as clean.
+ */
+export const RSPAMD_DEFAULTS: Readonly<RspamdConfig> = Object.freeze({
+  address: Object.freeze({ hostname: "127.0.0.1", port: 11333 }),
+  pathPrefix: "",
+  timeoutSeconds: 15,
   maxBytes: 25 * 1024 * 1024,
   onFailure: "tempfail",
 });
