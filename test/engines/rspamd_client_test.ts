@@ -87,9 +87,9 @@ Deno.test("RspamdClient with a real rspamd: GTUBE is reject, the marker rule sco
 });
 
 /** A fake HTTP server on loopback: `handle` gets each connection and the request bytes read. */
-async function fakeServer(
+function fakeServer(
   handle: (conn: Deno.Conn, request: Uint8Array) => Promise<void>,
-): Promise<{ port: number; requests: string[]; connections: number; close(): Promise<void> }> {
+): { port: number; requests: string[]; connections: number; close(): Promise<void> } {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const state = {
     port: (l.addr as Deno.NetAddr).port,
