@@ -124,6 +124,8 @@ export class RspamdClient {
     const work = (async (): Promise<RspamdResult> => {
       const a = this.#o.address;
       conn = await Deno.connect({ hostname: a.hostname, port: a.port });
+      // The head and the body are two writes: no Nagle wait between them and the reply.
+      (conn as Deno.TcpConn).setNoDelay(true);
       await writeAll(conn, encoder.encode(requestHead(this.#o, envelope, message.length)));
       await writeAll(conn, message);
       return parseResponse(await readResponse(conn));
