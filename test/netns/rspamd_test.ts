@@ -25,7 +25,6 @@ import {
   finalReply,
   readSinkDumps,
   requireSsgBinary,
-  ruleFileText,
   simpleMessage,
   startSink,
   swaks,
