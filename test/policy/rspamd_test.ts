@@ -323,3 +323,71 @@ Deno.test("rspamd: defaults, url with a prefix, and the summary line", () => {
   );
   assert.match(summary, /rspamd action "reject" → reject/);
 });
+
+Deno.test("rspamd and clamd are asked at the same time: each fake answers only once both have a request", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ssg-rspamd-" });
+  let both!: () => void;
+  const bothConnected = new Promise<void>((r) => (both = r));
+  let seen = 0;
+  const arrived = () => {
+    if (++seen === 2) both();
+  };
+  const json = '{"score":1.5,"action":"no action","symbols":{"X":{"score":1.5}}}';
+  const http = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const unix = Deno.listen({ transport: "unix", path: `${dir}/clamd.sock` });
+  const serve = async (
+    l: Deno.Listener,
+    done: (b: Uint8Array) => boolean,
+    answer: string,
+  ) => {
+    const conn = await l.accept();
+    const buf = new Uint8Array(1 << 16);
+    let used = 0;
+    while (!done(buf.subarray(0, used))) {
+      const n = await conn.read(buf.subarray(used));
+      if (n === null) break;
+      used += n;
+    }
+    arrived();
+    // Sequential asking would leave this one alone: it then answers nonsense (a failure).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const together = await Promise.race([
+      bothConnected.then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 15_000))),
+    ]);
+    clearTimeout(timer);
+    await conn.write(enc(together ? answer : "nonsense")).catch(() => 0);
+    conn.close();
+  };
+  const ends = (b: Uint8Array, tail: number[]) =>
+    b.length >= tail.length && tail.every((x, i) => b[b.length - tail.length + i] === x);
+  const servers = Promise.all([
+    serve(
+      http,
+      (b) => ends(b, [...enc(`${CRLF}`)]) && new TextDecoder().decode(b).includes("minutes"),
+      `HTTP/1.1 200 OK\r\nContent-Length: ${json.length}\r\n\r\n${json}`,
+    ),
+    serve(unix, (b) => ends(b, [0, 0, 0, 0]), "stream: OK\0"),
+  ]);
+  try {
+    const { engine, log } = engineFor(
+      `rspamd:\n  address: 127.0.0.1:${(http.addr as Deno.NetAddr).port}\n  timeout: 30s\n` +
+        `clamav:\n  socket: ${dir}/clamd.sock\n  timeout: 30s\n`,
+      RULES + `  - name: no-viruses\n    when: { virus: true }\n    action: reject\n`,
+    );
+    try {
+      const v = await engine.judge(CLEAN, ENVELOPE);
+      assert.equal(v.action, "forward", JSON.stringify(v));
+      const line = log.named("policy.verdict")[0];
+      assert.equal(line.fields.scan, "clean");
+      assert.equal(line.fields.rspamd, "score 1.5 (no action); symbols X(1.5)");
+    } finally {
+      engine.close();
+    }
+  } finally {
+    await servers;
+    http.close();
+    unix.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
