@@ -313,6 +313,30 @@ export interface GreylistConfig {
   networkPrefix: { ipv4: number; ipv6: number };
 }
 
+/**
+ * `rspamd:` — spam scoring with Rspamd's `/checkv2` (its normal worker). Only messages judged by
+ * a policy whose rules test `rspamd` are sent.
+ */
+export interface RspamdConfig {
+  /** Host and port of Rspamd's normal worker (default 127.0.0.1:11333). */
+  address: { hostname: string; port: number };
+  /** Path prefix before `/checkv2` ("" unless `url` gave one, e.g. behind a reverse proxy). */
+  pathPrefix: string;
+  /** Longest one request may take, connection included, in seconds (default 15). */
+  timeoutSeconds: number;
+  /** Largest message sent, in bytes (default 25 MiB); a larger one is not scored (`onFailure`). */
+  maxBytes: number;
+  /** Sent as the `Password` header (a controller or proxy worker may require it). */
+  password?: string;
+  /**
+   * What happens to a message that could not be scored (Rspamd down, slow, over `maxBytes`,
+   * a malformed reply) when it would otherwise be forwarded: "tempfail" (default: the client
+   * retries), "quarantine", "reject", or "ignore" (judged without Rspamd — its conditions hold
+   * for nothing — and logged `policy.rspamd_ignored`).
+   */
+  onFailure: "tempfail" | "quarantine" | "reject" | "ignore";
+}
+
 /** Everything a running SSG needs, validated. */
 export interface SsgConfig {
   /** Path of the rule file this came from. */
@@ -349,4 +373,6 @@ export interface SsgConfig {
   clamav?: ClamavConfig;
   /** Greylisting parameters (absent when the section is: `GREYLIST_DEFAULTS` apply). */
   greylist?: GreylistConfig;
+  /** Spam scoring (absent when the section is: no rule may then test `rspamd`). */
+  rspamd?: RspamdConfig;
 }

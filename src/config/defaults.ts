@@ -12,6 +12,7 @@ import type {
   GreylistConfig,
   LogConfig,
   RelayConfig,
+  RspamdConfig,
   SmtpConfig,
 } from "./config.ts";
 
@@ -108,6 +109,19 @@ export const GREYLIST_DEFAULTS: Readonly<GreylistConfig> = Object.freeze({
   autoAllowAfter: 5,
   maxEntries: 100_000,
   networkPrefix: Object.freeze({ ipv4: 24, ipv6: 64 }),
+});
+
+/**
+ * Defaults of `rspamd:`. Rspamd's own default for its normal worker (localhost:11333); 15 s per
+ * message (Rspamd's task_timeout is 8 s, after which it answers with what it has); 25 MiB like
+ * `clamav.max_bytes`; tempfail on failure: what was not scored never passes as clean.
+ */
+export const RSPAMD_DEFAULTS: Readonly<RspamdConfig> = Object.freeze({
+  address: Object.freeze({ hostname: "127.0.0.1", port: 11333 }),
+  pathPrefix: "",
+  timeoutSeconds: 15,
+  maxBytes: 25 * 1024 * 1024,
+  onFailure: "tempfail",
 });
 
 /** Defaults of `log:`. */

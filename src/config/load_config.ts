@@ -20,7 +20,8 @@
 import { readContent } from "./read_content.ts";
 import { readClamav } from "./read_clamav.ts";
 import { readGreylist } from "./read_greylist.ts";
-import { virusLeaves } from "../policy/rule.ts";
+import { readRspamd } from "./read_rspamd.ts";
+import { rspamdLeaves, virusLeaves } from "../policy/rule.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
   Cidr,
@@ -77,6 +78,7 @@ const TOP_KEYS = [
   "content",
   "clamav",
   "greylist",
+  "rspamd",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -233,6 +235,18 @@ export function parseConfig(
       });
     }
   }
+  const rspamd = readRspamd(top.get("rspamd"), top.has("rspamd"), reader, top.key("rspamd"));
+  if (!top.has("rspamd")) {
+    // An rspamd test with nothing to ask would never hold: mail would pass as unscored, silently.
+    for (const leaf of rspamdLeaves(rules)) {
+      reader.issues.push({
+        line: leaf.at?.line ?? 1,
+        column: leaf.at?.column ?? 1,
+        message:
+          `"rspamd" needs an "rspamd" section saying where Rspamd listens (e.g. "rspamd: { address: 127.0.0.1:11333 }")`,
+      });
+    }
+  }
 
   const greylist = readGreylist(
     top.get("greylist"),
@@ -275,6 +289,7 @@ export function parseConfig(
   if (sections.alert) config.alert = sections.alert;
   if (clamav) config.clamav = clamav;
   if (greylist) config.greylist = greylist;
+  if (rspamd) config.rspamd = rspamd;
   return config;
 }
 

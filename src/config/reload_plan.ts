@@ -6,7 +6,8 @@
  * `spamtraps`, `thresholds`, `content.*` — the next message is read and judged under them —,
  * `clamav.*` — the new policy engine holds a new clamd client: it keeps no connection, so the
  * next scan goes to the new address with the new limits), `greylist.*` (the new engine's
- * greylist reads the same triplets in the state store under the new times), every `smtp.*` setting (new sessions get the new limits, timeouts,
+ * greylist reads the same triplets in the state store under the new times), `rspamd.*` (a new
+ * Rspamd client, one connection per message), every `smtp.*` setting (new sessions get the new limits, timeouts,
  * line-ending policy and TLS identity; the session-count limits and `max_inflight_bytes` bind at
  * once; a session already running finishes under the settings it started with), `relay.*` but
  * `relay.source*` (new sessions, bcc and redirect deliveries) and `log.level`.
@@ -45,6 +46,7 @@ export const RELOADABLE: readonly string[] = [
   "content.*",
   "clamav.*",
   "greylist.*",
+  "rspamd.*",
   "smtp.*",
   "relay.* except relay.source*",
   "log.level",

@@ -3,8 +3,15 @@
  * ports, where diverted flows are answered, the limits in force, and the rules in order.
  */
 import type { SsgConfig } from "./config.ts";
-import { type Action, type Condition, greylists, type Rule, virusLeaves } from "../policy/rule.ts";
 import { GREYLIST_DEFAULTS } from "./defaults.ts";
+import {
+  type Action,
+  type Condition,
+  greylists,
+  rspamdLeaves,
+  type Rule,
+  virusLeaves,
+} from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
 import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
 import { type RelaySourceSettings, relaySourceSettings } from "./relay_source.ts";
@@ -112,6 +119,25 @@ export function summarizeConfig(cfg: SsgConfig): string {
           ? `a client network with ${g.autoAllowAfter} passed triplets is allowed outright`
           : "no automatic allowing"
       }; at most ${g.maxEntries} triplets`,
+    );
+  }
+  if (cfg.rspamd) {
+    const v = cfg.rspamd;
+    const host = v.address.hostname.includes(":") ? `[${v.address.hostname}]` : v.address.hostname;
+    lines.push(
+      `rspamd: http://${host}:${v.address.port}${v.pathPrefix}/checkv2, ${
+        formatDuration(v.timeoutSeconds)
+      } per message, messages up to ${v.maxBytes} bytes scored${
+        v.password === undefined ? "" : ", with a password"
+      }; not scored → ${v.onFailure}${
+        v.onFailure === "ignore" ? " (judged without rspamd, logged policy.rspamd_ignored)" : ""
+      }${rspamdLeaves(cfg.rules).length ? "" : " (no rule tests rspamd: nothing is sent)"}${
+        v.maxBytes < cfg.smtp.maxMessageBytes
+          ? `; messages of ${
+            v.maxBytes + 1
+          } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scored → ${v.onFailure}`
+          : ""
+      }`,
     );
   }
   lines.push(
@@ -232,6 +258,14 @@ export function describeCondition(c: Condition): string {
         : c.value
         ? "virus"
         : "no virus";
+    case "rspamd": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`score ≥ ${c.scoreAtLeast}`);
+      if (c.scoreBelow !== undefined) parts.push(`score < ${c.scoreBelow}`);
+      if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
+      if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
+      return `rspamd ${parts.join(" and ")}`;
+    }
     case "all":
       return c.conditions.map((x) => wrap(x, "all")).join(" and ");
     case "any":

@@ -31,6 +31,7 @@ import {
 import { guardRegex, runGuarded } from "./regex_guard.ts";
 import type { Condition, FieldCondition, FieldName } from "./rule.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
 
 /**
  * Most characters of one field text that a test scans: the largest `content.max_text_chars`
@@ -61,6 +62,8 @@ export interface EvalHooks {
   spamtraps?: ReadonlySet<string>;
   /** What the virus scanner said about this message (absent: not scanned; `virus` never holds). */
   virus?: ScanResult;
+  /** What Rspamd said about this message (absent: not scored; `rspamd` never holds). */
+  rspamd?: RspamdResult;
 }
 
 /** The per-message state evaluators share: the input and each field's normalised texts. */
@@ -309,6 +312,50 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
             match: hit === undefined
               ? null
               : { field: "virus", operator: "found", value: scan.signature },
+            detail,
+          };
+        },
+      });
+    }
+    case "rspamd": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`score ≥ ${c.scoreAtLeast}`);
+      if (c.scoreBelow !== undefined) parts.push(`score < ${c.scoreBelow}`);
+      if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
+      if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
+      const wanted = c.symbols?.map((s) => s.toUpperCase());
+      return leaf({
+        describe: `rspamd ${parts.join(" and ")}`,
+        run: (ctx) => {
+          const r = ctx.hooks.rspamd;
+          if (!r) return { match: null, detail: "not scored: rspamd is never true" };
+          if (r.status === "error") {
+            return {
+              match: null,
+              detail: `not scored (${r.reason}): rspamd holds for nothing`,
+            };
+          }
+          const detail = describeResult(r);
+          if (c.scoreAtLeast !== undefined && !(r.score >= c.scoreAtLeast)) {
+            return { match: null, detail };
+          }
+          if (c.scoreBelow !== undefined && !(r.score < c.scoreBelow)) {
+            return { match: null, detail };
+          }
+          if (c.actions && !(c.actions as readonly string[]).includes(r.action)) {
+            return { match: null, detail };
+          }
+          let hit: string | undefined;
+          if (wanted) {
+            hit = r.symbols.find((s) => wanted.includes(s.name.toUpperCase()))?.name;
+            if (hit === undefined) return { match: null, detail };
+          }
+          return {
+            match: {
+              field: "rspamd",
+              operator: "scored",
+              value: hit === undefined ? detail : `${hit} fired; ${detail}`,
+            },
             detail,
           };
         },

@@ -12,6 +12,8 @@
  * the gateway would, and the result is shown (a failed scan gives `clamav.on_failure`).
  * A `greylist` rule only peeks at that private store, where every triplet is new: it shows the
  * 451 a first sighting gets (`--auth` shows an authenticated session, never greylisted).
+ * Likewise a rule that tests `rspamd` makes it ask the Rspamd of the `rspamd:` section (with the envelope
+ * below) and show the score, action and symbols (a failed check gives `rspamd.on_failure`).
  */
 import { ConfigError } from "../config/config_error.ts";
 import type { SsgConfig } from "../config/config.ts";
@@ -24,6 +26,7 @@ import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
 export interface Explanation {
@@ -51,6 +54,8 @@ export interface Explanation {
   steps: StepResult[];
   /** What clamd said (absent when no rule tests `virus`: nothing was scanned). */
   scan?: ScanResult & { onFailure: string };
+  /** What Rspamd said (absent when no rule tests `rspamd`: nothing was asked). */
+  rspamd?: RspamdResult & { onFailure: string };
   /** Every rule, in order, with its trace. */
   rules: RuleResult[];
   /** Thresholds in force (not evaluated: they depend on history). */
@@ -101,7 +106,15 @@ export async function explainMessage(
     transactionId: "explain.1",
   };
   try {
-    const { verdict, steps, results } = engine.evaluate(facts, envelope, true, Date.now(), scan);
+    const scored = await engine.score(message, envelope);
+    const { verdict, steps, results } = engine.evaluate(
+      facts,
+      envelope,
+      true,
+      Date.now(),
+      scan,
+      scored,
+    );
     return {
       file: config.file,
       envelope,
@@ -121,6 +134,9 @@ export async function explainMessage(
         attachments: facts.attachments.map((a) => `${a.filename || "(no name)"} ${a.contentType}`),
       },
       ...(scan ? { scan: { ...scan, onFailure: config.clamav?.onFailure ?? "tempfail" } } : {}),
+      ...(scored
+        ? { rspamd: { ...scored, onFailure: config.rspamd?.onFailure ?? "tempfail" } }
+        : {}),
       steps,
       rules: results,
       thresholds: (config.thresholds ?? []).map((t) =>
@@ -167,6 +183,14 @@ export function renderExplanation(e: Explanation): string {
         : s.status === "infected"
         ? `virus scan: INFECTED: ${q(s.signature)}`
         : `virus scan: FAILED: ${oneLine(s.reason)} (clamav.on_failure: ${s.onFailure})`,
+    );
+  }
+  if (e.rspamd) {
+    const r = e.rspamd;
+    lines.push(
+      r.status === "scored"
+        ? `rspamd: ${describeResult(r, 10)}`
+        : `rspamd: FAILED: ${oneLine(r.reason)} (rspamd.on_failure: ${r.onFailure})`,
     );
   }
   lines.push("", "before the rules:");

@@ -31,6 +31,9 @@ import {
   type NumberOperator,
   OPERATOR_NAMES,
   type OperatorName,
+  RSPAMD_ACTIONS,
+  type RspamdAction,
+  type RspamdCondition,
   type Rule,
   type RuleMode,
   type ServerAddress,
@@ -467,7 +470,109 @@ function parseSpecial(
       return parseBulk(node, reader, keyNode);
     case "virus":
       return parseVirus(node, reader, keyNode);
+    case "rspamd":
+      return parseRspamd(node, reader, keyNode);
   }
+}
+
+const RSPAMD_KEYS = ["score_at_least", "score_below", "action", "symbol"] as const;
+/** Largest |score| an `rspamd` test may name (Rspamd's scores are small; this catches typos). */
+const MAX_RSPAMD_SCORE = 10_000;
+
+/**
+ * `rspamd: { score_at_least: 6 }`, `rspamd: { action: [reject, soft reject] }`,
+ * `rspamd: { symbol: GTUBE }`; several keys: all must hold.
+ */
+function parseRspamd(
+  node: YNode,
+  reader: YamlReader,
+  keyNode: Scalar | undefined,
+): Condition | undefined {
+  const before = reader.issues.length;
+  const f = reader.fields(node, `"rspamd"`, RSPAMD_KEYS, `in "rspamd"`, keyNode);
+  if (!f) return undefined;
+  if (f.names().length === 0) {
+    if (reader.issues.length === before) {
+      reader.report(f.node, `"rspamd" needs one of ${RSPAMD_KEYS.join(", ")}`, keyNode);
+    }
+    return undefined;
+  }
+  const c: RspamdCondition = { kind: "rspamd", at: reader.pos(keyNode) };
+  for (const key of ["score_at_least", "score_below"] as const) {
+    if (!f.has(key)) continue;
+    const v = reader.resolve(f.get(key));
+    const n = isScalar(v) ? v.value : undefined;
+    if (typeof n !== "number" || !Number.isFinite(n) || Math.abs(n) > MAX_RSPAMD_SCORE) {
+      reader.report(
+        v,
+        `"rspamd.${key}" must be a number from -${MAX_RSPAMD_SCORE} to ${MAX_RSPAMD_SCORE}`,
+        f.key(key),
+      );
+    } else if (key === "score_at_least") c.scoreAtLeast = n;
+    else c.scoreBelow = n;
+  }
+  if (f.has("action")) {
+    const items = reader.list(f.get("action"), `"rspamd.action"`, f.key("action"), true) ?? [];
+    const actions: RspamdAction[] = [];
+    for (const item of items) {
+      const v = reader.resolve(item);
+      const t = isScalar(v) && typeof v.value === "string"
+        ? v.value.trim().toLowerCase().replace(/_/g, " ")
+        : undefined;
+      if (t === undefined || !(RSPAMD_ACTIONS as readonly string[]).includes(t)) {
+        reader.report(
+          v,
+          `"rspamd.action" must be one of ${RSPAMD_ACTIONS.map((a) => `"${a}"`).join(", ")}`,
+          f.key("action"),
+        );
+      } else if (!actions.includes(t as RspamdAction)) actions.push(t as RspamdAction);
+    }
+    if (items.length === 0 && reader.issues.length === before) {
+      reader.report(
+        f.get("action"),
+        `"rspamd.action" must name at least one action`,
+        f.key("action"),
+      );
+    }
+    c.actions = actions;
+  }
+  if (f.has("symbol")) {
+    const items = reader.list(f.get("symbol"), `"rspamd.symbol"`, f.key("symbol"), true) ?? [];
+    if (items.length === 0 && reader.issues.length === before) {
+      reader.report(
+        f.get("symbol"),
+        `"rspamd.symbol" must name at least one symbol`,
+        f.key("symbol"),
+      );
+    }
+    if (items.length > MAX_VALUES) {
+      reader.report(
+        f.get("symbol"),
+        `"rspamd.symbol" has ${items.length} names; at most ${MAX_VALUES}`,
+      );
+    }
+    const symbols: string[] = [];
+    for (const item of items.slice(0, MAX_VALUES)) {
+      const t = reader.string(item, `"rspamd.symbol" name`, {
+        max: 128,
+        pattern: /^[A-Za-z0-9_.-]+$/,
+        patternText: "a symbol name (letters, digits, _ . -), e.g. GTUBE",
+      }, f.get("symbol"));
+      if (t !== undefined) symbols.push(t);
+    }
+    c.symbols = symbols;
+  }
+  if (
+    c.scoreAtLeast !== undefined && c.scoreBelow !== undefined &&
+    c.scoreBelow <= c.scoreAtLeast && reader.issues.length === before
+  ) {
+    reader.report(
+      f.get("score_below"),
+      `"rspamd.score_below" (${c.scoreBelow}) must be above "rspamd.score_at_least" (${c.scoreAtLeast}): nothing could match`,
+      f.key("score_below"),
+    );
+  }
+  return reader.issues.length === before ? c : undefined;
 }
 
 /** `virus: true`, `virus: false` or `virus: { contains: [Eicar, Phishing] }`. */

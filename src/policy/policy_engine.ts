@@ -19,6 +19,11 @@
  *    instead (rule "virus-scan-failed", the reason in the evidence): what was not scanned must not
  *    pass as clean. Scanning happens only when a rule tests `virus`; the whole message is
  *    streamed to clamd once, concurrently with decoding;
+ * 6b. likewise a message Rspamd could not score (down, slow, over `rspamd.max_bytes`, a malformed
+ *    reply) gets `rspamd.on_failure` (rule "rspamd-failed"), unless that is "ignore": then it is
+ *    judged without Rspamd (its conditions hold for nothing) and `policy.rspamd_ignored` is
+ *    logged. Rspamd is asked only when a rule tests `rspamd`, concurrently with decoding and the
+ *    clamd scan;
  * 7. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
  *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
  *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
@@ -48,9 +53,11 @@ import type {
   ClamavConfig,
   ContentConfig,
   GreylistConfig,
+  RspamdConfig,
   SpamtrapConfig,
 } from "../config/config.ts";
 import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
+import { describeResult, RspamdClient, type RspamdResult } from "../engines/rspamd_client.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
@@ -74,6 +81,7 @@ import {
   type Condition,
   envelopeOnly,
   greylists,
+  rspamdLeaves,
   type Rule,
   type RuleMode,
   type Threshold,
@@ -117,6 +125,8 @@ export interface PolicyInput {
   clamav?: ClamavConfig;
   /** Greylisting parameters (default `GREYLIST_DEFAULTS`; used when a rule greylists). */
   greylist?: GreylistConfig;
+  /** Where Rspamd listens and the scoring-failure verdict (needed when a rule tests `rspamd`). */
+  rspamd?: RspamdConfig;
 }
 
 /** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
@@ -138,6 +148,20 @@ export const SCAN_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
   code: 451,
   enhanced: "4.3.0",
   text: "Virus scan unavailable, try again later",
+});
+
+/** The reply when a message could not be scored and `rspamd.on_failure` is tempfail. */
+export const RSPAMD_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.3.0",
+  text: "Spam check unavailable, try again later",
+});
+
+/** The reply when a message could not be scored and `rspamd.on_failure` is reject. */
+export const RSPAMD_FAILED_REJECT: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.7.0",
+  text: "Message could not be checked for spam",
 });
 
 /** The reply when a message could not be scanned and `clamav.on_failure` is reject. */
@@ -272,6 +296,8 @@ export class PolicyEngine {
   readonly #greylist: Greylist | undefined;
   /** The enforced rules that decide at RCPT time, in order, up to the last RCPT greylist rule. */
   #rcptPrefix: CompiledRule[];
+  readonly #scorer: RspamdClient | undefined;
+  readonly #scoreFailure: RspamdConfig["onFailure"];
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -330,6 +356,21 @@ export class PolicyEngine {
         }
         : { address: { path: "/nonexistent/clamav-not-configured" }, timeoutMs: 1, maxBytes: 0 },
     );
+    // Likewise Rspamd: asked only when a rule tests `rspamd`; without an `rspamd:` section (the
+    // loader refuses that) every check fails, hence on_failure, never "clean".
+    const rspamd = p.rspamd;
+    this.#scoreFailure = rspamd?.onFailure ?? "tempfail";
+    this.#scorer = rspamdLeaves(p.rules).length === 0 ? undefined : new RspamdClient(
+      rspamd
+        ? {
+          address: rspamd.address,
+          pathPrefix: rspamd.pathPrefix,
+          timeoutMs: rspamd.timeoutSeconds * 1000,
+          maxBytes: rspamd.maxBytes,
+          ...(rspamd.password === undefined ? {} : { password: rspamd.password }),
+        }
+        : { address: { hostname: "127.0.0.1", port: 1 }, timeoutMs: 1, maxBytes: 0 },
+    );
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -364,6 +405,23 @@ export class PolicyEngine {
     return this.#scanner?.scan(message);
   }
 
+  /** Whether messages are sent to Rspamd (some rule tests `rspamd`). */
+  get scores(): boolean {
+    return this.#scorer !== undefined;
+  }
+
+  /** Sends `message` to Rspamd (undefined when no rule tests `rspamd`); never rejects. */
+  score(message: Uint8Array, envelope: Envelope): Promise<RspamdResult> | undefined {
+    return this.#scorer?.check(message, {
+      ip: envelope.client.ip,
+      helo: envelope.helo,
+      mailFrom: envelope.mailFrom,
+      rcptTo: envelope.rcptTo,
+      ...(envelope.authUser ? { user: envelope.authUser } : {}),
+      queueId: envelope.transactionId,
+    });
+  }
+
   /** Number of rules in force. */
   get size(): number {
     return this.#rules.length;
@@ -388,10 +446,24 @@ export class PolicyEngine {
       scanMs = performance.now() - t0;
       return r;
     });
+    let rspamdMs: number | undefined;
+    const scoring = this.score(message, envelope)?.then((r) => {
+      rspamdMs = performance.now() - t0;
+      return r;
+    });
     const facts = await decodeMessage(message, this.#limits);
     const scan = await scanning;
+    const scored = await scoring;
     const t1 = performance.now();
-    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan);
+    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan, scored);
+    if (scored?.status === "error" && this.#scoreFailure === "ignore") {
+      this.#log.event("policy.rspamd_ignored", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        error: scored.reason,
+        action: verdict.action,
+      }, "warning");
+    }
     const t2 = performance.now();
     for (const r of results) {
       if (r.mode === "observe" && r.matched) {
@@ -423,6 +495,9 @@ export class PolicyEngine {
         : undefined,
       scan_error: scan?.status === "error" ? scan.reason : undefined,
       scan_ms: scanMs === undefined ? undefined : round(scanMs),
+      rspamd: scored?.status === "scored" ? describeResult(scored) : scored?.status,
+      rspamd_error: scored?.status === "error" ? scored.reason : undefined,
+      rspamd_ms: rspamdMs === undefined ? undefined : round(rspamdMs),
       decode_ms: round(t1 - t0),
       eval_ms: round(t2 - t1),
     });
@@ -531,7 +606,8 @@ export class PolicyEngine {
    * Evaluates the policy against decoded facts. Stops at the deciding step or rule, unless
    * `explain` is set, in which case every rule is evaluated and traced (the verdict is the same).
    * `scan` is what clamd said (see `scan()`); absent, `virus` never holds, and when this engine
-   * scans (`scans`) its absence counts as a failed scan.
+   * scans (`scans`) its absence counts as a failed scan. `scored` is what Rspamd said (see
+   * `score()`), alike.
    */
   evaluate(
     facts: MessageFacts,
@@ -539,6 +615,7 @@ export class PolicyEngine {
     explain = false,
     now: number = this.#now(),
     scan?: ScanResult,
+    scored?: RspamdResult,
   ): Evaluation {
     const steps: StepResult[] = [];
     const results: RuleResult[] = [];
@@ -628,11 +705,15 @@ export class PolicyEngine {
     const scanned: ScanResult | undefined = this.#scanner
       ? scan ?? { status: "error", reason: "the message was not given to the virus scanner" }
       : undefined;
+    const rspamd: RspamdResult | undefined = this.#scorer
+      ? scored ?? { status: "error", reason: "the message was not given to rspamd" }
+      : undefined;
     const ctx = new EvalContext(
       { facts, envelope },
       {
         ...this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
         virus: scanned,
+        rspamd,
       },
     );
     const tag: Tag = { headers: [] };
@@ -727,6 +808,16 @@ export class PolicyEngine {
       if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
       if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
       verdict = failureVerdict(this.#scanFailure, "virus-scan-failed", why.join("; "));
+    }
+    if (
+      rspamd?.status === "error" && verdict.action === "forward" &&
+      verdict.rule !== "allowlist" && this.#scoreFailure !== "ignore"
+    ) {
+      // 6b. Not scored: never forwarded as clean.
+      const why = [`rspamd check failed: ${rspamd.reason}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = failureVerdict(this.#scoreFailure, "rspamd-failed", why.join("; "));
     }
     if (
       facts.problems.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
@@ -1004,31 +1095,27 @@ function keyValue(key: BlacklistKey, envelope: Envelope): string {
   return key === "sender" ? sender : domainOf(sender);
 }
 
+/** The replies of each failure verdict. */
+const FAILURE_REPLIES = {
+  "undecodable": { reject: UNDECODABLE_REJECT, tempfail: UNDECODABLE_TEMPFAIL },
+  "virus-scan-failed": { reject: SCAN_FAILED_REJECT, tempfail: SCAN_FAILED_TEMPFAIL },
+  "rspamd-failed": { reject: RSPAMD_FAILED_REJECT, tempfail: RSPAMD_FAILED_TEMPFAIL },
+} as const;
+
 /**
- * The verdict `content.undecodable` (rule "undecodable") or `clamav.on_failure` (rule
- * "virus-scan-failed") gives.
+ * The verdict `content.undecodable` (rule "undecodable"), `clamav.on_failure` (rule
+ * "virus-scan-failed") or `rspamd.on_failure` (rule "rspamd-failed") gives.
  */
 function failureVerdict(
   action: "quarantine" | "tempfail" | "reject",
-  rule: "undecodable" | "virus-scan-failed",
+  rule: "undecodable" | "virus-scan-failed" | "rspamd-failed",
   evidence: string,
 ): Verdict {
-  const scan = rule === "virus-scan-failed";
   switch (action) {
     case "reject":
-      return {
-        action,
-        rule,
-        reply: { ...(scan ? SCAN_FAILED_REJECT : UNDECODABLE_REJECT) },
-        evidence,
-      };
+      return { action, rule, reply: { ...FAILURE_REPLIES[rule].reject }, evidence };
     case "tempfail":
-      return {
-        action,
-        rule,
-        reply: { ...(scan ? SCAN_FAILED_TEMPFAIL : UNDECODABLE_TEMPFAIL) },
-        evidence,
-      };
+      return { action, rule, reply: { ...FAILURE_REPLIES[rule].tempfail }, evidence };
     default:
       return { action: "quarantine", rule, evidence };
   }

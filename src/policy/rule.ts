@@ -9,7 +9,8 @@
  *   a name in `FIELD_NAMES`, read through one extractor table (`fields.ts`), so a new text field
  *   is one table entry plus its name here;
  * - other leaves: numbers (`size`, `rcpt_count`), addresses (`client_ip`, `server`), flags
- *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`);
+ *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`), a
+ *   spam scorer's verdict (`rspamd`);
  * - a rule has a list of actions, of which at most one is *terminal* (decides the verdict); the
  *   others (`tag`, `alert`, `bcc`, `blacklist`) accumulate.
  *
@@ -94,6 +95,7 @@ export const SPECIAL_CONDITION_NAMES = [
   "listed",
   "virus",
   "authenticated",
+  "rspamd",
 ] as const;
 
 /** A text leaf: one field tested with one operator against values (any may match). */
@@ -213,6 +215,39 @@ export interface VirusCondition {
   at?: SourcePos;
 }
 
+/** The actions Rspamd recommends, in its own spelling (`add_header` etc. are accepted at load). */
+export const RSPAMD_ACTIONS = [
+  "no action",
+  "greylist",
+  "add header",
+  "rewrite subject",
+  "soft reject",
+  "reject",
+] as const;
+/** An action Rspamd recommends. */
+export type RspamdAction = typeof RSPAMD_ACTIONS[number];
+
+/**
+ * The Rspamd leaf (needs an `rspamd:` section): holds when every test given holds —
+ * `score_at_least` (score ≥ n), `score_below` (score < n), `action` (Rspamd recommends one of
+ * these), `symbol` (one of these symbols fired; names compared in any case). A message Rspamd
+ * could not score makes it hold for nothing; the engine's `rspamd.on_failure` covers that case.
+ */
+export interface RspamdCondition {
+  /** Discriminant: the rspamd leaf. */
+  kind: "rspamd";
+  /** Holds when the score is at least this. */
+  scoreAtLeast?: number;
+  /** Holds when the score is below this. */
+  scoreBelow?: number;
+  /** Holds when Rspamd's action is one of these. */
+  actions?: RspamdAction[];
+  /** Holds when one of these symbols fired. */
+  symbols?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
 /** True when every child is true (and for an empty list). */
 export interface AllCondition {
   /** Discriminant: every child must hold. */
@@ -252,6 +287,7 @@ export type Condition =
   | BulkCondition
   | ListedCondition
   | VirusCondition
+  | RspamdCondition
   | AllCondition
   | AnyCondition
   | NotCondition;
@@ -410,6 +446,24 @@ export function virusLeaves(rules: readonly Rule[]): VirusCondition[] {
   const walk = (c: Condition): VirusCondition[] => {
     switch (c.kind) {
       case "virus":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `rspamd` leaf of the rules' conditions (the engine asks Rspamd only when there is one). */
+export function rspamdLeaves(rules: readonly Rule[]): RspamdCondition[] {
+  const walk = (c: Condition): RspamdCondition[] => {
+    switch (c.kind) {
+      case "rspamd":
         return [c];
       case "all":
       case "any":

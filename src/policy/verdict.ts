@@ -27,6 +27,8 @@ export interface Envelope {
   server: { ip: string; port: number };
   /** HELO/EHLO argument. */
   helo: string;
+  /** The user the server authenticated (SMTP AUTH relayed), when any; a name, never a secret. */
+  authUser?: string;
   /** Whether the session was under TLS. */
   tls: boolean;
   /** Whether the server accepted the client's AUTH in this session (absent: it did not). */

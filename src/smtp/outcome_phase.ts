@@ -119,6 +119,7 @@ export async function endOfData(
     client: ctx.client,
     server: ctx.server,
     helo: core.helo ?? "",
+    ...(core.authenticated ? { authUser: core.authenticated } : {}),
     tls: core.tls,
     authenticated: core.authenticated !== undefined,
     sessionId: ctx.id,
