@@ -10,6 +10,8 @@
  * what the message's own headers say (From → sender, To/Cc → recipients) when not given.
  * When a rule tests `virus`, the message is scanned by the clamd of the `clamav:` section, as
  * the gateway would, and the result is shown (a failed scan gives `clamav.on_failure`).
+ * When a rule tests `dnsbl`, the client IP, sender domain and HELO name are looked up in the
+ * `dnsbl:` lists through the `dns:` resolver, as the gateway would, and every answer is shown.
  */
 import { ConfigError } from "../config/config_error.ts";
 import type { SsgConfig } from "../config/config.ts";
@@ -22,6 +24,7 @@ import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
 export interface Explanation {
@@ -49,6 +52,8 @@ export interface Explanation {
   steps: StepResult[];
   /** What clamd said (absent when no rule tests `virus`: nothing was scanned). */
   scan?: ScanResult & { onFailure: string };
+  /** What the DNS lists said (absent when no rule tests `dnsbl`: nothing was looked up). */
+  dnsbl?: DnsblResult & { onFailure: string };
   /** Every rule, in order, with its trace. */
   rules: RuleResult[];
   /** Thresholds in force (not evaluated: they depend on history). */
@@ -96,7 +101,15 @@ export async function explainMessage(
     transactionId: "explain.1",
   };
   try {
-    const { verdict, steps, results } = engine.evaluate(facts, envelope, true, Date.now(), scan);
+    const dnsbl = await engine.dnsblCheck(envelope);
+    const { verdict, steps, results } = engine.evaluate(
+      facts,
+      envelope,
+      true,
+      Date.now(),
+      scan,
+      dnsbl,
+    );
     return {
       file: config.file,
       envelope,
@@ -116,6 +129,7 @@ export async function explainMessage(
         attachments: facts.attachments.map((a) => `${a.filename || "(no name)"} ${a.contentType}`),
       },
       ...(scan ? { scan: { ...scan, onFailure: config.clamav?.onFailure ?? "tempfail" } } : {}),
+      ...(dnsbl ? { dnsbl: { ...dnsbl, onFailure: config.dnsbl?.onFailure ?? "ignore" } } : {}),
       steps,
       rules: results,
       thresholds: (config.thresholds ?? []).map((t) =>
@@ -163,6 +177,15 @@ export function renderExplanation(e: Explanation): string {
         ? `virus scan: INFECTED: ${q(s.signature)}`
         : `virus scan: FAILED: ${oneLine(s.reason)} (clamav.on_failure: ${s.onFailure})`,
     );
+  }
+  if (e.dnsbl) {
+    const d = e.dnsbl;
+    lines.push(
+      `dns lists: score ${d.score}${
+        d.failures.length ? ` (${d.failures.length} failed; dnsbl.on_failure: ${d.onFailure})` : ""
+      }`,
+    );
+    for (const l of d.lookups) lines.push(`  ${oneLine(describeLookup(l))} [${l.query}]`);
   }
   lines.push("", "before the rules:");
   for (const s of e.steps) lines.push(`  ${s.holds ? "HOLDS" : "no   "} ${s.step}: ${s.detail}`);
