@@ -64,7 +64,7 @@ import {
   type DnsblResult,
   type DnsblSubjects,
 } from "../engines/dns/dnsbl_checker.ts";
-import { createResolver, type DnsResolver } from "../engines/dns/resolver.ts";
+import { createResolver, type DnsResolver, resolverConfigFrom } from "../engines/dns/resolver.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
@@ -314,15 +314,7 @@ export class PolicyEngine {
       if (!p.dnsbl || (!p.dns && !options.resolver)) {
         throw new Error(`a rule tests "dnsbl" but the policy has no "dnsbl" and "dns" sections`);
       }
-      const d = p.dns;
-      this.#ownResolver = options.resolver ? undefined : createResolver({
-        servers: d!.servers,
-        timeoutMs: d!.timeoutSeconds * 1000,
-        retries: d!.retries,
-        cacheMaxEntries: d!.cacheEntries,
-        cacheMaxTtlSeconds: d!.cacheMaxTtlSeconds,
-        negativeTtlSeconds: d!.negativeTtlSeconds,
-      });
+      this.#ownResolver = options.resolver ? undefined : createResolver(resolverConfigFrom(p.dns!));
       this.#dnsbl = new DnsblChecker(p.dnsbl, options.resolver ?? this.#ownResolver!);
     }
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
