@@ -144,6 +144,15 @@ Deno.test("resolver gives status error (never throws) for a silent server, REFUS
     assert.equal((await real.query("x".repeat(64) + ".test", "A")).status, "error");
     real.close?.();
 
+    // At most two questions under way: a third distinct one fails at once.
+    const few = resolver(silent.server, { timeoutMs: 300, retries: 0, maxInFlight: 2 });
+    const pending = [few.query("a.example.test", "A"), few.query("b.example.test", "A")];
+    const third = await few.query("c.example.test", "A");
+    assert.equal(third.status, "error");
+    assert.match(third.reason ?? "", /over 2 questions under way/);
+    assert.ok((await Promise.all(pending)).every((a) => a.status === "error"));
+    few.close?.();
+
     const slow = resolver(silent.server, { timeoutMs: 5000, retries: 0 });
     const ac = new AbortController();
     const p = slow.query("mail.example.test", "A", ac.signal);

@@ -9,7 +9,8 @@
  * if it comes from the server asked, carries the query's random id and echoes the question (the
  * usual stub defences against off-path spoofing; a fresh socket, hence a fresh random source port,
  * per query). Limits: a per-try timeout, a number of retries, at most `MAX_TCP_BYTES` read over TCP,
- * a cache of at most `cacheMaxEntries` entries each kept at most `cacheMaxTtlSeconds`.
+ * a cache of at most `cacheMaxEntries` entries each kept at most `cacheMaxTtlSeconds`, at most
+ * `maxInFlight` distinct questions under way.
  * Never throws for a DNS failure: a timeout, SERVFAIL, REFUSED, an unreachable server or a malformed
  * answer is `status: "error"`, and the caller's failure verdict decides; errors are not cached.
  * Rejected: `Deno.resolveDns` (gives no TTL and no NXDOMAIN/NODATA distinction we can rely on);
@@ -64,6 +65,11 @@ export interface ResolverConfig {
   negativeTtlSeconds: number;
   /** Retry over TCP when a UDP answer is truncated (default true). */
   tcpFallback?: boolean;
+  /**
+   * Most distinct questions under way at once (default 1000); past it a new question is an
+   * error at once, so that a flood of new clients cannot hold unbounded sockets.
+   */
+  maxInFlight?: number;
 }
 
 /** Defaults for the optional parts of a `ResolverConfig`. */
@@ -74,6 +80,7 @@ export const RESOLVER_DEFAULTS: Omit<ResolverConfig, "servers"> = {
   cacheMaxTtlSeconds: 3600,
   negativeTtlSeconds: 300,
   tcpFallback: true,
+  maxInFlight: 1000,
 };
 
 /** A server's address, parsed. */
@@ -185,6 +192,9 @@ class UdpResolver implements DnsResolver {
     }
     let shared = this.#inFlight.get(key);
     if (!shared) {
+      if (this.#inFlight.size >= (this.#c.maxInFlight ?? RESOLVER_DEFAULTS.maxInFlight!)) {
+        return Promise.resolve(failed(`over ${this.#c.maxInFlight} questions under way`));
+      }
       shared = this.#lookup(n, type).then((answer) => {
         this.#inFlight.delete(key);
         this.#remember(key, answer);
