@@ -34,6 +34,7 @@ import { DivertService } from "./ffi/divert_service.ts";
 import { relaySourceSettings } from "./src/config/relay_source.ts";
 import { RelayRegistry } from "./src/flow/relay_registry.ts";
 import { RelayConnector } from "./src/smtp/relay_connector.ts";
+import type { EarlyFacts } from "./src/smtp/session_context.ts";
 import { probeLibrary } from "./ffi/probe.ts";
 
 const USAGE = `SSG ${VERSION} — the Secured SMTP Gateway
@@ -258,6 +259,7 @@ async function run(config: SsgConfig): Promise<number> {
       config,
       judge: policy.judge,
       checkRecipient: policy.checkRecipient,
+      prefetch: policy.prefetch,
       actions,
       log,
       originalDestination: (ip, port) => d.waitFor(ip, port, 500),
@@ -354,6 +356,8 @@ class PolicyHolder {
   /** The RCPT-time check (greylisting); always the current engine. */
   readonly checkRecipient: RecipientCheck = (envelope) =>
     this.#engine.checksRecipients ? this.#engine.checkRecipient(envelope) : undefined;
+  /** Starts early DNS-list look-ups (current engine; a no-op when no rule tests dnsbl). */
+  readonly prefetch = (known: EarlyFacts): void => this.#engine.prefetch(known);
   /** Records a verdict and returns the thresholds' effects (current engine). */
   record(...args: Parameters<PolicyEngine["record"]>): ReturnType<PolicyEngine["record"]> {
     return this.#engine.record(...args);

@@ -10,7 +10,9 @@
 #     scriptable SMTP server for cases smtp-sink cannot express), clamav-daemon (clamd for the
 #     virus-scanning tests; its own daemon and freshclam are not started), rspamd (the spam-scoring
 #     tests start their own in the foreground with a config they write; the package's service is
-#     never started: the policy-rc.d hook below keeps it stopped), tcpdump, openssl, bash,
+#     never started: the policy-rc.d hook below keeps it stopped), dnsmasq-base (the
+#     dnsmasq binary alone, without the Debian service that package dnsmasq would enable: DNS tests
+#     run their own in the foreground on loopback or in a namespace), tcpdump, openssl, bash,
 #     coreutils, gzip, tar, procps (sysctl), util-linux (unshare, script), e2fsprogs (chattr).
 #   - Then it checks what the tests *use*, by capability, not by package name: swaks can do TLS
 #     and IPv6, python3 can import aiosmtpd and ssl, smtp-sink/smtp-source/postfix run, and inside
@@ -28,8 +30,8 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 DENO_VERSION=2.9.6
 PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks libnet-ssleay-perl
-  libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd clamav-daemon rspamd tcpdump
-  openssl ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
+  libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd clamav-daemon rspamd
+  dnsmasq-base tcpdump openssl ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
 
 [ "$(id -u)" = 0 ] || die "run as root (installs packages; the tests create network namespaces)"
 
@@ -146,6 +148,8 @@ check "clamd (virus-scanning tests start their own, with a test signature databa
   /usr/sbin/clamd --version
 check "rspamd 3.x accepting the tests' minimal config (its own process, no network, no redis)" \
   rspamd rspamd_minimal_config
+check "dnsmasq (DNS tests start their own, with records the test writes)" dnsmasq-base \
+  /usr/sbin/dnsmasq --test --conf-file=/dev/null
 check "tcpdump (packet captures when a test fails)" tcpdump tcpdump --version
 check "sysctl" procps sysctl -n net.ipv4.ip_forward
 check "unshare and script" util-linux sh -c 'command -v unshare && command -v script'

@@ -21,7 +21,9 @@ import { readContent } from "./read_content.ts";
 import { readClamav } from "./read_clamav.ts";
 import { readGreylist } from "./read_greylist.ts";
 import { readRspamd } from "./read_rspamd.ts";
-import { rspamdLeaves, virusLeaves } from "../policy/rule.ts";
+import { readDns } from "./read_dns.ts";
+import { readDnsbl } from "./read_dnsbl.ts";
+import { dnsblLeaves, rspamdLeaves, virusLeaves } from "../policy/rule.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
   Cidr,
@@ -79,6 +81,8 @@ const TOP_KEYS = [
   "clamav",
   "greylist",
   "rspamd",
+  "dns",
+  "dnsbl",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -254,6 +258,37 @@ export function parseConfig(
     reader,
     top.key("greylist"),
   );
+  const dns = readDns(top.get("dns"), top.has("dns"), reader, top.key("dns"));
+  const dnsbl = readDnsbl(top.get("dnsbl"), top.has("dnsbl"), reader, top.key("dnsbl"));
+  if (top.has("dnsbl") && !top.has("dns")) {
+    reader.report(
+      top.key("dnsbl"),
+      `"dnsbl" needs a "dns" section saying which resolver to ask (e.g. "dns: { servers: [127.0.0.1] }")`,
+    );
+  }
+  for (const leaf of dnsblLeaves(rules)) {
+    // A DNS-list test with no lists would never hold: mail would pass as not listed, silently.
+    const at = { line: leaf.at?.line ?? 1, column: leaf.at?.column ?? 1 };
+    if (!top.has("dnsbl")) {
+      reader.issues.push({
+        ...at,
+        message:
+          `"dnsbl" needs a "dnsbl" section listing the zones (e.g. "dnsbl: { client: [zen.example.org*3] }")`,
+      });
+    } else if (dnsbl && leaf.listedIn) {
+      const zones = new Set(
+        [...dnsbl.client, ...dnsbl.senderDomain, ...dnsbl.helo].map((s) => s.zone),
+      );
+      for (const z of leaf.listedIn.filter((z) => !zones.has(z))) {
+        reader.issues.push({
+          ...at,
+          message: `"dnsbl.listed_in": "${z}" is not a zone of the "dnsbl" section (${
+            [...zones].join(", ")
+          })`,
+        });
+      }
+    }
+  }
 
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
@@ -290,6 +325,8 @@ export function parseConfig(
   if (clamav) config.clamav = clamav;
   if (greylist) config.greylist = greylist;
   if (rspamd) config.rspamd = rspamd;
+  if (dns) config.dns = dns;
+  if (dnsbl) config.dnsbl = dnsbl;
   return config;
 }
 

@@ -7,6 +7,7 @@ import { GREYLIST_DEFAULTS } from "./defaults.ts";
 import {
   type Action,
   type Condition,
+  dnsblLeaves,
   greylists,
   rspamdLeaves,
   type Rule,
@@ -140,6 +141,32 @@ export function summarizeConfig(cfg: SsgConfig): string {
       }`,
     );
   }
+  if (cfg.dns) {
+    const d = cfg.dns;
+    lines.push(
+      `dns: ask ${d.servers.join(", ")}, ${formatDuration(d.timeoutSeconds)} per try, ${
+        d.retries + 1
+      } round(s); cache ${d.cacheEntries} answers for at most ${
+        formatDuration(d.cacheMaxTtlSeconds)
+      } (negative without SOA: ${formatDuration(d.negativeTtlSeconds)})`,
+    );
+  }
+  if (cfg.dnsbl) {
+    const b = cfg.dnsbl;
+    const show = (what: string, sites: { text: string }[]) =>
+      sites.length ? [`${what} in ${sites.map((s) => s.text).join(", ")}`] : [];
+    lines.push(
+      `dnsbl: ${
+        [
+          ...show("client IP", b.client),
+          ...show("sender domain", b.senderDomain),
+          ...show("HELO name", b.helo),
+        ].join("; ")
+      }; ${formatDuration(b.timeoutSeconds)} per message; look-up failed → ${
+        b.onFailure === "ignore" ? "not listed (logged)" : "tempfail 451 4.4.3"
+      }${dnsblLeaves(cfg.rules).length ? "" : " (no rule tests dnsbl: nothing is looked up)"}`,
+    );
+  }
   lines.push(
     `reload (SIGHUP) applies: ${RELOADABLE.join(", ")}`,
     `restart needed for: ${
@@ -265,6 +292,13 @@ export function describeCondition(c: Condition): string {
       if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
       if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
       return `rspamd ${parts.join(" and ")}`;
+    }
+    case "dnsbl": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`dnsbl score ≥ ${c.scoreAtLeast}`);
+      if (c.scoreAtMost !== undefined) parts.push(`dnsbl score ≤ ${c.scoreAtMost}`);
+      if (c.listedIn) parts.push(`listed in ${c.listedIn.join(" or ")}`);
+      return parts.join(" and ");
     }
     case "all":
       return c.conditions.map((x) => wrap(x, "all")).join(" and ");

@@ -14,6 +14,8 @@
  * 451 a first sighting gets (`--auth` shows an authenticated session, never greylisted).
  * Likewise a rule that tests `rspamd` makes it ask the Rspamd of the `rspamd:` section (with the envelope
  * below) and show the score, action and symbols (a failed check gives `rspamd.on_failure`).
+ * When a rule tests `dnsbl`, the client IP, sender domain and HELO name are looked up in the
+ * `dnsbl:` lists through the `dns:` resolver, as the gateway would, and every answer is shown.
  */
 import { ConfigError } from "../config/config_error.ts";
 import type { SsgConfig } from "../config/config.ts";
@@ -27,6 +29,7 @@ import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
 import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
+import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
 export interface Explanation {
@@ -56,6 +59,8 @@ export interface Explanation {
   scan?: ScanResult & { onFailure: string };
   /** What Rspamd said (absent when no rule tests `rspamd`: nothing was asked). */
   rspamd?: RspamdResult & { onFailure: string };
+  /** What the DNS lists said (absent when no rule tests `dnsbl`: nothing was looked up). */
+  dnsbl?: DnsblResult & { onFailure: string };
   /** Every rule, in order, with its trace. */
   rules: RuleResult[];
   /** Thresholds in force (not evaluated: they depend on history). */
@@ -107,6 +112,7 @@ export async function explainMessage(
   };
   try {
     const scored = await engine.score(message, envelope);
+    const dnsbl = await engine.dnsblCheck(envelope);
     const { verdict, steps, results } = engine.evaluate(
       facts,
       envelope,
@@ -114,6 +120,7 @@ export async function explainMessage(
       Date.now(),
       scan,
       scored,
+      dnsbl,
     );
     return {
       file: config.file,
@@ -137,6 +144,7 @@ export async function explainMessage(
       ...(scored
         ? { rspamd: { ...scored, onFailure: config.rspamd?.onFailure ?? "tempfail" } }
         : {}),
+      ...(dnsbl ? { dnsbl: { ...dnsbl, onFailure: config.dnsbl?.onFailure ?? "ignore" } } : {}),
       steps,
       rules: results,
       thresholds: (config.thresholds ?? []).map((t) =>
@@ -192,6 +200,15 @@ export function renderExplanation(e: Explanation): string {
         ? `rspamd: ${describeResult(r, 10)}`
         : `rspamd: FAILED: ${oneLine(r.reason)} (rspamd.on_failure: ${r.onFailure})`,
     );
+  }
+  if (e.dnsbl) {
+    const d = e.dnsbl;
+    lines.push(
+      `dns lists: score ${d.score}${
+        d.failures.length ? ` (${d.failures.length} failed; dnsbl.on_failure: ${d.onFailure})` : ""
+      }`,
+    );
+    for (const l of d.lookups) lines.push(`  ${oneLine(describeLookup(l))} [${l.query}]`);
   }
   lines.push("", "before the rules:");
   for (const s of e.steps) lines.push(`  ${s.holds ? "HOLDS" : "no   "} ${s.step}: ${s.detail}`);

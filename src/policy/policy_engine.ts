@@ -24,6 +24,12 @@
  *    judged without Rspamd (its conditions hold for nothing) and `policy.rspamd_ignored` is
  *    logged. Rspamd is asked only when a rule tests `rspamd`, concurrently with decoding and the
  *    clamd scan;
+ * 6c. a message for which a DNS-list look-up failed (`dnsbl.on_failure: tempfail`) whose verdict
+ *    would still be forward — the static allowlist excepted — gets 451 4.4.3 (rule
+ *    "dnsbl-failed", the failed zones in the evidence); with `on_failure: ignore` (the default)
+ *    a failed look-up counts as not listed and is logged (`dnsbl.failed`). Look-ups happen only
+ *    when a rule tests `dnsbl`; they start at connect/EHLO/MAIL (`prefetch`) and run
+ *    concurrently with decoding;
  * 7. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
  *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
  *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
@@ -52,12 +58,21 @@ import type {
   AccessList,
   ClamavConfig,
   ContentConfig,
+  DnsblConfig,
+  DnsConfig,
   GreylistConfig,
   RspamdConfig,
   SpamtrapConfig,
 } from "../config/config.ts";
 import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
 import { describeResult, RspamdClient, type RspamdResult } from "../engines/rspamd_client.ts";
+import {
+  describeLookup,
+  DnsblChecker,
+  type DnsblResult,
+  type DnsblSubjects,
+} from "../engines/dns/dnsbl_checker.ts";
+import { createResolver, type DnsResolver, resolverConfigFrom } from "../engines/dns/resolver.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
@@ -79,6 +94,7 @@ import { type CompiledList, compileList } from "./named_list.ts";
 import {
   type Action,
   type Condition,
+  dnsblLeaves,
   envelopeOnly,
   greylists,
   rspamdLeaves,
@@ -127,6 +143,10 @@ export interface PolicyInput {
   greylist?: GreylistConfig;
   /** Where Rspamd listens and the scoring-failure verdict (needed when a rule tests `rspamd`). */
   rspamd?: RspamdConfig;
+  /** The resolver (needed when a rule tests `dnsbl`, unless `PolicyEngineOptions.resolver`). */
+  dns?: DnsConfig;
+  /** The DNS lists and their failure verdict (needed when a rule tests `dnsbl`). */
+  dnsbl?: DnsblConfig;
 }
 
 /** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
@@ -171,6 +191,13 @@ export const SCAN_FAILED_REJECT: Readonly<Reply> = Object.freeze({
   text: "Message could not be scanned for viruses",
 });
 
+/** The reply when a DNS-list look-up failed and `dnsbl.on_failure` is tempfail (RFC 3463 4.4.3). */
+export const DNSBL_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.4.3",
+  text: "DNS list lookup failed, try again later",
+});
+
 /** The decode bounds `content:` sets. */
 export function decodeLimitsOf(content: ContentConfig | undefined): Partial<DecodeLimits> {
   const c = content ?? CONTENT_DEFAULTS;
@@ -192,6 +219,8 @@ export interface PolicyEngineOptions {
   state?: StateStore;
   /** Clock in milliseconds (tests). */
   now?: () => number;
+  /** The DNS resolver for `dnsbl` (default: one made from `dns:`, owned by the engine). */
+  resolver?: DnsResolver;
 }
 
 /** What one rule did with one message (for `ssg explain` and tests). */
@@ -298,6 +327,8 @@ export class PolicyEngine {
   #rcptPrefix: CompiledRule[];
   readonly #scorer: RspamdClient | undefined;
   readonly #scoreFailure: RspamdConfig["onFailure"];
+  readonly #dnsbl: DnsblChecker | undefined;
+  readonly #ownResolver: DnsResolver | undefined;
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -371,6 +402,14 @@ export class PolicyEngine {
         }
         : { address: { hostname: "127.0.0.1", port: 1 }, timeoutMs: 1, maxBytes: 0 },
     );
+    // Only a policy that tests `dnsbl` looks anything up.
+    if (dnsblLeaves(p.rules).length > 0) {
+      if (!p.dnsbl || (!p.dns && !options.resolver)) {
+        throw new Error(`a rule tests "dnsbl" but the policy has no "dnsbl" and "dns" sections`);
+      }
+      this.#ownResolver = options.resolver ? undefined : createResolver(resolverConfigFrom(p.dns!));
+      this.#dnsbl = new DnsblChecker(p.dnsbl, options.resolver ?? this.#ownResolver!);
+    }
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -422,6 +461,34 @@ export class PolicyEngine {
     });
   }
 
+  /** Whether DNS lists are looked up (some rule tests `dnsbl`). */
+  get looksUp(): boolean {
+    return this.#dnsbl !== undefined;
+  }
+
+  /**
+   * Starts the DNS-list look-ups for what the session knows so far (the client at connect, the
+   * HELO name at EHLO, the sender at MAIL FROM); returns at once. No-op when no rule tests
+   * `dnsbl`.
+   */
+  prefetch(subjects: DnsblSubjects): void {
+    try {
+      this.#dnsbl?.prefetch(subjects);
+    } catch (e) {
+      // Only a warm-up: the check at the end of DATA asks again.
+      this.#log.event("dnsbl.prefetch_failed", { error: String(e) }, "warning");
+    }
+  }
+
+  /** Looks the envelope's client, sender and HELO up (undefined when no rule tests `dnsbl`). */
+  dnsblCheck(envelope: Envelope): Promise<DnsblResult> | undefined {
+    return this.#dnsbl?.check({
+      clientIp: envelope.client.ip,
+      sender: envelope.mailFrom,
+      helo: envelope.helo,
+    });
+  }
+
   /** Number of rules in force. */
   get size(): number {
     return this.#rules.length;
@@ -435,6 +502,7 @@ export class PolicyEngine {
   /** Closes the state store if the engine opened it (a given store is the caller's). */
   close(): void {
     if (this.#ownsState) this.#state.close();
+    this.#ownResolver?.close?.();
   }
 
   /** The `Judge` the SMTP session calls at end of data (bound; safe to pass around). */
@@ -451,11 +519,21 @@ export class PolicyEngine {
       rspamdMs = performance.now() - t0;
       return r;
     });
+    const listing = this.dnsblCheck(envelope);
     const facts = await decodeMessage(message, this.#limits);
     const scan = await scanning;
     const scored = await scoring;
+    const dnsbl = await listing;
     const t1 = performance.now();
-    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan, scored);
+    const { verdict, results } = this.evaluate(
+      facts,
+      envelope,
+      false,
+      this.#now(),
+      scan,
+      scored,
+      dnsbl,
+    );
     if (scored?.status === "error" && this.#scoreFailure === "ignore") {
       this.#log.event("policy.rspamd_ignored", {
         session: envelope.sessionId,
@@ -475,6 +553,16 @@ export class PolicyEngine {
           evidence: r.evidence,
         });
       }
+    }
+    for (const f of dnsbl?.failures ?? []) {
+      this.#log.event("dnsbl.failed", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        zone: f.zone,
+        query: f.query,
+        reason: f.reason,
+        on_failure: this.#dnsbl!.config.onFailure,
+      }, "warning");
     }
     this.#log.event("policy.verdict", {
       session: envelope.sessionId,
@@ -498,6 +586,10 @@ export class PolicyEngine {
       rspamd: scored?.status === "scored" ? describeResult(scored) : scored?.status,
       rspamd_error: scored?.status === "error" ? scored.reason : undefined,
       rspamd_ms: rspamdMs === undefined ? undefined : round(rspamdMs),
+      dnsbl_score: dnsbl?.score,
+      dnsbl_listed: dnsbl?.hits.length ? dnsbl.hits.map(describeLookup) : undefined,
+      dnsbl_failed: dnsbl?.failures.length || undefined,
+      dnsbl_ms: dnsbl ? round(dnsbl.ms) : undefined,
       decode_ms: round(t1 - t0),
       eval_ms: round(t2 - t1),
     });
@@ -607,7 +699,8 @@ export class PolicyEngine {
    * `explain` is set, in which case every rule is evaluated and traced (the verdict is the same).
    * `scan` is what clamd said (see `scan()`); absent, `virus` never holds, and when this engine
    * scans (`scans`) its absence counts as a failed scan. `scored` is what Rspamd said (see
-   * `score()`), alike.
+   * `score()`), alike. `dnsbl` likewise is what the DNS lists
+   * said (see `dnsblCheck()`); absent when this engine looks up, every list counts as failed.
    */
   evaluate(
     facts: MessageFacts,
@@ -616,6 +709,7 @@ export class PolicyEngine {
     now: number = this.#now(),
     scan?: ScanResult,
     scored?: RspamdResult,
+    dnsbl?: DnsblResult,
   ): Evaluation {
     const steps: StepResult[] = [];
     const results: RuleResult[] = [];
@@ -708,12 +802,17 @@ export class PolicyEngine {
     const rspamd: RspamdResult | undefined = this.#scorer
       ? scored ?? { status: "error", reason: "the message was not given to rspamd" }
       : undefined;
+    const listing: DnsblResult | undefined = this.#dnsbl
+      ? dnsbl ?? notLookedUp(clientIp)
+      : undefined;
+    const dnsblStrict = this.#dnsbl?.config.onFailure === "tempfail";
     const ctx = new EvalContext(
       { facts, envelope },
       {
         ...this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
         virus: scanned,
         rspamd,
+        dnsbl: listing ? { result: listing, strict: dnsblStrict } : undefined,
       },
     );
     const tag: Tag = { headers: [] };
@@ -818,6 +917,21 @@ export class PolicyEngine {
       if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
       if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
       verdict = failureVerdict(this.#scoreFailure, "rspamd-failed", why.join("; "));
+    }
+    if (
+      listing?.failures.length && dnsblStrict && verdict.action === "forward" &&
+      verdict.rule !== "allowlist"
+    ) {
+      // 6c. A DNS list could not be asked, and the administrator chose not to pass such mail.
+      const why = [`DNS list look-up failed: ${listing.failures.map(describeLookup).join("; ")}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = {
+        action: "tempfail",
+        rule: "dnsbl-failed",
+        reply: { ...DNSBL_FAILED_TEMPFAIL },
+        evidence: why.join("; "),
+      };
     }
     if (
       facts.problems.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
@@ -1086,6 +1200,23 @@ export class PolicyEngine {
     }
     return undefined;
   }
+}
+
+/** The DNS-list result when the engine looks up but was given none: every list failed. */
+function notLookedUp(clientIp: string): DnsblResult {
+  const failure = {
+    site: "(every list)",
+    zone: "(every list)",
+    target: "client" as const,
+    subject: clientIp,
+    query: "",
+    status: "failed" as const,
+    answers: [],
+    weight: 0,
+    entryWeight: 0,
+    reason: "the message was not given to the DNS-list check",
+  };
+  return { score: 0, lookups: [failure], hits: [], failures: [failure], ms: 0 };
 }
 
 /** The value a threshold or blacklist key has for this envelope ("" when none). */

@@ -10,7 +10,7 @@
  *   is one table entry plus its name here;
  * - other leaves: numbers (`size`, `rcpt_count`), addresses (`client_ip`, `server`), flags
  *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`), a
- *   spam scorer's verdict (`rspamd`);
+ *   spam scorer's verdict (`rspamd`), DNS lists (`dnsbl`);
  * - a rule has a list of actions, of which at most one is *terminal* (decides the verdict); the
  *   others (`tag`, `alert`, `bcc`, `blacklist`) accumulate.
  *
@@ -96,6 +96,7 @@ export const SPECIAL_CONDITION_NAMES = [
   "virus",
   "authenticated",
   "rspamd",
+  "dnsbl",
 ] as const;
 
 /** A text leaf: one field tested with one operator against values (any may match). */
@@ -248,6 +249,25 @@ export interface RspamdCondition {
   at?: SourcePos;
 }
 
+/**
+ * The DNS-list leaf (needs a `dnsbl:` section): every test given must hold. `scoreAtLeast` /
+ * `scoreAtMost` on the summed weights of the matching entries; `listedIn`: some entry of one of
+ * these zones matched. A look-up that failed counts as not listed; with `dnsbl.on_failure:
+ * tempfail` a score test holds only if it would whatever the failed look-ups said.
+ */
+export interface DnsblCondition {
+  /** Discriminant: the DNS-list leaf. */
+  kind: "dnsbl";
+  /** The score is at least this. */
+  scoreAtLeast?: number;
+  /** The score is at most this (e.g. -1: an allowlist outweighs the blocklists). */
+  scoreAtMost?: number;
+  /** Listed in one of these zones (lower case). */
+  listedIn?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
 /** True when every child is true (and for an empty list). */
 export interface AllCondition {
   /** Discriminant: every child must hold. */
@@ -288,6 +308,7 @@ export type Condition =
   | ListedCondition
   | VirusCondition
   | RspamdCondition
+  | DnsblCondition
   | AllCondition
   | AnyCondition
   | NotCondition;
@@ -464,6 +485,24 @@ export function rspamdLeaves(rules: readonly Rule[]): RspamdCondition[] {
   const walk = (c: Condition): RspamdCondition[] => {
     switch (c.kind) {
       case "rspamd":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `dnsbl` leaf of the rules' conditions (the engine looks up only when there is one). */
+export function dnsblLeaves(rules: readonly Rule[]): DnsblCondition[] {
+  const walk = (c: Condition): DnsblCondition[] => {
+    switch (c.kind) {
+      case "dnsbl":
         return [c];
       case "all":
       case "any":

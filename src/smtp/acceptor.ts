@@ -18,6 +18,7 @@ import type { EventLog } from "../log/log.ts";
 import type { Judge, RecipientCheck } from "../policy/verdict.ts";
 import { serveSession, SHED, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
+import type { SessionContext } from "./session_context.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { Admission, clientNetwork, type Ticket } from "./admission.ts";
 import { ServerProfiles } from "./server_profiles.ts";
@@ -43,6 +44,8 @@ export interface AcceptorOptions {
   judge: Judge;
   /** The policy's RCPT-time check (greylisting), passed to every session. */
   checkRecipient?: RecipientCheck;
+  /** Early look-ups (see `SessionContext.prefetch`). */
+  prefetch?: SessionContext["prefetch"];
   /** Event log. */
   log: EventLog;
   /** The original destination of a diverted connection from this client address and port. */
@@ -268,6 +271,7 @@ export class Acceptor {
       relay: config.relay,
       judge: this.#opts.judge,
       checkRecipient: this.#opts.checkRecipient,
+      prefetch: this.#opts.prefetch,
       log,
       connectUpstream: (dest, timeoutMs) => connect(dest, timeoutMs, client),
       shutdown: AbortSignal.any([this.#shutdown.signal, own.signal]),

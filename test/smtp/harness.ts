@@ -480,6 +480,8 @@ export interface StartOptions {
   memory?: SessionContext["memory"];
   /** Learnt server profiles: the session mirrors the server (issue 7). */
   profiles?: SessionContext["profiles"];
+  /** Told what the session learns early (client, HELO, sender). */
+  prefetch?: SessionContext["prefetch"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -523,6 +525,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     actions: o.actions,
     memory: o.memory,
     profiles: o.profiles,
+    prefetch: o.prefetch,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };
