@@ -19,7 +19,7 @@ import { RELOADABLE, reloadPlan } from "./src/config/reload_plan.ts";
 import { summarizeConfig } from "./src/config/summarize_config.ts";
 import { AppLog, type EventLog } from "./src/log/log.ts";
 import { PolicyEngine } from "./src/policy/policy_engine.ts";
-import type { Judge } from "./src/policy/verdict.ts";
+import type { Judge, StartChecks } from "./src/policy/verdict.ts";
 import { checkPrivileges } from "./src/divert/privileges.ts";
 import { Firewall } from "./src/divert/firewall.ts";
 import { pickResponderAddresses } from "./src/divert/responder_address.ts";
@@ -257,6 +257,7 @@ async function run(config: SsgConfig): Promise<number> {
       port: config.gateway.responder.port,
       config,
       judge: policy.judge,
+      startChecks: policy.startChecks,
       actions,
       log,
       originalDestination: (ip, port) => d.waitFor(ip, port, 500),
@@ -350,6 +351,8 @@ class PolicyHolder {
   }
   /** The judge sessions call; always the current engine. */
   readonly judge: Judge = (message, envelope) => this.#engine.judge(message, envelope);
+  /** The checks started at MAIL FROM (SPF); always the current engine. */
+  readonly startChecks: StartChecks = (start) => this.#engine.startChecks(start);
   /** Records a verdict and returns the thresholds' effects (current engine). */
   record(...args: Parameters<PolicyEngine["record"]>): ReturnType<PolicyEngine["record"]> {
     return this.#engine.record(...args);

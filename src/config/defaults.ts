@@ -6,6 +6,7 @@
  * foundation issue.
  */
 import type {
+  AuthConfig,
   ClamavConfig,
   ContentConfig,
   GatewayConfig,
@@ -90,6 +91,18 @@ export const CLAMAV_DEFAULTS: Readonly<ClamavConfig> = Object.freeze({
   address: Object.freeze({ path: "/run/clamav/clamd.ctl" }),
   timeoutSeconds: 30,
   maxBytes: 25 * 1024 * 1024,
+  onFailure: "tempfail",
+});
+
+/**
+ * Defaults of `auth:` (the authserv-id defaults to gateway.hostname, set by the reader). 10 s per
+ * phase: far above a working resolver's answers, far below the 2-minute judge bound; tempfail on
+ * a DNS failure, as Postfix's policyd-spf does for temperror: the client retries later.
+ */
+export const AUTH_DEFAULTS: Readonly<Omit<AuthConfig, "authservId">> = Object.freeze({
+  checks: Object.freeze(["spf", "dkim", "dmarc", "arc"]) as AuthConfig["checks"],
+  addHeader: true,
+  timeoutSeconds: 10,
   onFailure: "tempfail",
 });
 

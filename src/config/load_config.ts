@@ -18,8 +18,9 @@
  * Sizes may be written "25M"/"512k", durations "5m"/"30s" (see `units.ts`).
  */
 import { readContent } from "./read_content.ts";
+import { readAuth } from "./read_auth.ts";
 import { readClamav } from "./read_clamav.ts";
-import { virusLeaves } from "../policy/rule.ts";
+import { authLeaves, virusLeaves } from "../policy/rule.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
   Cidr,
@@ -75,6 +76,7 @@ const TOP_KEYS = [
   "thresholds",
   "content",
   "clamav",
+  "auth",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -231,6 +233,12 @@ export function parseConfig(
       });
     }
   }
+  // Sender authentication needs no daemon: a rule testing spf/dkim/dmarc/arc without an
+  // "auth" section gets the defaults (authserv-id = gateway.hostname).
+  const hostname = gateway?.hostname ?? defaultHostname();
+  const auth = top.has("auth") || authLeaves(rules).length > 0
+    ? readAuth(top.get("auth"), true, reader, top.key("auth"), hostname)
+    : undefined;
 
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
@@ -265,6 +273,7 @@ export function parseConfig(
   if (sections.spamtraps) config.spamtraps = sections.spamtraps;
   if (sections.alert) config.alert = sections.alert;
   if (clamav) config.clamav = clamav;
+  if (auth) config.auth = auth;
   return config;
 }
 

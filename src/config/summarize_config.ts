@@ -3,7 +3,8 @@
  * ports, where diverted flows are answered, the limits in force, and the rules in order.
  */
 import type { SsgConfig } from "./config.ts";
-import { type Action, type Condition, type Rule, virusLeaves } from "../policy/rule.ts";
+import { describeAuthLeaf } from "../policy/auth_condition.ts";
+import { type Action, authLeaves, type Condition, type Rule, virusLeaves } from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
 import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
 import { type RelaySourceSettings, relaySourceSettings } from "./relay_source.ts";
@@ -96,6 +97,19 @@ export function summarizeConfig(cfg: SsgConfig): string {
             v.maxBytes + 1
           } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scanned → ${v.onFailure}`
           : ""
+      }`,
+    );
+  }
+  if (cfg.auth) {
+    const a = cfg.auth;
+    const tested = authLeaves(cfg.rules).length;
+    lines.push(
+      `auth: ${a.checks.join(", ")} as ${a.authservId}, ${
+        formatDuration(a.timeoutSeconds)
+      } per phase (SPF from MAIL FROM, the rest at end of data); Authentication-Results ${
+        a.addHeader ? "added" : "not added (forged ones with our id still removed)"
+      }; a tested check's temperror → ${a.onFailure}${
+        tested || a.addHeader ? "" : " (no rule tests spf/dkim/dmarc/arc: nothing is verified)"
       }`,
     );
   }
@@ -211,6 +225,8 @@ export function describeCondition(c: Condition): string {
     }
     case "listed":
       return `listed on ${c.list}`;
+    case "auth":
+      return describeAuthLeaf(c);
     case "virus":
       return c.signatures
         ? `virus contains ${c.signatures.map((v) => JSON.stringify(v)).join(", ")}`

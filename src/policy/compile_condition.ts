@@ -31,6 +31,8 @@ import {
 import { guardRegex, runGuarded } from "./regex_guard.ts";
 import type { Condition, FieldCondition, FieldName } from "./rule.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
+import { describeAuthLeaf, testAuthLeaf } from "./auth_condition.ts";
 
 /**
  * Most characters of one field text that a test scans: the largest `content.max_text_chars`
@@ -61,6 +63,8 @@ export interface EvalHooks {
   spamtraps?: ReadonlySet<string>;
   /** What the virus scanner said about this message (absent: not scanned; `virus` never holds). */
   virus?: ScanResult;
+  /** What SPF/DKIM/DMARC/ARC verification found (absent: not verified; no auth leaf holds). */
+  auth?: AuthResults;
 }
 
 /** The per-message state evaluators share: the input and each field's normalised texts. */
@@ -309,6 +313,17 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
         },
       });
     }
+    case "auth":
+      return leaf({
+        describe: describeAuthLeaf(c),
+        run: (ctx) => {
+          const r = testAuthLeaf(c, ctx.hooks.auth);
+          return {
+            match: r.hit === null ? null : { field: c.check, operator: "is", value: r.hit },
+            detail: r.detail,
+          };
+        },
+      });
     case "listed":
       return leaf({
         describe: `listed: ${c.list}`,

@@ -22,6 +22,9 @@ import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
+import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
+import { formatAuthResults } from "../action/authentication_results.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
 export interface Explanation {
@@ -49,6 +52,8 @@ export interface Explanation {
   steps: StepResult[];
   /** What clamd said (absent when no rule tests `virus`: nothing was scanned). */
   scan?: ScanResult & { onFailure: string };
+  /** SPF/DKIM/DMARC/ARC results (absent when nothing asks for them: nothing was verified). */
+  auth?: AuthResults & { onFailure: string };
   /** Every rule, in order, with its trace. */
   rules: RuleResult[];
   /** Thresholds in force (not evaluated: they depend on history). */
@@ -78,8 +83,9 @@ export async function explainMessage(
   config: SsgConfig,
   message: Uint8Array,
   given: ExplainEnvelope = {},
+  options: { dns?: AuthDns } = {},
 ): Promise<Explanation> {
-  const engine = new PolicyEngine(config, new MemoryLog());
+  const engine = new PolicyEngine(config, new MemoryLog(), { dns: options.dns });
   const scanning = engine.scan(message);
   const facts = await decodeMessage(message, decodeLimitsOf(config.content));
   const scan = await scanning;
@@ -95,8 +101,19 @@ export async function explainMessage(
     sessionId: "explain",
     transactionId: "explain.1",
   };
+  // As the gateway would: SPF of the envelope given, DKIM/DMARC/ARC of the message.
+  const auth = await engine.authenticate(message, envelope);
   try {
-    const { verdict, steps, results } = engine.evaluate(facts, envelope, true, Date.now(), scan);
+    const { verdict, steps, results } = engine.evaluate(
+      facts,
+      envelope,
+      true,
+      Date.now(),
+      scan,
+      auth,
+    );
+    const authResults = engine.authResultsOf(auth);
+    if (authResults) verdict.authResults = authResults;
     return {
       file: config.file,
       envelope,
@@ -116,6 +133,7 @@ export async function explainMessage(
         attachments: facts.attachments.map((a) => `${a.filename || "(no name)"} ${a.contentType}`),
       },
       ...(scan ? { scan: { ...scan, onFailure: config.clamav?.onFailure ?? "tempfail" } } : {}),
+      ...(auth ? { auth: { ...auth, onFailure: config.auth?.onFailure ?? "tempfail" } } : {}),
       steps,
       rules: results,
       thresholds: (config.thresholds ?? []).map((t) =>
@@ -164,6 +182,34 @@ export function renderExplanation(e: Explanation): string {
         : `virus scan: FAILED: ${oneLine(s.reason)} (clamav.on_failure: ${s.onFailure})`,
     );
   }
+  if (e.auth) {
+    const a = e.auth;
+    lines.push(`sender authentication (auth.on_failure for a tested temperror: ${a.onFailure}):`);
+    if (a.spf) {
+      lines.push(
+        `  spf: ${a.spf.result} for ${q(a.spf.domain)}${
+          a.spf.comment ? ` (${oneLine(a.spf.comment)})` : ""
+        }`,
+      );
+    }
+    for (const d of a.dkim ?? []) {
+      lines.push(
+        `  dkim: ${d.result}${d.domain ? ` d=${q(d.domain)}` : ""}${
+          d.selector ? ` s=${q(d.selector)}` : ""
+        }${d.aligned ? " (aligned)" : ""}${d.comment ? ` (${oneLine(d.comment)})` : ""}`,
+      );
+    }
+    if (a.dmarc) {
+      lines.push(
+        `  dmarc: ${a.dmarc.result} for ${q(a.dmarc.domain)}${
+          a.dmarc.policy ? `, policy ${a.dmarc.policy}` : ""
+        }${a.dmarc.comment ? ` (${oneLine(a.dmarc.comment)})` : ""}`,
+      );
+    }
+    if (a.arc) {
+      lines.push(`  arc: ${a.arc.result}${a.arc.comment ? ` (${oneLine(a.arc.comment)})` : ""}`);
+    }
+  }
   lines.push("", "before the rules:");
   for (const s of e.steps) lines.push(`  ${s.holds ? "HOLDS" : "no   "} ${s.step}: ${s.detail}`);
   lines.push("", "rules, in order:");
@@ -207,6 +253,13 @@ export function renderExplanation(e: Explanation): string {
     );
   }
   if (v.observed?.length) lines.push(`  observed (logged only): ${v.observed.join(", ")}`);
+  if (v.authResults?.value !== undefined && (v.action === "forward" || v.action === "quarantine")) {
+    lines.push(
+      `  header added: ${
+        formatAuthResults(v.authResults.value).trimEnd().replace(/\r\n/g, "\n    ")
+      }`,
+    );
+  }
   return lines.join("\n");
 }
 

@@ -19,6 +19,11 @@
  *    instead (rule "virus-scan-failed", the reason in the evidence): what was not scanned must not
  *    pass as clean. Scanning happens only when a rule tests `virus`; the whole message is
  *    streamed to clamd once, concurrently with decoding;
+ * 6b. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
+ *    not be done (temperror: DNS down or slow) whose verdict would be forward — the static
+ *    allowlist excepted — gets `auth.on_failure` (rule "auth-failed"). Verification happens only
+ *    when a rule tests one of these or `auth.add_header` is on; SPF starts at MAIL FROM
+ *    (`startChecks`), the rest concurrently with decoding;
  * 7. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
  *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
  *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
@@ -43,7 +48,16 @@
  * `Judge`). A state-store failure while judging fails open (logged `policy.state_failed`: bulk
  * not reached, dynamic lists empty); in `record()` it throws, and the action runner logs it.
  */
-import type { AccessList, ClamavConfig, ContentConfig, SpamtrapConfig } from "../config/config.ts";
+import type {
+  AccessList,
+  AuthConfig,
+  ClamavConfig,
+  ContentConfig,
+  SpamtrapConfig,
+} from "../config/config.ts";
+import { type AuthResults, MailAuthenticator } from "../engines/auth/mail_authenticator.ts";
+import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
+import { authCheckFailed } from "./auth_condition.ts";
 import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
@@ -64,6 +78,7 @@ import { type DecodeLimits, decodeMessage, type MessageFacts } from "./message.t
 import { type CompiledList, compileList } from "./named_list.ts";
 import {
   type Action,
+  authLeaves,
   type Condition,
   type Rule,
   type RuleMode,
@@ -73,11 +88,13 @@ import {
 import type {
   BlacklistKey,
   Delivery,
+  EarlyChecks,
   Effect,
   Envelope,
   Judge,
   Reply,
   Tag,
+  TransactionStart,
   Verdict,
 } from "./verdict.ts";
 
@@ -106,6 +123,8 @@ export interface PolicyInput {
   content?: ContentConfig;
   /** Where clamd listens and the scan-failure verdict (needed when a rule tests `virus`). */
   clamav?: ClamavConfig;
+  /** Sender authentication (needed when a rule tests spf/dkim/dmarc/arc). */
+  auth?: AuthConfig;
 }
 
 /** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
@@ -136,6 +155,21 @@ export const SCAN_FAILED_REJECT: Readonly<Reply> = Object.freeze({
   text: "Message could not be scanned for viruses",
 });
 
+/** The reply when a tested authentication check failed and `auth.on_failure` is tempfail
+ * (RFC 3463 X.4.3: directory server failure — the DNS). */
+export const AUTH_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.4.3",
+  text: "Sender authentication unavailable, try again later",
+});
+
+/** The reply when a tested authentication check failed and `auth.on_failure` is reject. */
+export const AUTH_FAILED_REJECT: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.7.0",
+  text: "Sender could not be authenticated",
+});
+
 /** The decode bounds `content:` sets. */
 export function decodeLimitsOf(content: ContentConfig | undefined): Partial<DecodeLimits> {
   const c = content ?? CONTENT_DEFAULTS;
@@ -157,6 +191,8 @@ export interface PolicyEngineOptions {
   state?: StateStore;
   /** Clock in milliseconds (tests). */
   now?: () => number;
+  /** The DNS resolver for sender authentication (absent: every check is a temperror). */
+  dns?: AuthDns;
 }
 
 /** What one rule did with one message (for `ssg explain` and tests). */
@@ -236,6 +272,10 @@ export class PolicyEngine {
   readonly #undecodable: ContentConfig["undecodable"];
   readonly #scanner: ClamdClient | undefined;
   readonly #scanFailure: ClamavConfig["onFailure"];
+  readonly #auth: MailAuthenticator | undefined;
+  readonly #authConfig: AuthConfig | undefined;
+  /** The checks rules test (on_failure applies when one of them is a temperror). */
+  readonly #authTested: ReadonlySet<"spf" | "dkim" | "dmarc" | "arc">;
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -273,6 +313,16 @@ export class PolicyEngine {
         }
         : { address: { path: "/nonexistent/clamav-not-configured" }, timeoutMs: 1, maxBytes: 0 },
     );
+    // Only a policy that tests an authentication result, or wants the header, verifies.
+    const tested = authLeaves(p.rules);
+    this.#authTested = new Set(tested.map((l) => l.check));
+    this.#authConfig = p.auth;
+    this.#auth = tested.length === 0 && !p.auth?.addHeader ? undefined : new MailAuthenticator({
+      authservId: p.auth?.authservId ?? "localhost",
+      checks: p.auth?.checks ?? ["spf", "dkim", "dmarc", "arc"],
+      timeoutMs: (p.auth?.timeoutSeconds ?? 10) * 1000,
+      dns: options.dns ?? NO_DNS,
+    });
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -304,6 +354,42 @@ export class PolicyEngine {
     return this.#scanner?.scan(message);
   }
 
+  /** Whether senders are verified (a rule tests spf/dkim/dmarc/arc, or auth.add_header). */
+  get authenticates(): boolean {
+    return this.#auth !== undefined;
+  }
+
+  /**
+   * Starts what can be checked before the message arrives (SPF, at MAIL FROM); undefined when
+   * this policy verifies nothing. Bound: safe to pass around (`StartChecks`).
+   */
+  readonly startChecks = (start: TransactionStart): EarlyChecks | undefined => {
+    const spf = this.#auth?.startSpf({
+      ip: canonicalIp(start.client.ip),
+      helo: start.helo,
+      mailFrom: start.mailFrom,
+    });
+    return spf ? { spf } : undefined;
+  };
+
+  /** Verifies the sender of `message` (undefined when this policy verifies nothing). */
+  authenticate(message: Uint8Array, envelope: Envelope): Promise<AuthResults> | undefined {
+    return this.#auth?.verify(message, {
+      ip: canonicalIp(envelope.client.ip),
+      helo: envelope.helo,
+      mailFrom: envelope.mailFrom,
+    }, envelope.early?.spf);
+  }
+
+  /** What goes on a verdict for the relayed message's Authentication-Results (see `VerdictExtras`). */
+  authResultsOf(auth: AuthResults | undefined): Verdict["authResults"] {
+    const c = this.#authConfig;
+    if (!c) return undefined;
+    return c.addHeader && auth ? { authservId: c.authservId, value: auth.header } : {
+      authservId: c.authservId,
+    };
+  }
+
   /** Number of rules in force. */
   get size(): number {
     return this.#rules.length;
@@ -328,10 +414,14 @@ export class PolicyEngine {
       scanMs = performance.now() - t0;
       return r;
     });
+    const authing = this.authenticate(message, envelope);
     const facts = await decodeMessage(message, this.#limits);
     const scan = await scanning;
+    const auth = await authing;
     const t1 = performance.now();
-    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan);
+    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan, auth);
+    const authResults = this.authResultsOf(auth);
+    if (authResults) verdict.authResults = authResults;
     const t2 = performance.now();
     for (const r of results) {
       if (r.mode === "observe" && r.matched) {
@@ -363,6 +453,8 @@ export class PolicyEngine {
         : undefined,
       scan_error: scan?.status === "error" ? scan.reason : undefined,
       scan_ms: scanMs === undefined ? undefined : round(scanMs),
+      auth: auth ? authSummary(auth) : undefined,
+      auth_ms: auth ? round(auth.ms) : undefined,
       decode_ms: round(t1 - t0),
       eval_ms: round(t2 - t1),
     });
@@ -381,6 +473,7 @@ export class PolicyEngine {
     explain = false,
     now: number = this.#now(),
     scan?: ScanResult,
+    auth?: AuthResults,
   ): Evaluation {
     const steps: StepResult[] = [];
     const results: RuleResult[] = [];
@@ -475,6 +568,7 @@ export class PolicyEngine {
       {
         ...this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
         virus: scanned,
+        auth,
       },
     );
     const tag: Tag = { headers: [] };
@@ -547,6 +641,20 @@ export class PolicyEngine {
       if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
       if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
       verdict = failureVerdict(this.#scanFailure, "virus-scan-failed", why.join("; "));
+    }
+    const authFailed = [...this.#authTested].map((c) => authCheckFailed(c, auth)).filter((x) =>
+      x !== undefined
+    );
+    const authOnFailure = this.#authConfig?.onFailure ?? "tempfail";
+    if (
+      authFailed.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
+      authOnFailure !== "forward"
+    ) {
+      // 6b. A tested check could not be done: never forwarded as if it had passed.
+      const why = [`sender authentication failed: ${authFailed.join("; ")}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = failureVerdict(authOnFailure, "auth-failed", why.join("; "));
     }
     if (
       facts.problems.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
@@ -815,6 +923,25 @@ export class PolicyEngine {
   }
 }
 
+/** A resolver for a policy given none: every question fails, so every check is a temperror. */
+const NO_DNS: AuthDns = {
+  query: () => Promise.resolve({ status: "error", records: [], reason: "no DNS resolver" }),
+};
+
+/** `spf=pass,dkim=pass:example.org,dmarc=pass,arc=none` for the verdict log line. */
+export function authSummary(a: AuthResults): string {
+  const parts: string[] = [];
+  if (a.spf) parts.push(`spf=${a.spf.result}`);
+  if (a.dkim) {
+    parts.push(
+      `dkim=${a.dkim.map((d) => (d.domain ? `${d.result}:${d.domain}` : d.result)).join("+")}`,
+    );
+  }
+  if (a.dmarc) parts.push(`dmarc=${a.dmarc.result}${a.dmarc.policy ? `:${a.dmarc.policy}` : ""}`);
+  if (a.arc) parts.push(`arc=${a.arc.result}`);
+  return parts.join(",");
+}
+
 /** The value a threshold or blacklist key has for this envelope ("" when none). */
 function keyValue(key: BlacklistKey, envelope: Envelope): string {
   if (key === "client_ip") return canonicalIp(envelope.client.ip);
@@ -828,25 +955,19 @@ function keyValue(key: BlacklistKey, envelope: Envelope): string {
  */
 function failureVerdict(
   action: "quarantine" | "tempfail" | "reject",
-  rule: "undecodable" | "virus-scan-failed",
+  rule: "undecodable" | "virus-scan-failed" | "auth-failed",
   evidence: string,
 ): Verdict {
-  const scan = rule === "virus-scan-failed";
+  const replies = rule === "virus-scan-failed"
+    ? [SCAN_FAILED_REJECT, SCAN_FAILED_TEMPFAIL]
+    : rule === "auth-failed"
+    ? [AUTH_FAILED_REJECT, AUTH_FAILED_TEMPFAIL]
+    : [UNDECODABLE_REJECT, UNDECODABLE_TEMPFAIL];
   switch (action) {
     case "reject":
-      return {
-        action,
-        rule,
-        reply: { ...(scan ? SCAN_FAILED_REJECT : UNDECODABLE_REJECT) },
-        evidence,
-      };
+      return { action, rule, reply: { ...replies[0] }, evidence };
     case "tempfail":
-      return {
-        action,
-        rule,
-        reply: { ...(scan ? SCAN_FAILED_TEMPFAIL : UNDECODABLE_TEMPFAIL) },
-        evidence,
-      };
+      return { action, rule, reply: { ...replies[1] }, evidence };
     default:
       return { action: "quarantine", rule, evidence };
   }

@@ -15,7 +15,7 @@
  */
 import type { SsgConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
-import type { Judge } from "../policy/verdict.ts";
+import type { Judge, StartChecks } from "../policy/verdict.ts";
 import { serveSession, SHED, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
 import { MemoryBudget } from "./memory_budget.ts";
@@ -41,6 +41,8 @@ export interface AcceptorOptions {
   config: SsgConfig;
   /** The policy. */
   judge: Judge;
+  /** The policy's checks started at MAIL FROM (SPF). */
+  startChecks?: StartChecks;
   /** Event log. */
   log: EventLog;
   /** The original destination of a diverted connection from this client address and port. */
@@ -265,6 +267,7 @@ export class Acceptor {
       smtp: admit.stressed ? this.#admission.stressed(config.smtp) : config.smtp,
       relay: config.relay,
       judge: this.#opts.judge,
+      startChecks: this.#opts.startChecks,
       log,
       connectUpstream: (dest, timeoutMs) => connect(dest, timeoutMs, client),
       shutdown: AbortSignal.any([this.#shutdown.signal, own.signal]),

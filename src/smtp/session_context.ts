@@ -5,7 +5,7 @@
  */
 import type { RelayConfig, SmtpConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
-import type { Delivery, Envelope, Judge, Reply, Verdict } from "../policy/verdict.ts";
+import type { Delivery, Envelope, Judge, Reply, StartChecks, Verdict } from "../policy/verdict.ts";
 import type { MemoryBudget } from "./memory_budget.ts";
 import type { ServerProfiles } from "./server_profiles.ts";
 import type { SessionIo } from "./session_io.ts";
@@ -48,6 +48,9 @@ export interface SessionContext {
   relay: RelayConfig;
   /** The policy. */
   judge: Judge;
+  /** Starts the policy's checks that need only the envelope (SPF) when MAIL FROM is accepted;
+   * what it returns travels to the judge in `Envelope.early`. */
+  startChecks?: StartChecks;
   /** Where events go. */
   log: EventLog;
   /** Opens a connection to the server (main passes Deno.connect; tests pass fakes). */
