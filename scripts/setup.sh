@@ -8,7 +8,9 @@
 #     swaks with its TLS and IPv6 modules (libnet-ssleay-perl, libio-socket-ssl-perl,
 #     libio-socket-inet6-perl: only *recommended* by swaks, so named here), python3-aiosmtpd (a
 #     scriptable SMTP server for cases smtp-sink cannot express), clamav-daemon (clamd for the
-#     virus-scanning tests; its own daemon and freshclam are not started), tcpdump, openssl, bash,
+#     virus-scanning tests; its own daemon and freshclam are not started), dnsmasq-base (the
+#     dnsmasq binary alone, without the Debian service that package dnsmasq would enable: DNS tests
+#     run their own in the foreground on loopback or in a namespace), tcpdump, openssl, bash,
 #     coreutils, gzip, tar, procps (sysctl), util-linux (unshare, script), e2fsprogs (chattr).
 #   - Then it checks what the tests *use*, by capability, not by package name: swaks can do TLS
 #     and IPv6, python3 can import aiosmtpd and ssl, smtp-sink/smtp-source/postfix run, and inside
@@ -26,7 +28,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 DENO_VERSION=2.9.6
 PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks libnet-ssleay-perl
-  libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd clamav-daemon tcpdump openssl
+  libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd clamav-daemon dnsmasq-base tcpdump openssl
   ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
 
 [ "$(id -u)" = 0 ] || die "run as root (installs packages; the tests create network namespaces)"
@@ -124,6 +126,8 @@ check "/usr/bin/python3 with aiosmtpd and ssl (scripted SMTP servers in tests)" 
 check "openssl (test certificates)" openssl openssl version
 check "clamd (virus-scanning tests start their own, with a test signature database)" clamav-daemon \
   /usr/sbin/clamd --version
+check "dnsmasq (DNS tests start their own, with records the test writes)" dnsmasq-base \
+  /usr/sbin/dnsmasq --test --conf-file=/dev/null
 check "tcpdump (packet captures when a test fails)" tcpdump tcpdump --version
 check "sysctl" procps sysctl -n net.ipv4.ip_forward
 check "unshare and script" util-linux sh -c 'command -v unshare && command -v script'

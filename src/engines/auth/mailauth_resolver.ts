@@ -30,7 +30,8 @@ export interface AuthDnsAnswer {
   reason?: string;
 }
 
-/** The resolver SSG gives (structurally `DnsResolver` of `src/engines/dns/resolver.ts`). */
+/** The resolver SSG gives (structurally `DnsResolver` of `src/engines/dns/resolver.ts`, so
+ * that tests may pass a fake). */
 export interface AuthDns {
   /** One question; never throws for a DNS failure (status "error"). */
   query(name: string, type: AuthDnsType, signal?: AbortSignal): Promise<AuthDnsAnswer>;
@@ -106,10 +107,14 @@ async function ask(
       throw new DnsLookupError("ENODATA", `${type} ${name}: no ${type} record`);
     case "error": {
       const why = a.reason ?? "DNS failure";
-      throw new DnsLookupError(
-        /time|abort/i.test(why) ? "ETIMEOUT" : "ESERVFAIL",
-        `${type} ${name}: ${why}`,
-      );
+      // A name the resolver refuses to ask is the name's fault (mailauth: permerror), any other
+      // failure is the network's (temperror).
+      const code = /not a valid name/.test(why)
+        ? "EBADNAME"
+        : /time|abort|no answer/i.test(why)
+        ? "ETIMEOUT"
+        : "ESERVFAIL";
+      throw new DnsLookupError(code, `${type} ${name}: ${why}`);
     }
   }
   const out = toNodeShape(type, a);
