@@ -83,9 +83,9 @@ export async function explainMessage(
   config: SsgConfig,
   message: Uint8Array,
   given: ExplainEnvelope = {},
-  options: { dns?: AuthDns } = {},
+  options: { resolver?: AuthDns } = {},
 ): Promise<Explanation> {
-  const engine = new PolicyEngine(config, new MemoryLog(), { dns: options.dns });
+  const engine = new PolicyEngine(config, new MemoryLog(), { resolver: options.resolver });
   const scanning = engine.scan(message);
   const facts = await decodeMessage(message, decodeLimitsOf(config.content));
   const scan = await scanning;

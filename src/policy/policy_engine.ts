@@ -19,7 +19,7 @@
  *    instead (rule "virus-scan-failed", the reason in the evidence): what was not scanned must not
  *    pass as clean. Scanning happens only when a rule tests `virus`; the whole message is
  *    streamed to clamd once, concurrently with decoding;
- * 6b. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
+ * 6c. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
  *    not be done (temperror: DNS down or slow) whose verdict would be forward — the static
  *    allowlist excepted — gets `auth.on_failure` (rule "auth-failed"). Verification happens only
  *    when a rule tests one of these or `auth.add_header` is on; SPF starts at MAIL FROM
@@ -192,7 +192,7 @@ export interface PolicyEngineOptions {
   /** Clock in milliseconds (tests). */
   now?: () => number;
   /** The DNS resolver for sender authentication (absent: every check is a temperror). */
-  dns?: AuthDns;
+  resolver?: AuthDns;
 }
 
 /** What one rule did with one message (for `ssg explain` and tests). */
@@ -321,7 +321,7 @@ export class PolicyEngine {
       authservId: p.auth?.authservId ?? "localhost",
       checks: p.auth?.checks ?? ["spf", "dkim", "dmarc", "arc"],
       timeoutMs: (p.auth?.timeoutSeconds ?? 10) * 1000,
-      dns: options.dns ?? NO_DNS,
+      dns: options.resolver ?? NO_DNS,
     });
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
@@ -650,7 +650,7 @@ export class PolicyEngine {
       authFailed.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
       authOnFailure !== "forward"
     ) {
-      // 6b. A tested check could not be done: never forwarded as if it had passed.
+      // 6c. A tested check could not be done: never forwarded as if it had passed.
       const why = [`sender authentication failed: ${authFailed.join("; ")}`];
       if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
       if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));

@@ -18,7 +18,9 @@
  * well-kept library has already met).
  */
 import { Buffer } from "node:buffer";
+// @ts-types="./mailauth_types.d.ts"
 import { arc as arcVerify, dkimVerify, spf as spfVerify } from "mailauth";
+// @ts-types="./mailauth_dmarc_types.d.ts"
 import { evaluateDmarc } from "mailauth/lib/dmarc/index.js";
 import { type AuthDns, type MailauthResolver, mailauthResolver } from "./mailauth_resolver.ts";
 
@@ -235,7 +237,7 @@ export class MailAuthenticator {
       mta: this.#o.authservId,
       resolver: this.#resolver(signal),
       maxElapsedTime: this.#o.timeoutMs,
-    } as never) as unknown as MailauthSpf;
+    } as Record<string, unknown>) as unknown as MailauthSpf;
     const result = r?.status?.result ?? TEMP;
     return {
       result: String(result),
@@ -260,7 +262,7 @@ export class MailAuthenticator {
       resolver,
       sender: env.mailFrom || undefined,
       minBitLength,
-    } as never) as unknown as MailauthDkim;
+    } as Record<string, unknown>) as unknown as MailauthDkim;
     out.dkim = (dkim.results ?? []).map((r) => ({
       result: String(r.status?.result ?? TEMP),
       domain: String(r.signingDomain ?? "").toLowerCase(),
@@ -279,11 +281,11 @@ export class MailAuthenticator {
     }
     let arcResult: MailauthArc | undefined;
     if (this.#on.has("arc") || this.#on.has("dmarc")) {
-      arcResult = await arcVerify(dkim.arc as never, {
+      arcResult = await arcVerify(dkim.arc, {
         resolver,
         minBitLength,
         ip: env.ip,
-      } as never) as unknown as MailauthArc;
+      } as Record<string, unknown>) as unknown as MailauthArc;
       if (this.#on.has("arc")) {
         const result = String(arcResult?.status?.result ?? TEMP);
         out.arc = {
@@ -312,7 +314,10 @@ export class MailAuthenticator {
       })),
       arcResult,
       resolver,
-    } as never) as unknown as { response?: MailauthDmarc | false; reason?: string };
+    } as Record<string, unknown>) as unknown as {
+      response?: MailauthDmarc | false;
+      reason?: string;
+    };
     const res = d.response;
     if (!res) {
       const why = d.reason ?? "not evaluated";
