@@ -478,6 +478,8 @@ export interface StartOptions {
   memory?: SessionContext["memory"];
   /** Learnt server profiles: the session mirrors the server (issue 7). */
   profiles?: SessionContext["profiles"];
+  /** The policy's checks started at MAIL FROM (SPF). */
+  startChecks?: SessionContext["startChecks"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -520,6 +522,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     actions: o.actions,
     memory: o.memory,
     profiles: o.profiles,
+    startChecks: o.startChecks,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };
