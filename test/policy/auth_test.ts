@@ -294,10 +294,10 @@ Deno.test("ssg explain verifies the sender and shows each result and the header 
     }, { resolver });
     assert.equal(e.auth?.spf?.result, "pass");
     const text = renderExplanation(e);
-    assert.match(text, /sender authentication .*\n  spf: pass for "example\.org"/);
-    assert.match(text, /  dkim: pass d="example\.org" s="sel" \(aligned\)/);
-    assert.match(text, /  dmarc: pass for "example\.org", policy reject/);
-    assert.match(text, /  arc: none/);
+    assert.match(text, /sender authentication .*\n {2}spf: pass for "example\.org"/);
+    assert.match(text, / {2}dkim: pass d="example\.org" s="sel" \(aligned\)/);
+    assert.match(text, / {2}dmarc: pass for "example\.org", policy reject/);
+    assert.match(text, / {2}arc: none/);
     assert.match(
       text,
       /1\. dmarc-reject \(reject\): no match\n {7}✗ dmarc: fail policy reject — dmarc=pass for example\.org policy=reject/,
