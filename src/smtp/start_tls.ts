@@ -136,7 +136,9 @@ function upgrade(
           if (handshakeBytes >= 0 && received > handshakeBytes) onPostHandshake?.();
         })
         : io.readable;
-      raw = Duplex.fromWeb({ readable, writable: io.writable });
+      // The cast: with an npm @types/node in the lock file (dns-packet's types bring one), Node's
+      // web-stream types differ from Deno's in one optional field; the objects are the same.
+      raw = Duplex.fromWeb({ readable: readable as never, writable: io.writable as never });
       // Errors of the plaintext pipe reach us through the TLS socket; never uncaught.
       raw.on("error", () => {});
       sock = make(raw);
