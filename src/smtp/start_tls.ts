@@ -136,9 +136,7 @@ function upgrade(
           if (handshakeBytes >= 0 && received > handshakeBytes) onPostHandshake?.();
         })
         : io.readable;
-      // The cast: with an npm @types/node in the lock file (dns-packet's types bring one), Node's
-      // web-stream types differ from Deno's in one optional field; the objects are the same.
-      raw = Duplex.fromWeb({ readable: readable as never, writable: io.writable as never });
+      raw = Duplex.fromWeb({ readable, writable: io.writable });
       // Errors of the plaintext pipe reach us through the TLS socket; never uncaught.
       raw.on("error", () => {});
       sock = make(raw);
