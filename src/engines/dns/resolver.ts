@@ -18,8 +18,9 @@
  */
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
-// @ts-types="@types/dns-packet"
+// @ts-types="./dns_packet.d.ts"
 import dnsPacket from "dns-packet";
+import type { Packet } from "./dns_packet.d.ts";
 
 /** The record types the gateway asks for. */
 export type DnsType = "A" | "AAAA" | "TXT" | "MX" | "PTR" | "CNAME";
@@ -339,11 +340,11 @@ class UdpResolver implements DnsResolver {
   }
 }
 
-type Exchange = { kind: "answer"; packet: dnsPacket.Packet } | { kind: "error"; reason: string };
+type Exchange = { kind: "answer"; packet: Packet } | { kind: "error"; reason: string };
 
 /** Turns a response into a `DnsAnswer` (checks the question echo and the rcode). */
 export function interpret(
-  p: dnsPacket.Packet,
+  p: Packet,
   name: string,
   type: DnsType,
   negativeTtlSeconds: number,
@@ -399,13 +400,13 @@ export function interpret(
 }
 
 /** RFC 2308 §5: a negative answer holds for min(SOA TTL, SOA MINIMUM). */
-function negativeTtl(p: dnsPacket.Packet, fallback: number): number {
+function negativeTtl(p: Packet, fallback: number): number {
   const soa = (p.authorities ?? []).find((a) => a.type === "SOA");
   if (!soa || soa.type !== "SOA") return fallback;
   return Math.min(soa.ttl ?? fallback, soa.data.minimum ?? fallback);
 }
 
-function decode(msg: Uint8Array): dnsPacket.Packet | undefined {
+function decode(msg: Uint8Array): Packet | undefined {
   try {
     return dnsPacket.decode(Buffer.from(msg));
   } catch {
