@@ -150,3 +150,27 @@ Deno.test("auth: is applied by a reload (SIGHUP)", () => {
   assert.deepEqual(plan.config.auth, b.auth);
   assert.ok(RELOADABLE.includes("auth.*"));
 });
+
+Deno.test("the commented auth: section and dmarc-reject rule in rules/default.yaml load when uncommented", async () => {
+  const path = new URL("../../rules/default.yaml", import.meta.url).pathname;
+  let text = await Deno.readTextFile(path);
+  const before = text;
+  text = text.replace(/^# auth:$/m, "auth:")
+    .replace(/^# {4}(authserv_id|checks|add_header|timeout|on_failure):/gm, "  $1:")
+    .replace(/^# {4}# /gm, "  # ")
+    .replace(
+      /^ {2}# (- name: dmarc-reject| {2}when: \{ dmarc: .*\}| {2}action: reject| {2}reply: .*DMARC policy.*)$/gm,
+      "  $1",
+    );
+  assert.notEqual(text, before);
+  const cfg = parseConfig(text, path, { readTextFile: (p) => Deno.readTextFileSync(p) });
+  assert.equal(cfg.auth?.authservId, "mx.corp.example");
+  const rule = cfg.rules.find((r) => r.name === "dmarc-reject");
+  assert.deepEqual(rule?.when, {
+    kind: "auth",
+    check: "dmarc",
+    results: ["fail"],
+    policies: ["reject"],
+    at: rule?.when.at,
+  });
+});
