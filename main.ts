@@ -34,6 +34,7 @@ import { DivertService } from "./ffi/divert_service.ts";
 import { relaySourceSettings } from "./src/config/relay_source.ts";
 import { RelayRegistry } from "./src/flow/relay_registry.ts";
 import { RelayConnector } from "./src/smtp/relay_connector.ts";
+import type { EarlyFacts } from "./src/smtp/session_context.ts";
 import { probeLibrary } from "./ffi/probe.ts";
 
 const USAGE = `SSG ${VERSION} — the Secured SMTP Gateway
@@ -257,6 +258,7 @@ async function run(config: SsgConfig): Promise<number> {
       port: config.gateway.responder.port,
       config,
       judge: policy.judge,
+      prefetch: policy.prefetch,
       startChecks: policy.startChecks,
       actions,
       log,
@@ -351,6 +353,8 @@ class PolicyHolder {
   }
   /** The judge sessions call; always the current engine. */
   readonly judge: Judge = (message, envelope) => this.#engine.judge(message, envelope);
+  /** Starts early DNS-list look-ups (current engine; a no-op when no rule tests dnsbl). */
+  readonly prefetch = (known: EarlyFacts): void => this.#engine.prefetch(known);
   /** The checks started at MAIL FROM (SPF); always the current engine. */
   readonly startChecks: StartChecks = (start) => this.#engine.startChecks(start);
   /** Records a verdict and returns the thresholds' effects (current engine). */

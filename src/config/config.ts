@@ -5,6 +5,7 @@
  * how the responder behaves, `smtp:`/`relay:`/`log:` tune bounds, and `rules:` is the policy.
  * Every field here has already been validated; stages never re-check it.
  */
+import type { DnsblSite } from "../engines/dns/dnsbl_site.ts";
 import type { Rule, Threshold } from "../policy/rule.ts";
 
 /** An IPv4 or IPv6 network, e.g. 198.51.100.0/24 or 2001:db8:25::/64. */
@@ -294,8 +295,47 @@ export interface ClamavConfig {
 }
 
 /**
- * `auth:` — SPF, DKIM, DMARC and ARC verification (npm mailauth). Verification runs only when a
- * rule tests `spf`/`dkim`/`dmarc`/`arc` or `addHeader` is on.
+ * `dns:` — the resolver SSG's own look-ups use (DNSBL/RHSBL now; SPF/DKIM/DMARC through the same
+ * resolver): recursive servers SSG asks, how long it waits, how much it caches.
+ */
+export interface DnsConfig {
+  /** Recursive servers, `ip`, `ip:port` or `[ipv6]:port`, asked in order. */
+  servers: string[];
+  /** Wait for one server's answer, in seconds (default 2). */
+  timeoutSeconds: number;
+  /** Further rounds over the servers after the first (default 1). */
+  retries: number;
+  /** Most answers cached (default 10000; 0: no cache). */
+  cacheEntries: number;
+  /** Longest an answer is cached whatever its TTL, in seconds (default 3600). */
+  cacheMaxTtlSeconds: number;
+  /** TTL of a negative answer without SOA, in seconds (default 300). */
+  negativeTtlSeconds: number;
+}
+
+/**
+ * `dnsbl:` — DNS block- and allowlists (Postfix `postscreen_dnsbl_sites` syntax, weights summed
+ * into a score). Looked up only when a rule tests `dnsbl`.
+ */
+export interface DnsblConfig {
+  /** Lists for the client IP (DNSBL; negative weights: DNSWL). */
+  client: DnsblSite[];
+  /** Lists for the MAIL FROM domain (RHSBL). */
+  senderDomain: DnsblSite[];
+  /** Lists for the HELO/EHLO name (RHSBL). */
+  helo: DnsblSite[];
+  /** Longest the whole check may take at the end of DATA, in seconds (default 5). */
+  timeoutSeconds: number;
+  /**
+   * A failed look-up (timeout, SERVFAIL, a list's refusal code): "ignore" counts it as not listed
+   * (logged `dnsbl.failed`); "tempfail" answers 451 4.4.3 instead of forwarding (default ignore).
+   */
+  onFailure: "ignore" | "tempfail";
+}
+
+/**
+ * `auth:` — SPF, DKIM, DMARC and ARC verification (npm mailauth) through the `dns:` resolver.
+ * Verification runs only when a rule tests `spf`/`dkim`/`dmarc`/`arc` or `addHeader` is on.
  */
 export interface AuthConfig {
   /** Our authserv-id (RFC 8601 §2.5) in Authentication-Results (default gateway.hostname). */
@@ -347,6 +387,10 @@ export interface SsgConfig {
   content?: ContentConfig;
   /** Virus scanning (absent when the section is: no rule may then test `virus`). */
   clamav?: ClamavConfig;
+  /** SSG's DNS resolver (absent when the section is: nothing may then look up DNS). */
+  dns?: DnsConfig;
+  /** DNS lists (absent when the section is: no rule may then test `dnsbl`). */
+  dnsbl?: DnsblConfig;
   /** Sender authentication (set when the section is present or a rule tests spf/dkim/dmarc/arc). */
   auth?: AuthConfig;
 }

@@ -9,6 +9,8 @@ import type {
   AuthConfig,
   ClamavConfig,
   ContentConfig,
+  DnsblConfig,
+  DnsConfig,
   GatewayConfig,
   LogConfig,
   RelayConfig,
@@ -93,6 +95,27 @@ export const CLAMAV_DEFAULTS: Readonly<ClamavConfig> = Object.freeze({
   maxBytes: 25 * 1024 * 1024,
   onFailure: "tempfail",
 });
+
+/**
+ * Defaults of `dns:` (servers have none: SSG does not guess a resolver). 2 s per try and one more
+ * round (DNSBL zones answer in milliseconds from a nearby cache); answers cached up to an hour,
+ * 10,000 of them (a few MB); a negative answer without SOA for 5 minutes.
+ */
+export const DNS_DEFAULTS: Readonly<Omit<DnsConfig, "servers">> = Object.freeze({
+  timeoutSeconds: 2,
+  retries: 1,
+  cacheEntries: 10000,
+  cacheMaxTtlSeconds: 3600,
+  negativeTtlSeconds: 300,
+});
+
+/**
+ * Defaults of `dnsbl:`. 5 s for the whole check at the end of DATA (look-ups started at
+ * connect/EHLO/MAIL are usually done by then); a failed look-up counts as not listed, as in
+ * Postfix, SpamAssassin and rspamd: a list that is down must not stop the mail.
+ */
+export const DNSBL_DEFAULTS: Readonly<Omit<DnsblConfig, "client" | "senderDomain" | "helo">> =
+  Object.freeze({ timeoutSeconds: 5, onFailure: "ignore" });
 
 /**
  * Defaults of `auth:` (the authserv-id defaults to gateway.hostname, set by the reader). 10 s per

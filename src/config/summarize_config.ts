@@ -4,7 +4,14 @@
  */
 import type { SsgConfig } from "./config.ts";
 import { describeAuthLeaf } from "../policy/auth_condition.ts";
-import { type Action, authLeaves, type Condition, type Rule, virusLeaves } from "../policy/rule.ts";
+import {
+  type Action,
+  authLeaves,
+  type Condition,
+  dnsblLeaves,
+  type Rule,
+  virusLeaves,
+} from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
 import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
 import { type RelaySourceSettings, relaySourceSettings } from "./relay_source.ts";
@@ -98,6 +105,32 @@ export function summarizeConfig(cfg: SsgConfig): string {
           } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scanned → ${v.onFailure}`
           : ""
       }`,
+    );
+  }
+  if (cfg.dns) {
+    const d = cfg.dns;
+    lines.push(
+      `dns: ask ${d.servers.join(", ")}, ${formatDuration(d.timeoutSeconds)} per try, ${
+        d.retries + 1
+      } round(s); cache ${d.cacheEntries} answers for at most ${
+        formatDuration(d.cacheMaxTtlSeconds)
+      } (negative without SOA: ${formatDuration(d.negativeTtlSeconds)})`,
+    );
+  }
+  if (cfg.dnsbl) {
+    const b = cfg.dnsbl;
+    const show = (what: string, sites: { text: string }[]) =>
+      sites.length ? [`${what} in ${sites.map((s) => s.text).join(", ")}`] : [];
+    lines.push(
+      `dnsbl: ${
+        [
+          ...show("client IP", b.client),
+          ...show("sender domain", b.senderDomain),
+          ...show("HELO name", b.helo),
+        ].join("; ")
+      }; ${formatDuration(b.timeoutSeconds)} per message; look-up failed → ${
+        b.onFailure === "ignore" ? "not listed (logged)" : "tempfail 451 4.4.3"
+      }${dnsblLeaves(cfg.rules).length ? "" : " (no rule tests dnsbl: nothing is looked up)"}`,
     );
   }
   if (cfg.auth) {
@@ -233,6 +266,13 @@ export function describeCondition(c: Condition): string {
         : c.value
         ? "virus"
         : "no virus";
+    case "dnsbl": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`dnsbl score ≥ ${c.scoreAtLeast}`);
+      if (c.scoreAtMost !== undefined) parts.push(`dnsbl score ≤ ${c.scoreAtMost}`);
+      if (c.listedIn) parts.push(`listed in ${c.listedIn.join(" or ")}`);
+      return parts.join(" and ");
+    }
     case "all":
       return c.conditions.map((x) => wrap(x, "all")).join(" and ");
     case "any":

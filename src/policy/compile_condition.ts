@@ -31,6 +31,7 @@ import {
 import { guardRegex, runGuarded } from "./regex_guard.ts";
 import type { Condition, FieldCondition, FieldName } from "./rule.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
 import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
 import { describeAuthLeaf, testAuthLeaf } from "./auth_condition.ts";
 
@@ -63,6 +64,11 @@ export interface EvalHooks {
   spamtraps?: ReadonlySet<string>;
   /** What the virus scanner said about this message (absent: not scanned; `virus` never holds). */
   virus?: ScanResult;
+  /**
+   * What the DNS lists said about this message's client, sender and HELO (absent: not looked
+   * up; `dnsbl` never holds), and whether failed look-ups must leave score tests undecided.
+   */
+  dnsbl?: { result: DnsblResult; strict: boolean };
   /** What SPF/DKIM/DMARC/ARC verification found (absent: not verified; no auth leaf holds). */
   auth?: AuthResults;
 }
@@ -324,6 +330,45 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
           };
         },
       });
+    case "dnsbl": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`score at least ${c.scoreAtLeast}`);
+      if (c.scoreAtMost !== undefined) parts.push(`score at most ${c.scoreAtMost}`);
+      if (c.listedIn) parts.push(`listed in ${c.listedIn.join(" or ")}`);
+      return leaf({
+        describe: `dnsbl ${parts.join(" and ")}`,
+        run: (ctx) => {
+          const d = ctx.hooks.dnsbl;
+          if (!d) return { match: null, detail: "not looked up: dnsbl is never true" };
+          const r = d.result;
+          // Strict (on_failure tempfail): the score could have been anywhere between these.
+          let low = r.score;
+          let high = r.score;
+          if (d.strict) {
+            for (const f of r.failures) {
+              const w = f.entryWeight;
+              if (w < 0) low += w;
+              else high += w;
+            }
+          }
+          const shown = r.hits.map(describeLookup).join("; ");
+          const failed = r.failures.length ? `; ${r.failures.map(describeLookup).join("; ")}` : "";
+          const detail = `score ${r.score}${shown ? `: ${shown}` : ": listed nowhere"}${failed}`;
+          const holds = (c.scoreAtLeast === undefined || low >= c.scoreAtLeast) &&
+            (c.scoreAtMost === undefined || high <= c.scoreAtMost) &&
+            (c.listedIn === undefined || r.hits.some((h) => c.listedIn!.includes(h.zone)));
+          if (!holds) return { match: null, detail };
+          const which = c.listedIn ? r.hits.filter((h) => c.listedIn!.includes(h.zone)) : r.hits;
+          const value = c.listedIn
+            ? which.map(describeLookup).join("; ")
+            : `${r.score}${which.length ? ` (${which.map(describeLookup).join("; ")})` : ""}`;
+          return {
+            match: { field: "dnsbl", operator: c.listedIn ? "listed" : "score", value },
+            detail,
+          };
+        },
+      });
+    }
     case "listed":
       return leaf({
         describe: `listed: ${c.list}`,

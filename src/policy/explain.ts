@@ -10,6 +10,8 @@
  * what the message's own headers say (From → sender, To/Cc → recipients) when not given.
  * When a rule tests `virus`, the message is scanned by the clamd of the `clamav:` section, as
  * the gateway would, and the result is shown (a failed scan gives `clamav.on_failure`).
+ * When a rule tests `dnsbl`, the client IP, sender domain and HELO name are looked up in the
+ * `dnsbl:` lists through the `dns:` resolver, as the gateway would, and every answer is shown.
  */
 import { ConfigError } from "../config/config_error.ts";
 import type { SsgConfig } from "../config/config.ts";
@@ -22,6 +24,8 @@ import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
+import type { DnsResolver } from "../engines/dns/resolver.ts";
 import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
 import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
 import { formatAuthResults } from "../action/authentication_results.ts";
@@ -52,6 +56,8 @@ export interface Explanation {
   steps: StepResult[];
   /** What clamd said (absent when no rule tests `virus`: nothing was scanned). */
   scan?: ScanResult & { onFailure: string };
+  /** What the DNS lists said (absent when no rule tests `dnsbl`: nothing was looked up). */
+  dnsbl?: DnsblResult & { onFailure: string };
   /** SPF/DKIM/DMARC/ARC results (absent when nothing asks for them: nothing was verified). */
   auth?: AuthResults & { onFailure: string };
   /** Every rule, in order, with its trace. */
@@ -83,7 +89,7 @@ export async function explainMessage(
   config: SsgConfig,
   message: Uint8Array,
   given: ExplainEnvelope = {},
-  options: { resolver?: AuthDns } = {},
+  options: { resolver?: AuthDns & DnsResolver } = {},
 ): Promise<Explanation> {
   const engine = new PolicyEngine(config, new MemoryLog(), { resolver: options.resolver });
   const scanning = engine.scan(message);
@@ -101,15 +107,17 @@ export async function explainMessage(
     sessionId: "explain",
     transactionId: "explain.1",
   };
-  // As the gateway would: SPF of the envelope given, DKIM/DMARC/ARC of the message.
-  const auth = await engine.authenticate(message, envelope);
   try {
+    const dnsbl = await engine.dnsblCheck(envelope);
+    // As the gateway would: SPF of the envelope given, DKIM/DMARC/ARC of the message.
+    const auth = await engine.authenticate(message, envelope);
     const { verdict, steps, results } = engine.evaluate(
       facts,
       envelope,
       true,
       Date.now(),
       scan,
+      dnsbl,
       auth,
     );
     const authResults = engine.authResultsOf(auth);
@@ -133,6 +141,7 @@ export async function explainMessage(
         attachments: facts.attachments.map((a) => `${a.filename || "(no name)"} ${a.contentType}`),
       },
       ...(scan ? { scan: { ...scan, onFailure: config.clamav?.onFailure ?? "tempfail" } } : {}),
+      ...(dnsbl ? { dnsbl: { ...dnsbl, onFailure: config.dnsbl?.onFailure ?? "ignore" } } : {}),
       ...(auth ? { auth: { ...auth, onFailure: config.auth?.onFailure ?? "tempfail" } } : {}),
       steps,
       rules: results,
@@ -181,6 +190,15 @@ export function renderExplanation(e: Explanation): string {
         ? `virus scan: INFECTED: ${q(s.signature)}`
         : `virus scan: FAILED: ${oneLine(s.reason)} (clamav.on_failure: ${s.onFailure})`,
     );
+  }
+  if (e.dnsbl) {
+    const d = e.dnsbl;
+    lines.push(
+      `dns lists: score ${d.score}${
+        d.failures.length ? ` (${d.failures.length} failed; dnsbl.on_failure: ${d.onFailure})` : ""
+      }`,
+    );
+    for (const l of d.lookups) lines.push(`  ${oneLine(describeLookup(l))} [${l.query}]`);
   }
   if (e.auth) {
     const a = e.auth;
@@ -254,11 +272,8 @@ export function renderExplanation(e: Explanation): string {
   }
   if (v.observed?.length) lines.push(`  observed (logged only): ${v.observed.join(", ")}`);
   if (v.authResults?.value !== undefined && (v.action === "forward" || v.action === "quarantine")) {
-    lines.push(
-      `  header added: ${
-        formatAuthResults(v.authResults.value).trimEnd().replace(/\r\n/g, "\n    ")
-      }`,
-    );
+    const field = formatAuthResults(v.authResults.value).trimEnd();
+    lines.push(`  header added: ${field.replace(/\r\n/g, "\n    ")}`);
   }
   return lines.join("\n");
 }

@@ -31,6 +31,7 @@ import {
   type Condition,
   DEFAULT_REJECT_REPLY,
   DEFAULT_TEMPFAIL_REPLY,
+  type DnsblCondition,
   FIELD_NAMES,
   type FieldCondition,
   type FieldName,
@@ -474,6 +475,8 @@ function parseSpecial(
       return parseBulk(node, reader, keyNode);
     case "virus":
       return parseVirus(node, reader, keyNode);
+    case "dnsbl":
+      return parseDnsbl(node, reader, keyNode);
     case "spf":
     case "dkim":
     case "dmarc":
@@ -552,6 +555,43 @@ function parseAuth(
     c.policies = p;
   }
   return results === undefined ? undefined : c;
+}
+
+/** Keys of a `dnsbl` leaf. */
+const DNSBL_TEST_KEYS = ["score_at_least", "score_at_most", "listed_in"] as const;
+
+/** `dnsbl: { score_at_least: 3 }`, `dnsbl: { listed_in: [zen.example.org] }`: all must hold. */
+function parseDnsbl(
+  node: YNode,
+  reader: YamlReader,
+  keyNode: Scalar | undefined,
+): Condition | undefined {
+  const before = reader.issues.length;
+  const f = reader.fields(node, `"dnsbl"`, DNSBL_TEST_KEYS, `in "dnsbl"`, keyNode);
+  if (!f) return undefined;
+  const c: DnsblCondition = { kind: "dnsbl", at: reader.pos(keyNode) };
+  for (
+    const [key, prop] of [["score_at_least", "scoreAtLeast"], [
+      "score_at_most",
+      "scoreAtMost",
+    ]] as const
+  ) {
+    if (f.has(key)) {
+      c[prop] = reader.int(f.get(key), `"dnsbl.${key}"`, -100_000, 100_000, f.key(key));
+    }
+  }
+  if (f.has("listed_in")) {
+    const zones = parseValues(f.get("listed_in"), `"dnsbl.listed_in"`, reader, f.key("listed_in"));
+    if (zones) c.listedIn = zones.map((z) => z.toLowerCase().replace(/\.$/, ""));
+  }
+  if (reader.issues.length === before && f.names().length === 0) {
+    reader.report(
+      f.node,
+      `"dnsbl" needs "score_at_least", "score_at_most" or "listed_in" (a zone of the "dnsbl" section)`,
+      keyNode,
+    );
+  }
+  return reader.issues.length === before ? c : undefined;
 }
 
 /** `virus: true`, `virus: false` or `virus: { contains: [Eicar, Phishing] }`. */

@@ -19,11 +19,17 @@
  *    instead (rule "virus-scan-failed", the reason in the evidence): what was not scanned must not
  *    pass as clean. Scanning happens only when a rule tests `virus`; the whole message is
  *    streamed to clamd once, concurrently with decoding;
+ * 6b. a message for which a DNS-list look-up failed (`dnsbl.on_failure: tempfail`) whose verdict
+ *    would still be forward — the static allowlist excepted — gets 451 4.4.3 (rule
+ *    "dnsbl-failed", the failed zones in the evidence); with `on_failure: ignore` (the default)
+ *    a failed look-up counts as not listed and is logged (`dnsbl.failed`). Look-ups happen only
+ *    when a rule tests `dnsbl`; they start at connect/EHLO/MAIL (`prefetch`) and run
+ *    concurrently with decoding;
  * 6c. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
  *    not be done (temperror: DNS down or slow) whose verdict would be forward — the static
  *    allowlist excepted — gets `auth.on_failure` (rule "auth-failed"). Verification happens only
  *    when a rule tests one of these or `auth.add_header` is on; SPF starts at MAIL FROM
- *    (`startChecks`), the rest concurrently with decoding;
+ *    (`startChecks`), the rest concurrently with decoding, through the `dns:` resolver;
  * 7. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
  *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
  *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
@@ -53,12 +59,21 @@ import type {
   AuthConfig,
   ClamavConfig,
   ContentConfig,
+  DnsblConfig,
+  DnsConfig,
   SpamtrapConfig,
 } from "../config/config.ts";
+import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
+import {
+  describeLookup,
+  DnsblChecker,
+  type DnsblResult,
+  type DnsblSubjects,
+} from "../engines/dns/dnsbl_checker.ts";
+import { createResolver, type DnsResolver } from "../engines/dns/resolver.ts";
 import { type AuthResults, MailAuthenticator } from "../engines/auth/mail_authenticator.ts";
 import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
 import { authCheckFailed } from "./auth_condition.ts";
-import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
@@ -80,6 +95,7 @@ import {
   type Action,
   authLeaves,
   type Condition,
+  dnsblLeaves,
   type Rule,
   type RuleMode,
   type Threshold,
@@ -123,7 +139,11 @@ export interface PolicyInput {
   content?: ContentConfig;
   /** Where clamd listens and the scan-failure verdict (needed when a rule tests `virus`). */
   clamav?: ClamavConfig;
-  /** Sender authentication (needed when a rule tests spf/dkim/dmarc/arc). */
+  /** The resolver (needed when a rule tests `dnsbl`, unless `PolicyEngineOptions.resolver`). */
+  dns?: DnsConfig;
+  /** The DNS lists and their failure verdict (needed when a rule tests `dnsbl`). */
+  dnsbl?: DnsblConfig;
+  /** Sender authentication (needed when a rule tests spf/dkim/dmarc/arc; uses `dns`). */
   auth?: AuthConfig;
 }
 
@@ -153,6 +173,13 @@ export const SCAN_FAILED_REJECT: Readonly<Reply> = Object.freeze({
   code: 554,
   enhanced: "5.7.0",
   text: "Message could not be scanned for viruses",
+});
+
+/** The reply when a DNS-list look-up failed and `dnsbl.on_failure` is tempfail (RFC 3463 4.4.3). */
+export const DNSBL_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.4.3",
+  text: "DNS list lookup failed, try again later",
 });
 
 /** The reply when a tested authentication check failed and `auth.on_failure` is tempfail
@@ -191,8 +218,9 @@ export interface PolicyEngineOptions {
   state?: StateStore;
   /** Clock in milliseconds (tests). */
   now?: () => number;
-  /** The DNS resolver for sender authentication (absent: every check is a temperror). */
-  resolver?: AuthDns;
+  /** The DNS resolver for `dnsbl` and sender authentication (default: one made from `dns:`,
+   * owned by the engine; absent both, every authentication check is a temperror). */
+  resolver?: DnsResolver;
 }
 
 /** What one rule did with one message (for `ssg explain` and tests). */
@@ -272,6 +300,8 @@ export class PolicyEngine {
   readonly #undecodable: ContentConfig["undecodable"];
   readonly #scanner: ClamdClient | undefined;
   readonly #scanFailure: ClamavConfig["onFailure"];
+  readonly #dnsbl: DnsblChecker | undefined;
+  readonly #ownResolver: DnsResolver | undefined;
   readonly #auth: MailAuthenticator | undefined;
   readonly #authConfig: AuthConfig | undefined;
   /** The checks rules test (on_failure applies when one of them is a temperror). */
@@ -313,16 +343,40 @@ export class PolicyEngine {
         }
         : { address: { path: "/nonexistent/clamav-not-configured" }, timeoutMs: 1, maxBytes: 0 },
     );
-    // Only a policy that tests an authentication result, or wants the header, verifies.
+    // Only a policy that tests `dnsbl`, or verifies senders, looks anything up.
+    const usesDnsbl = dnsblLeaves(p.rules).length > 0;
     const tested = authLeaves(p.rules);
+    const usesAuth = tested.length > 0 || p.auth?.addHeader === true;
+    const d = p.dns;
+    this.#ownResolver = (usesDnsbl || usesAuth) && !options.resolver && d
+      ? createResolver({
+        servers: d.servers,
+        timeoutMs: d.timeoutSeconds * 1000,
+        retries: d.retries,
+        cacheMaxEntries: d.cacheEntries,
+        cacheMaxTtlSeconds: d.cacheMaxTtlSeconds,
+        negativeTtlSeconds: d.negativeTtlSeconds,
+      })
+      : undefined;
+    const resolver = options.resolver ?? this.#ownResolver;
+    if (usesDnsbl) {
+      if (!p.dnsbl || !resolver) {
+        throw new Error(`a rule tests "dnsbl" but the policy has no "dnsbl" and "dns" sections`);
+      }
+      this.#dnsbl = new DnsblChecker(p.dnsbl, resolver);
+    }
+    // Sender authentication; without a resolver (the loader refuses that) every check is a
+    // temperror, hence on_failure, never "pass".
     this.#authTested = new Set(tested.map((l) => l.check));
     this.#authConfig = p.auth;
-    this.#auth = tested.length === 0 && !p.auth?.addHeader ? undefined : new MailAuthenticator({
-      authservId: p.auth?.authservId ?? "localhost",
-      checks: p.auth?.checks ?? ["spf", "dkim", "dmarc", "arc"],
-      timeoutMs: (p.auth?.timeoutSeconds ?? 10) * 1000,
-      dns: options.resolver ?? NO_DNS,
-    });
+    this.#auth = usesAuth
+      ? new MailAuthenticator({
+        authservId: p.auth?.authservId ?? "localhost",
+        checks: p.auth?.checks ?? ["spf", "dkim", "dmarc", "arc"],
+        timeoutMs: (p.auth?.timeoutSeconds ?? 10) * 1000,
+        dns: resolver ?? NO_DNS,
+      })
+      : undefined;
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -352,6 +406,34 @@ export class PolicyEngine {
   /** Streams `message` to clamd (undefined when no rule tests `virus`); never rejects. */
   scan(message: Uint8Array): Promise<ScanResult> | undefined {
     return this.#scanner?.scan(message);
+  }
+
+  /** Whether DNS lists are looked up (some rule tests `dnsbl`). */
+  get looksUp(): boolean {
+    return this.#dnsbl !== undefined;
+  }
+
+  /**
+   * Starts the DNS-list look-ups for what the session knows so far (the client at connect, the
+   * HELO name at EHLO, the sender at MAIL FROM); returns at once. No-op when no rule tests
+   * `dnsbl`.
+   */
+  prefetch(subjects: DnsblSubjects): void {
+    try {
+      this.#dnsbl?.prefetch(subjects);
+    } catch (e) {
+      // Only a warm-up: the check at the end of DATA asks again.
+      this.#log.event("dnsbl.prefetch_failed", { error: String(e) }, "warning");
+    }
+  }
+
+  /** Looks the envelope's client, sender and HELO up (undefined when no rule tests `dnsbl`). */
+  dnsblCheck(envelope: Envelope): Promise<DnsblResult> | undefined {
+    return this.#dnsbl?.check({
+      clientIp: envelope.client.ip,
+      sender: envelope.mailFrom,
+      helo: envelope.helo,
+    });
   }
 
   /** Whether senders are verified (a rule tests spf/dkim/dmarc/arc, or auth.add_header). */
@@ -403,6 +485,7 @@ export class PolicyEngine {
   /** Closes the state store if the engine opened it (a given store is the caller's). */
   close(): void {
     if (this.#ownsState) this.#state.close();
+    this.#ownResolver?.close?.();
   }
 
   /** The `Judge` the SMTP session calls at end of data (bound; safe to pass around). */
@@ -414,12 +497,22 @@ export class PolicyEngine {
       scanMs = performance.now() - t0;
       return r;
     });
+    const listing = this.dnsblCheck(envelope);
     const authing = this.authenticate(message, envelope);
     const facts = await decodeMessage(message, this.#limits);
     const scan = await scanning;
+    const dnsbl = await listing;
     const auth = await authing;
     const t1 = performance.now();
-    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan, auth);
+    const { verdict, results } = this.evaluate(
+      facts,
+      envelope,
+      false,
+      this.#now(),
+      scan,
+      dnsbl,
+      auth,
+    );
     const authResults = this.authResultsOf(auth);
     if (authResults) verdict.authResults = authResults;
     const t2 = performance.now();
@@ -433,6 +526,16 @@ export class PolicyEngine {
           evidence: r.evidence,
         });
       }
+    }
+    for (const f of dnsbl?.failures ?? []) {
+      this.#log.event("dnsbl.failed", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        zone: f.zone,
+        query: f.query,
+        reason: f.reason,
+        on_failure: this.#dnsbl!.config.onFailure,
+      }, "warning");
     }
     this.#log.event("policy.verdict", {
       session: envelope.sessionId,
@@ -453,6 +556,10 @@ export class PolicyEngine {
         : undefined,
       scan_error: scan?.status === "error" ? scan.reason : undefined,
       scan_ms: scanMs === undefined ? undefined : round(scanMs),
+      dnsbl_score: dnsbl?.score,
+      dnsbl_listed: dnsbl?.hits.length ? dnsbl.hits.map(describeLookup) : undefined,
+      dnsbl_failed: dnsbl?.failures.length || undefined,
+      dnsbl_ms: dnsbl ? round(dnsbl.ms) : undefined,
       auth: auth ? authSummary(auth) : undefined,
       auth_ms: auth ? round(auth.ms) : undefined,
       decode_ms: round(t1 - t0),
@@ -465,7 +572,8 @@ export class PolicyEngine {
    * Evaluates the policy against decoded facts. Stops at the deciding step or rule, unless
    * `explain` is set, in which case every rule is evaluated and traced (the verdict is the same).
    * `scan` is what clamd said (see `scan()`); absent, `virus` never holds, and when this engine
-   * scans (`scans`) its absence counts as a failed scan.
+   * scans (`scans`) its absence counts as a failed scan. `dnsbl` likewise is what the DNS lists
+   * said (see `dnsblCheck()`); absent when this engine looks up, every list counts as failed.
    */
   evaluate(
     facts: MessageFacts,
@@ -473,6 +581,7 @@ export class PolicyEngine {
     explain = false,
     now: number = this.#now(),
     scan?: ScanResult,
+    dnsbl?: DnsblResult,
     auth?: AuthResults,
   ): Evaluation {
     const steps: StepResult[] = [];
@@ -563,12 +672,17 @@ export class PolicyEngine {
     const scanned: ScanResult | undefined = this.#scanner
       ? scan ?? { status: "error", reason: "the message was not given to the virus scanner" }
       : undefined;
+    const listing: DnsblResult | undefined = this.#dnsbl
+      ? dnsbl ?? notLookedUp(clientIp)
+      : undefined;
+    const dnsblStrict = this.#dnsbl?.config.onFailure === "tempfail";
     const ctx = new EvalContext(
       { facts, envelope },
       {
         ...this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
         virus: scanned,
         auth,
+        dnsbl: listing ? { result: listing, strict: dnsblStrict } : undefined,
       },
     );
     const tag: Tag = { headers: [] };
@@ -641,6 +755,21 @@ export class PolicyEngine {
       if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
       if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
       verdict = failureVerdict(this.#scanFailure, "virus-scan-failed", why.join("; "));
+    }
+    if (
+      listing?.failures.length && dnsblStrict && verdict.action === "forward" &&
+      verdict.rule !== "allowlist"
+    ) {
+      // 6b. A DNS list could not be asked, and the administrator chose not to pass such mail.
+      const why = [`DNS list look-up failed: ${listing.failures.map(describeLookup).join("; ")}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = {
+        action: "tempfail",
+        rule: "dnsbl-failed",
+        reply: { ...DNSBL_FAILED_TEMPFAIL },
+        evidence: why.join("; "),
+      };
     }
     const authFailed = [...this.#authTested].map((c) => authCheckFailed(c, auth)).filter((x) =>
       x !== undefined
@@ -921,6 +1050,23 @@ export class PolicyEngine {
     }
     return undefined;
   }
+}
+
+/** The DNS-list result when the engine looks up but was given none: every list failed. */
+function notLookedUp(clientIp: string): DnsblResult {
+  const failure = {
+    site: "(every list)",
+    zone: "(every list)",
+    target: "client" as const,
+    subject: clientIp,
+    query: "",
+    status: "failed" as const,
+    answers: [],
+    weight: 0,
+    entryWeight: 0,
+    reason: "the message was not given to the DNS-list check",
+  };
+  return { score: 0, lookups: [failure], hits: [], failures: [failure], ms: 0 };
 }
 
 /** A resolver for a policy given none: every question fails, so every check is a temperror. */

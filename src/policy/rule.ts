@@ -9,7 +9,8 @@
  *   a name in `FIELD_NAMES`, read through one extractor table (`fields.ts`), so a new text field
  *   is one table entry plus its name here;
  * - other leaves: numbers (`size`, `rcpt_count`), addresses (`client_ip`, `server`), flags
- *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`);
+ *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`), DNS
+ *   lists (`dnsbl`);
  * - a rule has a list of actions, of which at most one is *terminal* (decides the verdict); the
  *   others (`tag`, `alert`, `bcc`, `blacklist`) accumulate.
  *
@@ -93,6 +94,7 @@ export const SPECIAL_CONDITION_NAMES = [
   "bulk",
   "listed",
   "virus",
+  "dnsbl",
   "spf",
   "dkim",
   "dmarc",
@@ -214,6 +216,25 @@ export interface VirusCondition {
 }
 
 /**
+ * The DNS-list leaf (needs a `dnsbl:` section): every test given must hold. `scoreAtLeast` /
+ * `scoreAtMost` on the summed weights of the matching entries; `listedIn`: some entry of one of
+ * these zones matched. A look-up that failed counts as not listed; with `dnsbl.on_failure:
+ * tempfail` a score test holds only if it would whatever the failed look-ups said.
+ */
+export interface DnsblCondition {
+  /** Discriminant: the DNS-list leaf. */
+  kind: "dnsbl";
+  /** The score is at least this. */
+  scoreAtLeast?: number;
+  /** The score is at most this (e.g. -1: an allowlist outweighs the blocklists). */
+  scoreAtMost?: number;
+  /** Listed in one of these zones (lower case). */
+  listedIn?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
+/**
  * A sender-authentication leaf (`auth:` section; npm mailauth): `spf: fail`, `dkim: pass`,
  * `dmarc: { result: fail, policy: reject }`, `arc: none`. It holds when the check's result is one
  * of `results` — for `dkim`, when some signature's is (with `domain`: a signature of that d=);
@@ -275,6 +296,7 @@ export type Condition =
   | BulkCondition
   | ListedCondition
   | VirusCondition
+  | DnsblCondition
   | AuthCondition
   | AllCondition
   | AnyCondition
@@ -386,6 +408,24 @@ export function virusLeaves(rules: readonly Rule[]): VirusCondition[] {
   const walk = (c: Condition): VirusCondition[] => {
     switch (c.kind) {
       case "virus":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `dnsbl` leaf of the rules' conditions (the engine looks up only when there is one). */
+export function dnsblLeaves(rules: readonly Rule[]): DnsblCondition[] {
+  const walk = (c: Condition): DnsblCondition[] => {
+    switch (c.kind) {
+      case "dnsbl":
         return [c];
       case "all":
       case "any":

@@ -18,6 +18,7 @@ import type { EventLog } from "../log/log.ts";
 import type { Judge, StartChecks } from "../policy/verdict.ts";
 import { serveSession, SHED, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
+import type { SessionContext } from "./session_context.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { Admission, clientNetwork, type Ticket } from "./admission.ts";
 import { ServerProfiles } from "./server_profiles.ts";
@@ -41,6 +42,8 @@ export interface AcceptorOptions {
   config: SsgConfig;
   /** The policy. */
   judge: Judge;
+  /** Early look-ups (see `SessionContext.prefetch`). */
+  prefetch?: SessionContext["prefetch"];
   /** The policy's checks started at MAIL FROM (SPF). */
   startChecks?: StartChecks;
   /** Event log. */
@@ -267,6 +270,7 @@ export class Acceptor {
       smtp: admit.stressed ? this.#admission.stressed(config.smtp) : config.smtp,
       relay: config.relay,
       judge: this.#opts.judge,
+      prefetch: this.#opts.prefetch,
       startChecks: this.#opts.startChecks,
       log,
       connectUpstream: (dest, timeoutMs) => connect(dest, timeoutMs, client),

@@ -57,6 +57,8 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
     core.end = "limit";
     return;
   }
+  // Look-ups on the sender run while the server answers MAIL.
+  if (args.address !== "") ctx.prefetch?.({ sender: args.address });
   const r = await link.mail(args.address, {
     size: args.size,
     body: args.body,

@@ -3,7 +3,8 @@ import { ConfigError } from "../../src/config/config_error.ts";
 import { parseConfig, summarizeConfig } from "../../src/config/load_config.ts";
 import { RELOADABLE, reloadPlan } from "../../src/config/reload_plan.ts";
 
-const GW = `gateway:\n  protect: [198.51.100.0/24]\n  hostname: gw.example\n`;
+const GW0 = `gateway:\n  protect: [198.51.100.0/24]\n  hostname: gw.example\n`;
+const GW = GW0 + `dns:\n  servers: [127.0.0.1]\n`;
 const DMARC_RULE =
   `rules:\n  - name: dmarc\n    when: { dmarc: { result: fail, policy: reject } }\n    action: reject\n`;
 
@@ -73,7 +74,7 @@ Deno.test("auth keys are checked: authserv_id a host name, checks known, timeout
   ];
   for (const [line, want] of bad) {
     const errors = errorsOf(GW + `auth:\n  ${line}\n`);
-    assert.match(errors[0], /^rules\/a\.yaml:5:\d+: /, line);
+    assert.match(errors[0], /^rules\/a\.yaml:7:\d+: /, line);
     assert.match(errors[0], want, line);
   }
   assert.equal(parseConfig(GW + "auth: { timeout: 1s }\n", "a.yaml").auth?.timeoutSeconds, 1);
@@ -88,27 +89,27 @@ Deno.test("spf, dkim, dmarc and arc conditions: values, lists, domain and policy
     kind: "auth",
     check: "spf",
     results: ["fail"],
-    at: { line: 6, column: 13 },
+    at: { line: 8, column: 13 },
   });
   assert.deepEqual(when("{ spf: [fail, softfail, fail] }"), {
     kind: "auth",
     check: "spf",
     results: ["fail", "softfail"],
-    at: { line: 6, column: 13 },
+    at: { line: 8, column: 13 },
   });
   assert.deepEqual(when("{ dkim: { result: pass, domain: Example.ORG } }"), {
     kind: "auth",
     check: "dkim",
     results: ["pass"],
     domain: "example.org",
-    at: { line: 6, column: 13 },
+    at: { line: 8, column: 13 },
   });
   assert.deepEqual(when("{ dmarc: { result: fail, policy: [reject, quarantine] } }"), {
     kind: "auth",
     check: "dmarc",
     results: ["fail"],
     policies: ["reject", "quarantine"],
-    at: { line: 6, column: 13 },
+    at: { line: 8, column: 13 },
   });
   assert.equal((when("{ arc: none }") as { check: string }).check, "arc");
   const bad: [string, RegExp][] = [
@@ -134,7 +135,7 @@ Deno.test("spf, dkim, dmarc and arc conditions: values, lists, domain and policy
   ];
   for (const [w, want] of bad) {
     const errors = errorsOf(rules(w));
-    assert.match(errors[0], /^rules\/a\.yaml:6:\d+: /, w);
+    assert.match(errors[0], /^rules\/a\.yaml:8:\d+: /, w);
     assert.match(errors[0], want, w);
   }
 });
@@ -155,7 +156,7 @@ Deno.test("the commented auth: section and dmarc-reject rule in rules/default.ya
   const path = new URL("../../rules/default.yaml", import.meta.url).pathname;
   let text = await Deno.readTextFile(path);
   const before = text;
-  text = text.replace(/^# auth:$/m, "auth:")
+  text = text.replace(/^# auth:$/m, "dns: { servers: [127.0.0.1] }\nauth:")
     .replace(/^# {4}(authserv_id|checks|add_header|timeout|on_failure):/gm, "  $1:")
     .replace(/^# {4}# /gm, "  # ")
     .replace(
@@ -173,4 +174,13 @@ Deno.test("the commented auth: section and dmarc-reject rule in rules/default.ya
     policies: ["reject"],
     at: rule?.when.at,
   });
+});
+
+Deno.test("sender authentication without a dns: section is refused where it is asked for", () => {
+  assert.deepEqual(errorsOf(GW0 + "auth:\n"), [
+    `rules/a.yaml:4:1: "auth": sender authentication needs a "dns" section saying which resolver to ask (e.g. "dns: { servers: [127.0.0.1] }")`,
+  ]);
+  assert.deepEqual(errorsOf(GW0 + DMARC_RULE), [
+    `rules/a.yaml:6:13: "dmarc": sender authentication needs a "dns" section saying which resolver to ask (e.g. "dns: { servers: [127.0.0.1] }")`,
+  ]);
 });

@@ -8,6 +8,25 @@
 import { join } from "node:path";
 import dgram from "node:dgram";
 
+/**
+ * DNS lists for DNSBL tests: bl.test (block list), wl.test (allow list), dbl.test (domains).
+ */
+export const DNSBL_RECORDS = [
+  "local=/bl.test/",
+  "local=/wl.test/",
+  "local=/dbl.test/",
+  // 192.0.2.66 and 2001:db8::66 listed in bl.test; 192.0.2.77 listed in bl.test with a code
+  // outside the filter; 192.0.2.88 listed in both bl.test and wl.test; 192.0.2.99: refusal code.
+  "host-record=66.2.0.192.bl.test,127.0.0.2",
+  "host-record=6.6.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test,127.0.0.4",
+  "host-record=77.2.0.192.bl.test,127.0.0.99",
+  "host-record=88.2.0.192.bl.test,127.0.0.3",
+  "host-record=88.2.0.192.wl.test,127.0.10.2",
+  "host-record=99.2.0.192.bl.test,127.255.255.254",
+  "host-record=spammer.example.dbl.test,127.0.1.2",
+  "host-record=bad-helo.example.dbl.test,127.0.1.3",
+];
+
 /** A running dnsmasq; `stop()` ends it and removes its directory. */
 export interface TestDns {
   /** The address it listens on. */

@@ -46,7 +46,8 @@ const RULES = `rules:
 
 function configFor(auth: string, rules = RULES) {
   return parseConfig(
-    `gateway:\n  protect: [198.51.100.0/24]\n  hostname: gw.corp.example\n${auth}${rules}`,
+    `gateway:\n  protect: [198.51.100.0/24]\n  hostname: gw.corp.example\n` +
+      `dns:\n  servers: ["127.0.0.1:1"]\n${auth}${rules}`,
     "t.yaml",
   );
 }

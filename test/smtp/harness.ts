@@ -478,6 +478,8 @@ export interface StartOptions {
   memory?: SessionContext["memory"];
   /** Learnt server profiles: the session mirrors the server (issue 7). */
   profiles?: SessionContext["profiles"];
+  /** Told what the session learns early (client, HELO, sender). */
+  prefetch?: SessionContext["prefetch"];
   /** The policy's checks started at MAIL FROM (SPF). */
   startChecks?: SessionContext["startChecks"];
   /** Do not read the greeting first. */
@@ -522,6 +524,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     actions: o.actions,
     memory: o.memory,
     profiles: o.profiles,
+    prefetch: o.prefetch,
     startChecks: o.startChecks,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
