@@ -234,3 +234,17 @@ Deno.test("MailAuthenticator: checks that are off are neither run nor reported",
     assert.doesNotMatch(r.header, /spf=|dmarc=|arc=/);
   });
 });
+
+Deno.test("MailAuthenticator: the null sender is checked by its HELO name; an address-literal HELO is accepted", async () => {
+  await withZone(async (_dns, resolver) => {
+    const a = authenticator(resolver, 5000, ["spf"]);
+    const byHelo = await a.startSpf({ ip: GOOD_IP, helo: "example.org", mailFrom: "" })!;
+    assert.deepEqual([byHelo.result, byHelo.domain], ["pass", "example.org"]);
+    const refused = await a.startSpf({ ip: BAD_IP, helo: "example.org", mailFrom: "" })!;
+    assert.equal(refused.result, "fail");
+    for (const helo of ["[192.0.2.25]", "192.0.2.25", "[IPv6:2001:db8::25]", ""]) {
+      const r = await a.startSpf({ ip: GOOD_IP, helo, mailFrom: "alice@example.org" })!;
+      assert.equal(r.result, "pass", helo);
+    }
+  });
+});

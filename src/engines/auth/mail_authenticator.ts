@@ -18,6 +18,7 @@
  * well-kept library has already met).
  */
 import { Buffer } from "node:buffer";
+import { isIP } from "node:net";
 // @ts-types="./mailauth_types.d.ts"
 import { arc as arcVerify, dkimVerify, spf as spfVerify } from "mailauth";
 // @ts-types="./mailauth_dmarc_types.d.ts"
@@ -229,7 +230,14 @@ export class MailAuthenticator {
   }
 
   async #spf(env: AuthEnvelope, signal: AbortSignal): Promise<SpfOutcome> {
-    const helo = /^[0-9.]+$|:/.test(env.helo) ? `[${env.helo}]` : env.helo || `[${env.ip}]`;
+    // RFC 7208 §2.3: an address literal HELO is checked as the address, bracketed as in SMTP.
+    const helo = env.helo === ""
+      ? `[${env.ip}]`
+      : /^\[.*\]$/.test(env.helo)
+      ? env.helo
+      : isIP(env.helo)
+      ? `[${env.helo}]`
+      : env.helo;
     const r = await spfVerify({
       sender: env.mailFrom || undefined,
       ip: env.ip,
