@@ -70,7 +70,7 @@ import {
   type DnsblResult,
   type DnsblSubjects,
 } from "../engines/dns/dnsbl_checker.ts";
-import { createResolver, type DnsResolver } from "../engines/dns/resolver.ts";
+import { createResolver, type DnsResolver, resolverConfigFrom } from "../engines/dns/resolver.ts";
 import { type AuthResults, MailAuthenticator } from "../engines/auth/mail_authenticator.ts";
 import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
 import { authCheckFailed } from "./auth_condition.ts";
@@ -349,14 +349,7 @@ export class PolicyEngine {
     const usesAuth = tested.length > 0 || p.auth?.addHeader === true;
     const d = p.dns;
     this.#ownResolver = (usesDnsbl || usesAuth) && !options.resolver && d
-      ? createResolver({
-        servers: d.servers,
-        timeoutMs: d.timeoutSeconds * 1000,
-        retries: d.retries,
-        cacheMaxEntries: d.cacheEntries,
-        cacheMaxTtlSeconds: d.cacheMaxTtlSeconds,
-        negativeTtlSeconds: d.negativeTtlSeconds,
-      })
+      ? createResolver(resolverConfigFrom(d))
       : undefined;
     const resolver = options.resolver ?? this.#ownResolver;
     if (usesDnsbl) {

@@ -8,6 +8,7 @@ import {
   type ResolverConfig,
 } from "../../src/engines/dns/resolver.ts";
 import { startDnsmasq } from "./dns_fixture.ts";
+import dnsPacket from "dns-packet";
 
 const LONG = "x".repeat(200);
 const RECORDS = [
@@ -143,6 +144,15 @@ Deno.test("resolver gives status error (never throws) for a silent server, REFUS
     assert.equal((await real.query("x".repeat(64) + ".test", "A")).status, "error");
     real.close?.();
 
+    // At most two questions under way: a third distinct one fails at once.
+    const few = resolver(silent.server, { timeoutMs: 300, retries: 0, maxInFlight: 2 });
+    const pending = [few.query("a.example.test", "A"), few.query("b.example.test", "A")];
+    const third = await few.query("c.example.test", "A");
+    assert.equal(third.status, "error");
+    assert.match(third.reason ?? "", /over 2 questions under way/);
+    assert.ok((await Promise.all(pending)).every((a) => a.status === "error"));
+    few.close?.();
+
     const slow = resolver(silent.server, { timeoutMs: 5000, retries: 0 });
     const ac = new AbortController();
     const p = slow.query("mail.example.test", "A", ac.signal);
@@ -248,4 +258,35 @@ Deno.test("parseDnsServer and normalizeName", () => {
   assert.equal(normalizeName("a..b"), undefined);
   assert.equal(normalizeName("bad name.org"), undefined);
   assert.equal(normalizeName("é.org"), undefined);
+});
+
+Deno.test("resolver ignores garbage, a wrong id and a wrong question, and takes the real answer", async () => {
+  const s = dgram.createSocket("udp4");
+  const port = await new Promise<number>((resolve) =>
+    s.bind(0, "127.0.0.1", () => resolve(s.address().port))
+  );
+  s.on("message", (msg: Uint8Array, from: { address: string; port: number }) => {
+    const q = dnsPacket.decode(msg);
+    const reply = (id: number, name: string) =>
+      dnsPacket.encode({
+        type: "response",
+        id,
+        flags: dnsPacket.RECURSION_DESIRED,
+        questions: [{ type: "A", name, class: "IN" }],
+        answers: [{ type: "A", name, ttl: 60, class: "IN", data: "192.0.2.99" }],
+      });
+    s.send(new Uint8Array([1, 2, 3]), from.port, from.address);
+    s.send(reply((q.id! + 1) & 0xffff, q.questions![0].name), from.port, from.address);
+    s.send(reply(q.id!, "other.example.test"), from.port, from.address);
+    s.send(reply(q.id!, q.questions![0].name), from.port, from.address);
+  });
+  const r = resolver(`127.0.0.1:${port}`, { retries: 0 });
+  try {
+    const a = await r.query("spoof.example.test", "A");
+    assert.equal(a.status, "ok", a.reason ?? "");
+    assert.deepEqual(a.records, ["192.0.2.99"]);
+  } finally {
+    r.close?.();
+    s.close();
+  }
 });

@@ -5,11 +5,13 @@
  *   client ns                        gateway ns                              server ns
  *   192.0.2.10 (unlisted)  ── veth ── dist/ssg run <rules> ──── veth ────── smtp-sink on
  *   192.0.2.66 (bl.test)                │ UDP 127.0.0.1:5353                 198.51.100.25
- *   192.0.2.88 (bl.test + wl.test)      ▼
+ *   192.0.2.88 (bl.test + wl.test)      ▼                                  2001:db8:25::25
+ *   2001:db8:1::66 (bl.test)
  *   swaks --local-interface        dnsmasq (lists the test writes; no upstream, no /etc/hosts)
  *
  * The listed client is rejected with the rule's reply (the server gets nothing), the unlisted one
- * is delivered intact, and the one also on the allow list (negative weight) passes. Each list is
+ * is delivered intact, and the one also on the allow list (negative weight) passes; an IPv6
+ * client listed under its 32 reversed nibbles is rejected too. Each list is
  * asked once per client name: the look-up started at connect is the one the judge uses. Needs
  * root, dnsmasq and `./build.sh` first; ignored with the reason otherwise.
  */
@@ -28,6 +30,7 @@ import {
   swaks,
 } from "./helpers.ts";
 import { DNSBL_RECORDS, startDnsmasq } from "../engines/dns_fixture.ts";
+import { reversedIp } from "../../src/engines/dns/dnsbl_checker.ts";
 
 if (canRunNetns()) requireSsgBinary();
 
@@ -45,27 +48,39 @@ const DNSBL_RULE = `  - name: dnsbl
 const MESSAGE = simpleMessage("Quarterly report", "The figures are attached.", "dnsbl-e2e");
 
 e2e(
-  "through the gateway: a DNSBL-listed client is rejected, an unlisted one delivered intact, a DNSWL-listed one passes",
+  "through the gateway: a DNSBL-listed client (IPv4 and IPv6) is rejected, an unlisted one delivered intact, a DNSWL-listed one passes",
   { extraRules: DNSBL_RULE, extraSections: DNS_SECTIONS },
   async (w) => {
     const { t } = w;
-    for (const ip of ["192.0.2.66", "192.0.2.88"]) {
-      const r = await t.exec(t.ns.client, ["ip", "addr", "add", `${ip}/24`, "dev", "eth0"]);
+    for (const cidr of ["192.0.2.66/24", "192.0.2.88/24"]) {
+      const r = await t.exec(t.ns.client, ["ip", "addr", "add", cidr, "dev", "eth0"]);
       assert.equal(r.code, 0, r.stderr);
     }
-    const dns = await startDnsmasq(DNSBL_RECORDS, {
+    const v6 = await t.exec(t.ns.client, [
+      "ip",
+      "addr",
+      "add",
+      "2001:db8:1::66/64",
+      "dev",
+      "eth0",
+      "nodad",
+    ]);
+    assert.equal(v6.code, 0, v6.stderr);
+    const v6Name = `${reversedIp("2001:db8:1::66")}.bl.test`;
+    const dns = await startDnsmasq([...DNSBL_RECORDS, `host-record=${v6Name},127.0.0.2`], {
       netns: t.ns.gateway,
       address: "127.0.0.1",
       port: 5353,
     });
     try {
       const sink = await startSink(t, t.addr.server4, join(w.dir, "sink"));
+      const sink6 = await startSink(t, t.addr.server6, join(w.dir, "sink6"));
       const ssg = await w.startSsg();
       try {
         const data = await w.message("m.eml", MESSAGE);
-        const send = (from: string) =>
+        const send = (from: string, server: string = t.addr.server4) =>
           swaks(t, {
-            server: t.addr.server4,
+            server,
             to: ["b@example.net"],
             dataFile: data,
             extra: ["--local-interface", from],
@@ -99,6 +114,12 @@ e2e(
         assert.equal(dumps.length, 2, "the allowlisted client's message was delivered");
         assert.match(ssg.log(), /\bpolicy\.verdict\b.*\bdnsbl_score=-2\b/);
 
+        // 4. An IPv6 client listed under its reversed nibbles: rejected.
+        const listed6 = await send("2001:db8:1::66", t.addr.server6);
+        assert.equal(finalReply(listed6.transcript)?.code, 554, listed6.transcript);
+        assert.deepEqual(await readSinkDumps(sink6.dir), [], "the IPv6 server received nothing");
+        assert.equal(await dns.queries(v6Name), 1);
+
         // One query per list and client: the connect-time look-up served the judge.
         for (const ip of ["66.2.0.192", "10.2.0.192", "88.2.0.192"]) {
           assert.equal(await dns.queries(`${ip}.bl.test`), 1, `${ip}.bl.test`);
@@ -106,6 +127,7 @@ e2e(
         }
       } finally {
         await sink.stop();
+        await sink6.stop();
       }
     } finally {
       await dns.stop();

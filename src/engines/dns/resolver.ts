@@ -9,7 +9,8 @@
  * if it comes from the server asked, carries the query's random id and echoes the question (the
  * usual stub defences against off-path spoofing; a fresh socket, hence a fresh random source port,
  * per query). Limits: a per-try timeout, a number of retries, at most `MAX_TCP_BYTES` read over TCP,
- * a cache of at most `cacheMaxEntries` entries each kept at most `cacheMaxTtlSeconds`.
+ * a cache of at most `cacheMaxEntries` entries each kept at most `cacheMaxTtlSeconds`, at most
+ * `maxInFlight` distinct questions under way.
  * Never throws for a DNS failure: a timeout, SERVFAIL, REFUSED, an unreachable server or a malformed
  * answer is `status: "error"`, and the caller's failure verdict decides; errors are not cached.
  * Rejected: `Deno.resolveDns` (gives no TTL and no NXDOMAIN/NODATA distinction we can rely on);
@@ -21,6 +22,7 @@ import { Buffer } from "node:buffer";
 // @ts-types="./dns_packet.d.ts"
 import dnsPacket from "dns-packet";
 import type { Packet } from "./dns_packet.d.ts";
+import type { DnsConfig } from "../../config/config.ts";
 
 /** The record types the gateway asks for. */
 export type DnsType = "A" | "AAAA" | "TXT" | "MX" | "PTR" | "CNAME";
@@ -63,6 +65,11 @@ export interface ResolverConfig {
   negativeTtlSeconds: number;
   /** Retry over TCP when a UDP answer is truncated (default true). */
   tcpFallback?: boolean;
+  /**
+   * Most distinct questions under way at once (default 1000); past it a new question is an
+   * error at once, so that a flood of new clients cannot hold unbounded sockets.
+   */
+  maxInFlight?: number;
 }
 
 /** Defaults for the optional parts of a `ResolverConfig`. */
@@ -73,6 +80,7 @@ export const RESOLVER_DEFAULTS: Omit<ResolverConfig, "servers"> = {
   cacheMaxTtlSeconds: 3600,
   negativeTtlSeconds: 300,
   tcpFallback: true,
+  maxInFlight: 1000,
 };
 
 /** A server's address, parsed. */
@@ -131,6 +139,18 @@ interface CacheEntry {
   expiresAt: number;
 }
 
+/** The resolver settings of a `dns:` section. */
+export function resolverConfigFrom(dns: DnsConfig): ResolverConfig {
+  return {
+    servers: dns.servers,
+    timeoutMs: dns.timeoutSeconds * 1000,
+    retries: dns.retries,
+    cacheMaxEntries: dns.cacheEntries,
+    cacheMaxTtlSeconds: dns.cacheMaxTtlSeconds,
+    negativeTtlSeconds: dns.negativeTtlSeconds,
+  };
+}
+
 /** Creates a resolver over UDP (TCP on truncation) with a TTL-bounded cache. */
 export function createResolver(config: ResolverConfig): DnsResolver {
   return new UdpResolver({ ...RESOLVER_DEFAULTS, ...config });
@@ -172,6 +192,9 @@ class UdpResolver implements DnsResolver {
     }
     let shared = this.#inFlight.get(key);
     if (!shared) {
+      if (this.#inFlight.size >= (this.#c.maxInFlight ?? RESOLVER_DEFAULTS.maxInFlight!)) {
+        return Promise.resolve(failed(`over ${this.#c.maxInFlight} questions under way`));
+      }
       shared = this.#lookup(n, type).then((answer) => {
         this.#inFlight.delete(key);
         this.#remember(key, answer);
@@ -247,7 +270,7 @@ class UdpResolver implements DnsResolver {
     } catch (e) {
       return failed(`cannot encode the question: ${message(e)}`);
     }
-    const udp = await this.#udp(server, query, id);
+    const udp = await this.#udp(server, query, id, (p) => echoes(p, name, type));
     if (udp.kind === "error") return failed(udp.reason);
     let packet = udp.packet;
     if (
@@ -257,11 +280,21 @@ class UdpResolver implements DnsResolver {
       if (tcp.kind === "error") return failed(`truncated over UDP; TCP: ${tcp.reason}`);
       packet = tcp.packet;
     }
-    return interpret(packet, name, type, this.#c.negativeTtlSeconds);
+    try {
+      return interpret(packet, name, type, this.#c.negativeTtlSeconds);
+    } catch (e) {
+      // Security: a record whose data does not have the shape its type promises.
+      return failed(`malformed answer: ${message(e)}`);
+    }
   }
 
   /** One UDP exchange on a fresh socket (fresh random source port), bounded by the timeout. */
-  #udp(server: DnsServer, query: Buffer, id: number): Promise<Exchange> {
+  #udp(
+    server: DnsServer,
+    query: Buffer,
+    id: number,
+    matches: (p: Packet) => boolean,
+  ): Promise<Exchange> {
     return new Promise<Exchange>((resolve) => {
       const socket = dgram.createSocket(server.family === 6 ? "udp6" : "udp4");
       const handle = { close: () => finish({ kind: "error", reason: "closed" }) };
@@ -283,10 +316,11 @@ class UdpResolver implements DnsResolver {
       );
       socket.on("error", (e: Error) => finish({ kind: "error", reason: message(e) }));
       socket.on("message", (msg: Buffer, from: { address: string; port: number }) => {
-        // Security: answers from anyone but the server asked, or for another id, are ignored.
+        // Security: answers from anyone but the server asked, for another id or another
+        // question are ignored (a spoofer must guess port, id and question; RFC 5452).
         if (from.port !== server.port || !sameAddress(from.address, server.hostname)) return;
         const p = decode(msg);
-        if (!p || p.id !== id || p.type !== "response") return;
+        if (!p || p.id !== id || p.type !== "response" || !matches(p)) return;
         finish({ kind: "answer", packet: p });
       });
       try {
@@ -349,10 +383,7 @@ export function interpret(
   type: DnsType,
   negativeTtlSeconds: number,
 ): DnsAnswer {
-  const q = p.questions?.[0];
-  if (!q || q.name.toLowerCase().replace(/\.$/, "") !== name || q.type !== type) {
-    return failed("the answer does not echo the question");
-  }
+  if (!echoes(p, name, type)) return failed("the answer does not echo the question");
   const rcode = (p as { rcode?: string }).rcode ?? "NOERROR";
   if (rcode === "NXDOMAIN") {
     return { status: "nxdomain", records: [], ttlSeconds: negativeTtl(p, negativeTtlSeconds) };
@@ -397,6 +428,12 @@ export function interpret(
   const answer: DnsAnswer = { status: "ok", records, ttlSeconds: ttl === Infinity ? 0 : ttl };
   if (type === "TXT") answer.txt = txt;
   return answer;
+}
+
+/** Whether a response carries the question asked (name in any case, RFC 4343). */
+function echoes(p: Packet, name: string, type: DnsType): boolean {
+  const q = p.questions?.[0];
+  return !!q && q.name.toLowerCase().replace(/\.$/, "") === name && q.type === type;
 }
 
 /** RFC 2308 §5: a negative answer holds for min(SOA TTL, SOA MINIMUM). */
