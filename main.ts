@@ -19,7 +19,7 @@ import { RELOADABLE, reloadPlan } from "./src/config/reload_plan.ts";
 import { summarizeConfig } from "./src/config/summarize_config.ts";
 import { AppLog, type EventLog } from "./src/log/log.ts";
 import { PolicyEngine } from "./src/policy/policy_engine.ts";
-import type { Judge, RecipientCheck } from "./src/policy/verdict.ts";
+import type { Judge, RecipientCheck, StartChecks } from "./src/policy/verdict.ts";
 import { checkPrivileges } from "./src/divert/privileges.ts";
 import { Firewall } from "./src/divert/firewall.ts";
 import { pickResponderAddresses } from "./src/divert/responder_address.ts";
@@ -260,6 +260,7 @@ async function run(config: SsgConfig): Promise<number> {
       judge: policy.judge,
       checkRecipient: policy.checkRecipient,
       prefetch: policy.prefetch,
+      startChecks: policy.startChecks,
       actions,
       log,
       originalDestination: (ip, port) => d.waitFor(ip, port, 500),
@@ -358,6 +359,8 @@ class PolicyHolder {
     this.#engine.checksRecipients ? this.#engine.checkRecipient(envelope) : undefined;
   /** Starts early DNS-list look-ups (current engine; a no-op when no rule tests dnsbl). */
   readonly prefetch = (known: EarlyFacts): void => this.#engine.prefetch(known);
+  /** The checks started at MAIL FROM (SPF); always the current engine. */
+  readonly startChecks: StartChecks = (start) => this.#engine.startChecks(start);
   /** Records a verdict and returns the thresholds' effects (current engine). */
   record(...args: Parameters<PolicyEngine["record"]>): ReturnType<PolicyEngine["record"]> {
     return this.#engine.record(...args);

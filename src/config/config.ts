@@ -377,6 +377,26 @@ export interface DnsblConfig {
   onFailure: "ignore" | "tempfail";
 }
 
+/**
+ * `auth:` — SPF, DKIM, DMARC and ARC verification (npm mailauth) through the `dns:` resolver.
+ * Verification runs only when a rule tests `spf`/`dkim`/`dmarc`/`arc` or `addHeader` is on.
+ */
+export interface AuthConfig {
+  /** Our authserv-id (RFC 8601 §2.5) in Authentication-Results (default gateway.hostname). */
+  authservId: string;
+  /** Which checks run (default all four). DMARC without SPF uses DKIM alone. */
+  checks: ("spf" | "dkim" | "dmarc" | "arc")[];
+  /** Prepend our Authentication-Results to relayed messages (default true). */
+  addHeader: boolean;
+  /** Longest each phase may take (SPF from MAIL FROM; the rest at end of data), seconds (10). */
+  timeoutSeconds: number;
+  /**
+   * Verdict for a message a rule tests with `spf`/`dkim`/`dmarc`/`arc` whose tested check gave
+   * temperror (DNS down or slow) when it would otherwise be forwarded (default "tempfail").
+   */
+  onFailure: "tempfail" | "quarantine" | "reject" | "forward";
+}
+
 /** Everything a running SSG needs, validated. */
 export interface SsgConfig {
   /** Path of the rule file this came from. */
@@ -419,4 +439,6 @@ export interface SsgConfig {
   dns?: DnsConfig;
   /** DNS lists (absent when the section is: no rule may then test `dnsbl`). */
   dnsbl?: DnsblConfig;
+  /** Sender authentication (set when the section is present or a rule tests spf/dkim/dmarc/arc). */
+  auth?: AuthConfig;
 }

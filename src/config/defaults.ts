@@ -6,6 +6,7 @@
  * foundation issue.
  */
 import type {
+  AuthConfig,
   ClamavConfig,
   ContentConfig,
   DnsblConfig,
@@ -146,6 +147,18 @@ export const DNS_DEFAULTS: Readonly<Omit<DnsConfig, "servers">> = Object.freeze(
  */
 export const DNSBL_DEFAULTS: Readonly<Omit<DnsblConfig, "client" | "senderDomain" | "helo">> =
   Object.freeze({ timeoutSeconds: 5, onFailure: "ignore" });
+
+/**
+ * Defaults of `auth:` (the authserv-id defaults to gateway.hostname, set by the reader). 10 s per
+ * phase: far above a working resolver's answers, far below the 2-minute judge bound; tempfail on
+ * a DNS failure, as Postfix's policyd-spf does for temperror: the client retries later.
+ */
+export const AUTH_DEFAULTS: Readonly<Omit<AuthConfig, "authservId">> = Object.freeze({
+  checks: Object.freeze(["spf", "dkim", "dmarc", "arc"]) as AuthConfig["checks"],
+  addHeader: true,
+  timeoutSeconds: 10,
+  onFailure: "tempfail",
+});
 
 /** Defaults of `log:`. */
 export const LOG_DEFAULTS: Readonly<LogConfig> = Object.freeze({ level: "info" });

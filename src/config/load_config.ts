@@ -18,12 +18,13 @@
  * Sizes may be written "25M"/"512k", durations "5m"/"30s" (see `units.ts`).
  */
 import { readContent } from "./read_content.ts";
+import { readAuth } from "./read_auth.ts";
 import { readClamav } from "./read_clamav.ts";
 import { readGreylist } from "./read_greylist.ts";
 import { readRspamd } from "./read_rspamd.ts";
 import { readDns } from "./read_dns.ts";
 import { readDnsbl } from "./read_dnsbl.ts";
-import { dnsblLeaves, rspamdLeaves, virusLeaves } from "../policy/rule.ts";
+import { authLeaves, dnsblLeaves, rspamdLeaves, virusLeaves } from "../policy/rule.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
   Cidr,
@@ -83,6 +84,7 @@ const TOP_KEYS = [
   "rspamd",
   "dns",
   "dnsbl",
+  "auth",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -289,6 +291,31 @@ export function parseConfig(
       }
     }
   }
+  // Sender authentication needs no daemon, only the resolver: a rule testing spf/dkim/dmarc/arc
+  // without an "auth" section gets the defaults (authserv-id = gateway.hostname).
+  const auth = top.has("auth") || authLeaves(rules).length > 0
+    ? readAuth(
+      top.get("auth"),
+      true,
+      reader,
+      top.key("auth"),
+      gateway?.hostname ?? defaultHostname(),
+    )
+    : undefined;
+  if (auth && !top.has("dns")) {
+    // Without a resolver every check would be a temperror: say so now, not at the first message.
+    const leaf = authLeaves(rules)[0];
+    const message =
+      `sender authentication needs a "dns" section saying which resolver to ask (e.g. "dns: { servers: [127.0.0.1] }")`;
+    if (top.has("auth")) reader.report(top.key("auth"), `"auth": ${message}`);
+    else {
+      reader.issues.push({
+        line: leaf?.at?.line ?? 1,
+        column: leaf?.at?.column ?? 1,
+        message: `"${leaf?.check}": ${message}`,
+      });
+    }
+  }
 
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
@@ -326,6 +353,7 @@ export function parseConfig(
   if (greylist) config.greylist = greylist;
   if (rspamd) config.rspamd = rspamd;
   if (dns) config.dns = dns;
+  if (auth) config.auth = auth;
   if (dnsbl) config.dnsbl = dnsbl;
   return config;
 }

@@ -8,7 +8,8 @@
  * next scan goes to the new address with the new limits), `greylist.*` (the new engine's
  * greylist reads the same triplets in the state store under the new times), `rspamd.*` (a new
  * Rspamd client, one connection per message), `dns.*` and `dnsbl.*` — the new
- * engine holds a new resolver (its cache starts empty) and the new lists —, every `smtp.*` setting (new sessions get the new limits, timeouts,
+ * engine holds a new resolver (its cache starts empty) and the new lists —, `auth.*` (the
+ * new engine verifies with the new checks, authserv-id and timeout), every `smtp.*` setting (new sessions get the new limits, timeouts,
  * line-ending policy and TLS identity; the session-count limits and `max_inflight_bytes` bind at
  * once; a session already running finishes under the settings it started with), `relay.*` but
  * `relay.source*` (new sessions, bcc and redirect deliveries) and `log.level`.
@@ -50,6 +51,7 @@ export const RELOADABLE: readonly string[] = [
   "rspamd.*",
   "dns.*",
   "dnsbl.*",
+  "auth.*",
   "smtp.*",
   "relay.* except relay.source*",
   "log.level",

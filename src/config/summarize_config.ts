@@ -4,8 +4,10 @@
  */
 import type { SsgConfig } from "./config.ts";
 import { GREYLIST_DEFAULTS } from "./defaults.ts";
+import { describeAuthLeaf } from "../policy/auth_condition.ts";
 import {
   type Action,
+  authLeaves,
   type Condition,
   dnsblLeaves,
   greylists,
@@ -167,6 +169,19 @@ export function summarizeConfig(cfg: SsgConfig): string {
       }${dnsblLeaves(cfg.rules).length ? "" : " (no rule tests dnsbl: nothing is looked up)"}`,
     );
   }
+  if (cfg.auth) {
+    const a = cfg.auth;
+    const tested = authLeaves(cfg.rules).length;
+    lines.push(
+      `auth: ${a.checks.join(", ")} as ${a.authservId}, ${
+        formatDuration(a.timeoutSeconds)
+      } per phase (SPF from MAIL FROM, the rest at end of data); Authentication-Results ${
+        a.addHeader ? "added" : "not added (forged ones with our id still removed)"
+      }; a tested check's temperror → ${a.onFailure}${
+        tested || a.addHeader ? "" : " (no rule tests spf/dkim/dmarc/arc: nothing is verified)"
+      }`,
+    );
+  }
   lines.push(
     `reload (SIGHUP) applies: ${RELOADABLE.join(", ")}`,
     `restart needed for: ${
@@ -279,6 +294,8 @@ export function describeCondition(c: Condition): string {
     }
     case "listed":
       return `listed on ${c.list}`;
+    case "auth":
+      return describeAuthLeaf(c);
     case "virus":
       return c.signatures
         ? `virus contains ${c.signatures.map((v) => JSON.stringify(v)).join(", ")}`

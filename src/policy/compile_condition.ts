@@ -33,6 +33,8 @@ import type { Condition, FieldCondition, FieldName } from "./rule.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
 import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
 import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
+import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
+import { describeAuthLeaf, testAuthLeaf } from "./auth_condition.ts";
 
 /**
  * Most characters of one field text that a test scans: the largest `content.max_text_chars`
@@ -70,6 +72,8 @@ export interface EvalHooks {
    * up; `dnsbl` never holds), and whether failed look-ups must leave score tests undecided.
    */
   dnsbl?: { result: DnsblResult; strict: boolean };
+  /** What SPF/DKIM/DMARC/ARC verification found (absent: not verified; no auth leaf holds). */
+  auth?: AuthResults;
 }
 
 /** The per-message state evaluators share: the input and each field's normalised texts. */
@@ -367,6 +371,17 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
         },
       });
     }
+    case "auth":
+      return leaf({
+        describe: describeAuthLeaf(c),
+        run: (ctx) => {
+          const r = testAuthLeaf(c, ctx.hooks.auth);
+          return {
+            match: r.hit === null ? null : { field: c.check, operator: "is", value: r.hit },
+            detail: r.detail,
+          };
+        },
+      });
     case "dnsbl": {
       const parts: string[] = [];
       if (c.scoreAtLeast !== undefined) parts.push(`score at least ${c.scoreAtLeast}`);

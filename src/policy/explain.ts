@@ -30,6 +30,10 @@ import type { Envelope, Verdict } from "./verdict.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
 import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
 import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
+import type { DnsResolver } from "../engines/dns/resolver.ts";
+import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
+import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
+import { formatAuthResults } from "../action/authentication_results.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
 export interface Explanation {
@@ -61,6 +65,8 @@ export interface Explanation {
   rspamd?: RspamdResult & { onFailure: string };
   /** What the DNS lists said (absent when no rule tests `dnsbl`: nothing was looked up). */
   dnsbl?: DnsblResult & { onFailure: string };
+  /** SPF/DKIM/DMARC/ARC results (absent when nothing asks for them: nothing was verified). */
+  auth?: AuthResults & { onFailure: string };
   /** Every rule, in order, with its trace. */
   rules: RuleResult[];
   /** Thresholds in force (not evaluated: they depend on history). */
@@ -92,8 +98,9 @@ export async function explainMessage(
   config: SsgConfig,
   message: Uint8Array,
   given: ExplainEnvelope = {},
+  options: { resolver?: AuthDns & DnsResolver } = {},
 ): Promise<Explanation> {
-  const engine = new PolicyEngine(config, new MemoryLog());
+  const engine = new PolicyEngine(config, new MemoryLog(), { resolver: options.resolver });
   const scanning = engine.scan(message);
   const facts = await decodeMessage(message, decodeLimitsOf(config.content));
   const scan = await scanning;
@@ -113,6 +120,8 @@ export async function explainMessage(
   try {
     const scored = await engine.score(message, envelope);
     const dnsbl = await engine.dnsblCheck(envelope);
+    // As the gateway would: SPF of the envelope given, DKIM/DMARC/ARC of the message.
+    const auth = await engine.authenticate(message, envelope);
     const { verdict, steps, results } = engine.evaluate(
       facts,
       envelope,
@@ -121,7 +130,10 @@ export async function explainMessage(
       scan,
       scored,
       dnsbl,
+      auth,
     );
+    const authResults = engine.authResultsOf(auth);
+    if (authResults) verdict.authResults = authResults;
     return {
       file: config.file,
       envelope,
@@ -145,6 +157,7 @@ export async function explainMessage(
         ? { rspamd: { ...scored, onFailure: config.rspamd?.onFailure ?? "tempfail" } }
         : {}),
       ...(dnsbl ? { dnsbl: { ...dnsbl, onFailure: config.dnsbl?.onFailure ?? "ignore" } } : {}),
+      ...(auth ? { auth: { ...auth, onFailure: config.auth?.onFailure ?? "tempfail" } } : {}),
       steps,
       rules: results,
       thresholds: (config.thresholds ?? []).map((t) =>
@@ -210,6 +223,34 @@ export function renderExplanation(e: Explanation): string {
     );
     for (const l of d.lookups) lines.push(`  ${oneLine(describeLookup(l))} [${l.query}]`);
   }
+  if (e.auth) {
+    const a = e.auth;
+    lines.push(`sender authentication (auth.on_failure for a tested temperror: ${a.onFailure}):`);
+    if (a.spf) {
+      lines.push(
+        `  spf: ${a.spf.result} for ${q(a.spf.domain)}${
+          a.spf.comment ? ` (${oneLine(a.spf.comment)})` : ""
+        }`,
+      );
+    }
+    for (const d of a.dkim ?? []) {
+      lines.push(
+        `  dkim: ${d.result}${d.domain ? ` d=${q(d.domain)}` : ""}${
+          d.selector ? ` s=${q(d.selector)}` : ""
+        }${d.aligned ? " (aligned)" : ""}${d.comment ? ` (${oneLine(d.comment)})` : ""}`,
+      );
+    }
+    if (a.dmarc) {
+      lines.push(
+        `  dmarc: ${a.dmarc.result} for ${q(a.dmarc.domain)}${
+          a.dmarc.policy ? `, policy ${a.dmarc.policy}` : ""
+        }${a.dmarc.comment ? ` (${oneLine(a.dmarc.comment)})` : ""}`,
+      );
+    }
+    if (a.arc) {
+      lines.push(`  arc: ${a.arc.result}${a.arc.comment ? ` (${oneLine(a.arc.comment)})` : ""}`);
+    }
+  }
   lines.push("", "before the rules:");
   for (const s of e.steps) lines.push(`  ${s.holds ? "HOLDS" : "no   "} ${s.step}: ${s.detail}`);
   lines.push("", "rules, in order:");
@@ -253,6 +294,10 @@ export function renderExplanation(e: Explanation): string {
     );
   }
   if (v.observed?.length) lines.push(`  observed (logged only): ${v.observed.join(", ")}`);
+  if (v.authResults?.value !== undefined && (v.action === "forward" || v.action === "quarantine")) {
+    const field = formatAuthResults(v.authResults.value).trimEnd();
+    lines.push(`  header added: ${field.replace(/\r\n/g, "\n    ")}`);
+  }
   return lines.join("\n");
 }
 

@@ -14,11 +14,19 @@ import { isMap, isScalar, type Scalar, type YAMLMap } from "yaml";
 import { cut, type Fields, type YamlReader, type YNode } from "../config/yaml_reader.ts";
 import { parseCidr } from "../config/cidr.ts";
 import { parseHostPort } from "../config/host_port.ts";
+import {
+  ARC_RESULTS,
+  DKIM_RESULTS,
+  DMARC_POLICIES,
+  DMARC_RESULTS,
+  SPF_RESULTS,
+} from "../engines/auth/auth_values.ts";
 import { foldText } from "./fold_text.ts";
 import { guardRegex, MAX_PATTERN_LENGTH } from "./regex_guard.ts";
 import {
   type Action,
   ACTION_NAMES,
+  type AuthCondition,
   COMBINATOR_NAMES,
   type Condition,
   DEFAULT_REJECT_REPLY,
@@ -475,6 +483,11 @@ function parseSpecial(
       return parseRspamd(node, reader, keyNode);
     case "dnsbl":
       return parseDnsbl(node, reader, keyNode);
+    case "spf":
+    case "dkim":
+    case "dmarc":
+    case "arc":
+      return parseAuth(key, node, reader, keyNode);
   }
 }
 
@@ -613,6 +626,78 @@ function parseDnsbl(
     );
   }
   return reader.issues.length === before ? c : undefined;
+}
+
+/** The results each authentication leaf accepts (RFC 8601 §2.7; mailauth's values). */
+const AUTH_RESULT_NAMES: Record<AuthCondition["check"], readonly string[]> = {
+  spf: SPF_RESULTS,
+  dkim: DKIM_RESULTS,
+  dmarc: DMARC_RESULTS,
+  arc: ARC_RESULTS,
+};
+
+/**
+ * `spf: fail`, `spf: [fail, softfail]`, `dkim: pass`, `dkim: { result: pass, domain: x.example }`,
+ * `dmarc: { result: fail, policy: [reject, quarantine] }`, `arc: none`.
+ */
+function parseAuth(
+  check: AuthCondition["check"],
+  node: YNode,
+  reader: YamlReader,
+  keyNode: Scalar | undefined,
+): Condition | undefined {
+  const at = reader.pos(keyNode);
+  const allowed = AUTH_RESULT_NAMES[check];
+  const words = (n: YNode, label: string, choices: readonly string[], k?: Scalar) => {
+    const items = reader.list(n, label, k, true);
+    if (!items) return undefined;
+    if (items.length === 0) {
+      reader.report(n, `${label} must name at least one of ${choices.join(", ")}`, k);
+      return undefined;
+    }
+    const out: string[] = [];
+    for (const item of items) {
+      const v = reader.oneOf(item, label, choices, k);
+      if (v === undefined) return undefined;
+      if (!out.includes(v)) out.push(v);
+    }
+    return out;
+  };
+  if (!isMap(node)) {
+    const results = words(node, `"${check}"`, allowed, keyNode);
+    return results === undefined ? undefined : { kind: "auth", check, results, at };
+  }
+  const keys = check === "dkim"
+    ? ["result", "domain"]
+    : check === "dmarc"
+    ? ["result", "policy"]
+    : ["result"];
+  const before = reader.issues.length;
+  const f = reader.fields(node, `"${check}"`, keys, `in "${check}"`, keyNode);
+  if (!f) return undefined;
+  if (!f.has("result")) {
+    if (reader.issues.length === before) {
+      reader.report(f.node, `"${check}" needs "result" (one of ${allowed.join(", ")})`, keyNode);
+    }
+    return undefined;
+  }
+  const results = words(f.get("result"), `"${check}.result"`, allowed, f.key("result"));
+  const c: AuthCondition = { kind: "auth", check, results: results ?? [], at };
+  if (f.has("domain")) {
+    const d = reader.string(f.get("domain"), `"dkim.domain"`, {
+      max: 253,
+      pattern: /^[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$/,
+      patternText: "a domain name",
+    }, f.key("domain"));
+    if (d === undefined) return undefined;
+    c.domain = d.toLowerCase();
+  }
+  if (f.has("policy")) {
+    const p = words(f.get("policy"), `"dmarc.policy"`, DMARC_POLICIES, f.key("policy"));
+    if (p === undefined) return undefined;
+    c.policies = p;
+  }
+  return results === undefined ? undefined : c;
 }
 
 /** `virus: true`, `virus: false` or `virus: { contains: [Eicar, Phishing] }`. */

@@ -30,6 +30,11 @@
  *    a failed look-up counts as not listed and is logged (`dnsbl.failed`). Look-ups happen only
  *    when a rule tests `dnsbl`; they start at connect/EHLO/MAIL (`prefetch`) and run
  *    concurrently with decoding;
+ * 6c. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
+ *    not be done (temperror: DNS down or slow) whose verdict would be forward — the static
+ *    allowlist excepted — gets `auth.on_failure` (rule "auth-failed"). Verification happens only
+ *    when a rule tests one of these or `auth.add_header` is on; SPF starts at MAIL FROM
+ *    (`startChecks`), the rest concurrently with decoding, through the `dns:` resolver;
  * 7. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
  *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
  *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
@@ -56,6 +61,7 @@
  */
 import type {
   AccessList,
+  AuthConfig,
   ClamavConfig,
   ContentConfig,
   DnsblConfig,
@@ -73,6 +79,9 @@ import {
   type DnsblSubjects,
 } from "../engines/dns/dnsbl_checker.ts";
 import { createResolver, type DnsResolver, resolverConfigFrom } from "../engines/dns/resolver.ts";
+import { type AuthResults, MailAuthenticator } from "../engines/auth/mail_authenticator.ts";
+import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
+import { authCheckFailed } from "./auth_condition.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
@@ -93,6 +102,7 @@ import { type DecodeLimits, decodeMessage, type MessageFacts } from "./message.t
 import { type CompiledList, compileList } from "./named_list.ts";
 import {
   type Action,
+  authLeaves,
   type Condition,
   dnsblLeaves,
   envelopeOnly,
@@ -106,11 +116,13 @@ import {
 import type {
   BlacklistKey,
   Delivery,
+  EarlyChecks,
   Effect,
   Envelope,
   Judge,
   Reply,
   Tag,
+  TransactionStart,
   Verdict,
 } from "./verdict.ts";
 
@@ -147,6 +159,8 @@ export interface PolicyInput {
   dns?: DnsConfig;
   /** The DNS lists and their failure verdict (needed when a rule tests `dnsbl`). */
   dnsbl?: DnsblConfig;
+  /** Sender authentication (needed when a rule tests spf/dkim/dmarc/arc; uses `dns`). */
+  auth?: AuthConfig;
 }
 
 /** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
@@ -198,6 +212,21 @@ export const DNSBL_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
   text: "DNS list lookup failed, try again later",
 });
 
+/** The reply when a tested authentication check failed and `auth.on_failure` is tempfail
+ * (RFC 3463 X.4.3: directory server failure — the DNS). */
+export const AUTH_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.4.3",
+  text: "Sender authentication unavailable, try again later",
+});
+
+/** The reply when a tested authentication check failed and `auth.on_failure` is reject. */
+export const AUTH_FAILED_REJECT: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.7.0",
+  text: "Sender could not be authenticated",
+});
+
 /** The decode bounds `content:` sets. */
 export function decodeLimitsOf(content: ContentConfig | undefined): Partial<DecodeLimits> {
   const c = content ?? CONTENT_DEFAULTS;
@@ -219,7 +248,8 @@ export interface PolicyEngineOptions {
   state?: StateStore;
   /** Clock in milliseconds (tests). */
   now?: () => number;
-  /** The DNS resolver for `dnsbl` (default: one made from `dns:`, owned by the engine). */
+  /** The DNS resolver for `dnsbl` and sender authentication (default: one made from `dns:`,
+   * owned by the engine; absent both, every authentication check is a temperror). */
   resolver?: DnsResolver;
 }
 
@@ -329,6 +359,10 @@ export class PolicyEngine {
   readonly #scoreFailure: RspamdConfig["onFailure"];
   readonly #dnsbl: DnsblChecker | undefined;
   readonly #ownResolver: DnsResolver | undefined;
+  readonly #auth: MailAuthenticator | undefined;
+  readonly #authConfig: AuthConfig | undefined;
+  /** The checks rules test (on_failure applies when one of them is a temperror). */
+  readonly #authTested: ReadonlySet<"spf" | "dkim" | "dmarc" | "arc">;
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -402,14 +436,33 @@ export class PolicyEngine {
         }
         : { address: { hostname: "127.0.0.1", port: 1 }, timeoutMs: 1, maxBytes: 0 },
     );
-    // Only a policy that tests `dnsbl` looks anything up.
-    if (dnsblLeaves(p.rules).length > 0) {
-      if (!p.dnsbl || (!p.dns && !options.resolver)) {
+    // Only a policy that tests `dnsbl`, or verifies senders, looks anything up.
+    const usesDnsbl = dnsblLeaves(p.rules).length > 0;
+    const tested = authLeaves(p.rules);
+    const usesAuth = tested.length > 0 || p.auth?.addHeader === true;
+    const d = p.dns;
+    this.#ownResolver = (usesDnsbl || usesAuth) && !options.resolver && d
+      ? createResolver(resolverConfigFrom(d))
+      : undefined;
+    const resolver = options.resolver ?? this.#ownResolver;
+    if (usesDnsbl) {
+      if (!p.dnsbl || !resolver) {
         throw new Error(`a rule tests "dnsbl" but the policy has no "dnsbl" and "dns" sections`);
       }
-      this.#ownResolver = options.resolver ? undefined : createResolver(resolverConfigFrom(p.dns!));
-      this.#dnsbl = new DnsblChecker(p.dnsbl, options.resolver ?? this.#ownResolver!);
+      this.#dnsbl = new DnsblChecker(p.dnsbl, resolver);
     }
+    // Sender authentication; without a resolver (the loader refuses that) every check is a
+    // temperror, hence on_failure, never "pass".
+    this.#authTested = new Set(tested.map((l) => l.check));
+    this.#authConfig = p.auth;
+    this.#auth = usesAuth
+      ? new MailAuthenticator({
+        authservId: p.auth?.authservId ?? "localhost",
+        checks: p.auth?.checks ?? ["spf", "dkim", "dmarc", "arc"],
+        timeoutMs: (p.auth?.timeoutSeconds ?? 10) * 1000,
+        dns: resolver ?? NO_DNS,
+      })
+      : undefined;
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -489,6 +542,42 @@ export class PolicyEngine {
     });
   }
 
+  /** Whether senders are verified (a rule tests spf/dkim/dmarc/arc, or auth.add_header). */
+  get authenticates(): boolean {
+    return this.#auth !== undefined;
+  }
+
+  /**
+   * Starts what can be checked before the message arrives (SPF, at MAIL FROM); undefined when
+   * this policy verifies nothing. Bound: safe to pass around (`StartChecks`).
+   */
+  readonly startChecks = (start: TransactionStart): EarlyChecks | undefined => {
+    const spf = this.#auth?.startSpf({
+      ip: canonicalIp(start.client.ip),
+      helo: start.helo,
+      mailFrom: start.mailFrom,
+    });
+    return spf ? { spf } : undefined;
+  };
+
+  /** Verifies the sender of `message` (undefined when this policy verifies nothing). */
+  authenticate(message: Uint8Array, envelope: Envelope): Promise<AuthResults> | undefined {
+    return this.#auth?.verify(message, {
+      ip: canonicalIp(envelope.client.ip),
+      helo: envelope.helo,
+      mailFrom: envelope.mailFrom,
+    }, envelope.early?.spf);
+  }
+
+  /** What goes on a verdict for the relayed message's Authentication-Results (see `VerdictExtras`). */
+  authResultsOf(auth: AuthResults | undefined): Verdict["authResults"] {
+    const c = this.#authConfig;
+    if (!c) return undefined;
+    return c.addHeader && auth ? { authservId: c.authservId, value: auth.header } : {
+      authservId: c.authservId,
+    };
+  }
+
   /** Number of rules in force. */
   get size(): number {
     return this.#rules.length;
@@ -520,10 +609,12 @@ export class PolicyEngine {
       return r;
     });
     const listing = this.dnsblCheck(envelope);
+    const authing = this.authenticate(message, envelope);
     const facts = await decodeMessage(message, this.#limits);
     const scan = await scanning;
     const scored = await scoring;
     const dnsbl = await listing;
+    const auth = await authing;
     const t1 = performance.now();
     const { verdict, results } = this.evaluate(
       facts,
@@ -533,6 +624,7 @@ export class PolicyEngine {
       scan,
       scored,
       dnsbl,
+      auth,
     );
     if (scored?.status === "error" && this.#scoreFailure === "ignore") {
       this.#log.event("policy.rspamd_ignored", {
@@ -542,6 +634,8 @@ export class PolicyEngine {
         action: verdict.action,
       }, "warning");
     }
+    const authResults = this.authResultsOf(auth);
+    if (authResults) verdict.authResults = authResults;
     const t2 = performance.now();
     for (const r of results) {
       if (r.mode === "observe" && r.matched) {
@@ -590,6 +684,8 @@ export class PolicyEngine {
       dnsbl_listed: dnsbl?.hits.length ? dnsbl.hits.map(describeLookup) : undefined,
       dnsbl_failed: dnsbl?.failures.length || undefined,
       dnsbl_ms: dnsbl ? round(dnsbl.ms) : undefined,
+      auth: auth ? authSummary(auth) : undefined,
+      auth_ms: auth ? round(auth.ms) : undefined,
       decode_ms: round(t1 - t0),
       eval_ms: round(t2 - t1),
     });
@@ -710,6 +806,7 @@ export class PolicyEngine {
     scan?: ScanResult,
     scored?: RspamdResult,
     dnsbl?: DnsblResult,
+    auth?: AuthResults,
   ): Evaluation {
     const steps: StepResult[] = [];
     const results: RuleResult[] = [];
@@ -812,6 +909,7 @@ export class PolicyEngine {
         ...this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
         virus: scanned,
         rspamd,
+        auth,
         dnsbl: listing ? { result: listing, strict: dnsblStrict } : undefined,
       },
     );
@@ -932,6 +1030,20 @@ export class PolicyEngine {
         reply: { ...DNSBL_FAILED_TEMPFAIL },
         evidence: why.join("; "),
       };
+    }
+    const authFailed = [...this.#authTested].map((c) => authCheckFailed(c, auth)).filter((x) =>
+      x !== undefined
+    );
+    const authOnFailure = this.#authConfig?.onFailure ?? "tempfail";
+    if (
+      authFailed.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
+      authOnFailure !== "forward"
+    ) {
+      // 6c. A tested check could not be done: never forwarded as if it had passed.
+      const why = [`sender authentication failed: ${authFailed.join("; ")}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = failureVerdict(authOnFailure, "auth-failed", why.join("; "));
     }
     if (
       facts.problems.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
@@ -1219,6 +1331,25 @@ function notLookedUp(clientIp: string): DnsblResult {
   return { score: 0, lookups: [failure], hits: [], failures: [failure], ms: 0 };
 }
 
+/** A resolver for a policy given none: every question fails, so every check is a temperror. */
+const NO_DNS: AuthDns = {
+  query: () => Promise.resolve({ status: "error", records: [], reason: "no DNS resolver" }),
+};
+
+/** `spf=pass,dkim=pass:example.org,dmarc=pass,arc=none` for the verdict log line. */
+export function authSummary(a: AuthResults): string {
+  const parts: string[] = [];
+  if (a.spf) parts.push(`spf=${a.spf.result}`);
+  if (a.dkim) {
+    parts.push(
+      `dkim=${a.dkim.map((d) => (d.domain ? `${d.result}:${d.domain}` : d.result)).join("+")}`,
+    );
+  }
+  if (a.dmarc) parts.push(`dmarc=${a.dmarc.result}${a.dmarc.policy ? `:${a.dmarc.policy}` : ""}`);
+  if (a.arc) parts.push(`arc=${a.arc.result}`);
+  return parts.join(",");
+}
+
 /** The value a threshold or blacklist key has for this envelope ("" when none). */
 function keyValue(key: BlacklistKey, envelope: Envelope): string {
   if (key === "client_ip") return canonicalIp(envelope.client.ip);
@@ -1231,15 +1362,17 @@ const FAILURE_REPLIES = {
   "undecodable": { reject: UNDECODABLE_REJECT, tempfail: UNDECODABLE_TEMPFAIL },
   "virus-scan-failed": { reject: SCAN_FAILED_REJECT, tempfail: SCAN_FAILED_TEMPFAIL },
   "rspamd-failed": { reject: RSPAMD_FAILED_REJECT, tempfail: RSPAMD_FAILED_TEMPFAIL },
+  "auth-failed": { reject: AUTH_FAILED_REJECT, tempfail: AUTH_FAILED_TEMPFAIL },
 } as const;
 
 /**
  * The verdict `content.undecodable` (rule "undecodable"), `clamav.on_failure` (rule
- * "virus-scan-failed") or `rspamd.on_failure` (rule "rspamd-failed") gives.
+ * "virus-scan-failed"), `rspamd.on_failure` (rule "rspamd-failed") or `auth.on_failure` (rule
+ * "auth-failed") gives.
  */
 function failureVerdict(
   action: "quarantine" | "tempfail" | "reject",
-  rule: "undecodable" | "virus-scan-failed" | "rspamd-failed",
+  rule: "undecodable" | "virus-scan-failed" | "rspamd-failed" | "auth-failed",
   evidence: string,
 ): Verdict {
   switch (action) {

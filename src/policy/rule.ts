@@ -97,6 +97,10 @@ export const SPECIAL_CONDITION_NAMES = [
   "authenticated",
   "rspamd",
   "dnsbl",
+  "spf",
+  "dkim",
+  "dmarc",
+  "arc",
 ] as const;
 
 /** A text leaf: one field tested with one operator against values (any may match). */
@@ -268,6 +272,29 @@ export interface DnsblCondition {
   at?: SourcePos;
 }
 
+/**
+ * A sender-authentication leaf (`auth:` section; npm mailauth): `spf: fail`, `dkim: pass`,
+ * `dmarc: { result: fail, policy: reject }`, `arc: none`. It holds when the check's result is one
+ * of `results` — for `dkim`, when some signature's is (with `domain`: a signature of that d=);
+ * `none` when the message is not signed — and, for `dmarc` with `policies`, the From domain's
+ * published policy is one of them. A check that could not be done (DNS down, out of time) has
+ * the result `temperror`; the engine's `auth.on_failure` covers a rule that tests it otherwise.
+ */
+export interface AuthCondition {
+  /** Discriminant: an authentication leaf. */
+  kind: "auth";
+  /** Which check. */
+  check: "spf" | "dkim" | "dmarc" | "arc";
+  /** Results that make it hold (lower case, validated per check). */
+  results: string[];
+  /** `dkim` only: the signing domain (d=), lower case. */
+  domain?: string;
+  /** `dmarc` only: the published policies (none, quarantine, reject). */
+  policies?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
 /** True when every child is true (and for an empty list). */
 export interface AllCondition {
   /** Discriminant: every child must hold. */
@@ -309,6 +336,7 @@ export type Condition =
   | VirusCondition
   | RspamdCondition
   | DnsblCondition
+  | AuthCondition
   | AllCondition
   | AnyCondition
   | NotCondition;
@@ -503,6 +531,24 @@ export function dnsblLeaves(rules: readonly Rule[]): DnsblCondition[] {
   const walk = (c: Condition): DnsblCondition[] => {
     switch (c.kind) {
       case "dnsbl":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `spf`/`dkim`/`dmarc`/`arc` leaf (the engine verifies senders only when there is one). */
+export function authLeaves(rules: readonly Rule[]): AuthCondition[] {
+  const walk = (c: Condition): AuthCondition[] => {
+    switch (c.kind) {
+      case "auth":
         return [c];
       case "all":
       case "any":

@@ -14,6 +14,33 @@
  * discard, reject) still compiles; code that switches over `action` must now also handle
  * tempfail and quarantine.
  */
+import type { SpfOutcome } from "../engines/auth/mail_authenticator.ts";
+
+/** What a policy may start when a transaction begins (MAIL FROM accepted), before the message. */
+export interface TransactionStart {
+  /** Reverse-path without angle brackets; "" for the null sender. */
+  mailFrom: string;
+  /** HELO/EHLO argument. */
+  helo: string;
+  /** The connecting client's address and port. */
+  client: { ip: string; port: number };
+  /** Session id, for logs. */
+  sessionId: string;
+  /** Transaction id, for logs. */
+  transactionId: string;
+}
+
+/**
+ * Checks a policy started at MAIL FROM (SPF), carried by the session to the judge in the
+ * envelope. Each promise never rejects and is bounded in time by the policy itself.
+ */
+export interface EarlyChecks {
+  /** SPF of the envelope (client IP, HELO, MAIL FROM). */
+  spf?: Promise<SpfOutcome>;
+}
+
+/** Starts a policy's early checks for a transaction (undefined: the policy needs none). */
+export type StartChecks = (start: TransactionStart) => EarlyChecks | undefined;
 
 /** The SMTP facts of one transaction (all strings as received; untrusted). */
 export interface Envelope {
@@ -37,6 +64,8 @@ export interface Envelope {
   sessionId: string;
   /** Transaction id (MAIL to end of DATA), for logs. */
   transactionId: string;
+  /** What the policy started at MAIL FROM (`StartChecks`), if anything. */
+  early?: EarlyChecks;
 }
 
 /** An SMTP reply the gateway gives on a rule's behalf. */
@@ -100,6 +129,11 @@ export interface VerdictExtras {
   effects?: Effect[];
   /** Names of observe-mode rules that matched (logged, not enforced). */
   observed?: string[];
+  /**
+   * Sender authentication (`auth:`): inbound Authentication-Results fields carrying our
+   * authserv-id are removed (RFC 8601 §5) and, when `value` is set, ours is prepended.
+   */
+  authResults?: { authservId: string; value?: string };
 }
 
 /**

@@ -15,7 +15,7 @@
  */
 import type { SsgConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
-import type { Judge, RecipientCheck } from "../policy/verdict.ts";
+import type { Judge, RecipientCheck, StartChecks } from "../policy/verdict.ts";
 import { serveSession, SHED, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
 import type { SessionContext } from "./session_context.ts";
@@ -46,6 +46,8 @@ export interface AcceptorOptions {
   checkRecipient?: RecipientCheck;
   /** Early look-ups (see `SessionContext.prefetch`). */
   prefetch?: SessionContext["prefetch"];
+  /** The policy's checks started at MAIL FROM (SPF). */
+  startChecks?: StartChecks;
   /** Event log. */
   log: EventLog;
   /** The original destination of a diverted connection from this client address and port. */
@@ -272,6 +274,7 @@ export class Acceptor {
       judge: this.#opts.judge,
       checkRecipient: this.#opts.checkRecipient,
       prefetch: this.#opts.prefetch,
+      startChecks: this.#opts.startChecks,
       log,
       connectUpstream: (dest, timeoutMs) => connect(dest, timeoutMs, client),
       shutdown: AbortSignal.any([this.#shutdown.signal, own.signal]),

@@ -83,6 +83,14 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
       rcpts: [],
       started: performance.now(),
     };
+    // SPF needs only the envelope: its DNS lookups run while the client sends RCPT and DATA.
+    core.tx.early = ctx.startChecks?.({
+      mailFrom: args.address,
+      helo: core.helo,
+      client: ctx.client,
+      sessionId: ctx.id,
+      transactionId: core.tx.id,
+    });
     return core.send(relayedReply(r, "2.1.0"));
   }
   serverRefused(core, link, r, "mail");

@@ -125,6 +125,7 @@ export async function endOfData(
     sessionId: ctx.id,
     transactionId: tx.id,
   };
+  if (tx.early) envelope.early = tx.early;
   const tJudge = performance.now();
   const verdict = await judge(core, message, envelope);
   outcome.judgeMs = performance.now() - tJudge;

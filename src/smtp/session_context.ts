@@ -11,6 +11,7 @@ import type {
   Judge,
   RecipientCheck,
   Reply,
+  StartChecks,
   Verdict,
 } from "../policy/verdict.ts";
 import type { MemoryBudget } from "./memory_budget.ts";
@@ -63,6 +64,9 @@ export interface SessionContext {
    * the judge needs them. Must return at once and never throw (it may ignore the call).
    */
   prefetch?: (known: EarlyFacts) => void;
+  /** Starts the policy's checks that need only the envelope (SPF) when MAIL FROM is accepted;
+   * what it returns travels to the judge in `Envelope.early`. */
+  startChecks?: StartChecks;
   /** Where events go. */
   log: EventLog;
   /** Opens a connection to the server (main passes Deno.connect; tests pass fakes). */

@@ -62,7 +62,7 @@ const BROKEN: { name: string; text: string; errors: string[] }[] = [
     name: "an unknown key at top level",
     text: GOOD_GATEWAY + "rulez: []\n",
     errors: [
-      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, state, lists, allowlist, blacklist, spamtraps, quarantine, alert, rules, thresholds, content, clamav, greylist, rspamd, dns, dnsbl`,
+      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, state, lists, allowlist, blacklist, spamtraps, quarantine, alert, rules, thresholds, content, clamav, greylist, rspamd, dns, dnsbl, auth`,
     ],
   },
   {
@@ -233,7 +233,7 @@ smtp:
     action: discard
 `,
     errors: [
-      `rules/a.yaml:6:7: unknown key "subjet" in condition of rule "a"; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, authenticated, rspamd, dnsbl, all, any, not`,
+      `rules/a.yaml:6:7: unknown key "subjet" in condition of rule "a"; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, authenticated, rspamd, dnsbl, spf, dkim, dmarc, arc, all, any, not`,
       `rules/a.yaml:9:21: unknown key "contain" in "body"; expected one of contains, equals, matches, in_list`,
     ],
   },
@@ -319,7 +319,7 @@ smtp:
       `rules/a.yaml:8:35: "contains" value must not be empty`,
       `rules/a.yaml:8:39: "contains" value must be a string, got 42`,
       `rules/a.yaml:11:18: "any" must list at least one condition`,
-      `rules/a.yaml:14:11: condition of rule "d" is empty; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, authenticated, rspamd, dnsbl, all, any, not`,
+      `rules/a.yaml:14:11: condition of rule "d" is empty; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, authenticated, rspamd, dnsbl, spf, dkim, dmarc, arc, all, any, not`,
     ],
   },
   {

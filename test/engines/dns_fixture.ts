@@ -77,6 +77,19 @@ export async function startDnsmasq(
   lines: string[],
   opts: DnsmasqOptions = {},
 ): Promise<TestDns> {
+  // The free port is found before dnsmasq binds it: another test process may take it meanwhile
+  // (seen on a shared machine). With no port given, pick another and try again, at most 5 times.
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startDnsmasqOnce(lines, opts);
+    } catch (e) {
+      const taken = e instanceof Error && /Address already in use/.test(e.message);
+      if (!taken || opts.port !== undefined || attempt >= 5) throw e;
+    }
+  }
+}
+
+async function startDnsmasqOnce(lines: string[], opts: DnsmasqOptions): Promise<TestDns> {
   const dir = await Deno.makeTempDir({ prefix: "ssg-dnsmasq-" });
   const address = opts.address ?? "127.0.0.1";
   const port = opts.port ?? await freePort();

@@ -482,6 +482,8 @@ export interface StartOptions {
   profiles?: SessionContext["profiles"];
   /** Told what the session learns early (client, HELO, sender). */
   prefetch?: SessionContext["prefetch"];
+  /** The policy's checks started at MAIL FROM (SPF). */
+  startChecks?: SessionContext["startChecks"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -526,6 +528,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     memory: o.memory,
     profiles: o.profiles,
     prefetch: o.prefetch,
+    startChecks: o.startChecks,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };
