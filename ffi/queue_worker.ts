@@ -222,6 +222,7 @@ class QueueLoop {
   /** Expires idle flows when no packets arrive (the table only expires amortised per packet). */
   idle(): void {
     this.table.expire(Date.now(), 1024);
+    this.diverter.syns.expire(Date.now(), 1024);
     this.diverter.relayFlows?.expire(Date.now(), 1024);
     this.postEvents();
   }
@@ -283,6 +284,10 @@ class QueueLoop {
     out.nfqEnobufs = this.sock.enobufs;
     out.nfqTruncated = this.sock.truncated;
     out.blockedAddresses = this.blocked.size;
+    // This Worker's own V8 heap (the process RSS alone cannot tell it from the main thread's).
+    const mem = Deno.memoryUsage();
+    out.workerHeapUsedMb = Math.round(mem.heapUsed / 1048576);
+    out.workerHeapTotalMb = Math.round(mem.heapTotal / 1048576);
     return out;
   }
 }
