@@ -55,8 +55,12 @@ export const NFQNL_CFG_CMD_UNBIND = 2;
 export const NFQNL_COPY_PACKET = 2;
 /** Queue flags (NFQA_CFG_F_*). */
 export const NFQA_CFG_F_FAIL_OPEN = 1;
-/** Queue flag: accept unsegmented GSO packets (SSG leaves it off, see nfq_socket.ts). */
+/** Queue flag: accept unsegmented GSO packets (see nfq_socket.ts). */
 export const NFQA_CFG_F_GSO = 4;
+/** NFQA_SKB_INFO bit: the packet's TCP/UDP checksum is partial (CHECKSUM_PARTIAL). */
+export const NFQA_SKB_CSUMNOTREADY = 1;
+/** NFQA_SKB_INFO bit: a GSO packet (several segments' worth). */
+export const NFQA_SKB_GSO = 2;
 /** Largest copy range the kernel honours: 0xffff - NLA_HDRLEN (nfnetlink_queue.c). */
 export const NFQNL_MAX_COPY_RANGE = 0xffff - 4;
 /** Verdicts (linux/netfilter.h). */
