@@ -2,7 +2,7 @@
  * The packet path against the C NFQUEUE reference, side by side in one run (issue 9: SSG's queue
  * ≥ 0.7 × the C consumer in packets/s). Root; throw-away namespaces (test/netns/topology.ts).
  *
- *   deno run -A bench/packet_path_bench.ts [--rounds 3] [--seconds 2] [--probe PATH]
+ *   deno run -A bench/packet_path_bench.ts [--rounds 3] [--seconds 2] [--probe PATH] [--base DIR]
  *
  * Arms, alternated per round so the noise of other work on the machine is shared out; each is
  * one bulk TCP stream (Deno peers, test/ffi/netns_peer.ts) from the client to the server
@@ -15,7 +15,11 @@
  *   test/ffi/netns_gateway.ts on port 25: every packet rewritten (client → responder and back);
  *   `ssgNoGso` with the NFQUEUE GSO flag off (SSG_NFQ_GSO=0: one queue trip per segment, as the
  *   C arms), `ssgGso` with it on (the default: a GSO/GRO packet crosses whole, so packets/s
- *   falls while MB/s rises). MB/s is printed too.
+ *   falls while MB/s rises). MB/s is printed too;
+ * - `cGsoCsum`: the C consumer with the GSO flag on, returning every packet with a full userspace
+ *   TCP checksum (the work `ssgGso` does);
+ * - `ssgBase` (with `--base DIR`, another checkout of SSG, e.g. `git worktree add DIR main`): the
+ *   same as `ssgNoGso` with that checkout's code, for a before/after in one run.
  * The C probe is compiled from its source with gcc (needs libnetfilter-queue-dev) unless --probe
  * gives a binary. Prints one table; asserts nothing (not a test).
  */
@@ -34,6 +38,7 @@ const GATEWAY = new URL("../test/ffi/netns_gateway.ts", import.meta.url).pathnam
 const PROBE_SRC = opt("--probe-src", "/work/shared/research/probe/nfq_accept.c");
 const SSG_QUEUE = 1000 + Math.floor(Math.random() * 1000);
 const PROBE_QUEUE = SSG_QUEUE + 1;
+const BASE = opt("--base", "");
 
 async function probeBinary(): Promise<string> {
   const given = opt("--probe", "");
@@ -106,7 +111,12 @@ class Gateway {
   }
 }
 
-async function cArm(t: Topology, probe: string, mangle: number): Promise<[number, number]> {
+async function cArm(
+  t: Topology,
+  probe: string,
+  mangle: number,
+  gso = false,
+): Promise<[number, number]> {
   const rule = (op: string, dir: string) =>
     t.exec(t.ns.gateway, [
       "iptables",
@@ -129,7 +139,7 @@ async function cArm(t: Topology, probe: string, mangle: number): Promise<[number
   try {
     const child = t.spawn(
       t.ns.gateway,
-      [probe, String(PROBE_QUEUE), "0", String(mangle), "1", String(SECONDS + 2)],
+      [probe, String(PROBE_QUEUE), gso ? "1" : "0", String(mangle), "1", String(SECONDS + 2)],
       { stderr: "piped", stdout: "null" },
     );
     await new Promise((r) => setTimeout(r, 300));
@@ -144,9 +154,13 @@ async function cArm(t: Topology, probe: string, mangle: number): Promise<[number
   }
 }
 
-async function ssgArm(t: Topology, gso: boolean): Promise<[number, number, number]> {
+async function ssgArm(
+  t: Topology,
+  gso: boolean,
+  gateway = GATEWAY,
+): Promise<[number, number, number]> {
   const gw = new Gateway(
-    t.spawn(t.ns.gateway, [DENO, "run", "--allow-all", GATEWAY, String(SSG_QUEUE)], {
+    t.spawn(t.ns.gateway, [DENO, "run", "--allow-all", gateway, String(SSG_QUEUE)], {
       stdout: "piped",
       stderr: "inherit",
       env: { SSG_NFQ_GSO: gso ? "1" : "0" },
@@ -156,6 +170,7 @@ async function ssgArm(t: Topology, gso: boolean): Promise<[number, number, numbe
     await gw.until("ready", 0);
     const before = await gw.stats();
     const b = await bulk(t, "25");
+    if (b.received !== b.sent) throw new Error(`SSG lost data: sent ${b.sent}, got ${b.received}`);
     const after = await gw.stats();
     const pkts = after.nfqPackets - before.nfqPackets;
     const batches = after.nfqBatches - before.nfqBatches;
@@ -180,7 +195,14 @@ const server = t.spawn(t.ns.server, [
   `${t.addr.server4}:80`,
 ], { stdout: "null", stderr: "inherit" });
 await t.waitForPort(t.ns.server, t.addr.server4, 80, 15_000);
-const names = ["cAccept", "ssgNoGso", "cMangle", "ssgGso"] as const;
+const names = [
+  "cAccept",
+  "ssgNoGso",
+  "cMangle",
+  "ssgGso",
+  "cGsoCsum",
+  ...(BASE ? ["ssgBase"] : []),
+];
 const pps: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
 const mbps: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
 const perBatch: number[] = [];
@@ -190,7 +212,10 @@ try {
       let r: number[];
       if (name === "cAccept") r = await cArm(t, probe, 0);
       else if (name === "cMangle") r = await cArm(t, probe, 2);
-      else {
+      else if (name === "cGsoCsum") r = await cArm(t, probe, 2, true);
+      else if (name === "ssgBase") {
+        r = await ssgArm(t, false, `${BASE}/test/ffi/netns_gateway.ts`);
+      } else {
         r = await ssgArm(t, name === "ssgGso");
         if (name === "ssgNoGso") perBatch.push(r[1]);
       }
@@ -220,6 +245,11 @@ console.log(
   `  packets/s: ssgNoGso / cAccept = ${ratio("ssgNoGso", "cAccept", pps)}, ` +
     `ssgNoGso / cMangle = ${ratio("ssgNoGso", "cMangle", pps)}; ` +
     `MB/s: ssgGso / ssgNoGso = ${ratio("ssgGso", "ssgNoGso", mbps)}, ` +
-    `ssgGso / cAccept = ${ratio("ssgGso", "cAccept", mbps)}; ` +
+    `ssgGso / cAccept = ${ratio("ssgGso", "cAccept", mbps)}, ` +
+    `ssgGso / cGsoCsum = ${ratio("ssgGso", "cGsoCsum", mbps)}; ` +
+    (BASE
+      ? `before/after: packets/s ssgNoGso / ssgBase = ${ratio("ssgNoGso", "ssgBase", pps)}, ` +
+        `MB/s ssgGso / ssgBase = ${ratio("ssgGso", "ssgBase", mbps)}; `
+      : "") +
     `SSG (no GSO) packets per recvmmsg batch ${median(perBatch).toFixed(1)}`,
 );

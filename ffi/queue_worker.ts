@@ -41,7 +41,7 @@ import {
   QueuedPacket,
   VerdictWriter,
 } from "./nfnetlink.ts";
-import { NfqSocket } from "./nfq_socket.ts";
+import { MAX_VERDICT_REFS, NfqSocket } from "./nfq_socket.ts";
 import type { FlowEventMessage, FromWorker, ToWorker, WorkerStart } from "./queue_protocol.ts";
 
 /** Bytes of verdicts sent per `send()` at most (below the socket's send buffer, see nfq_socket). */
@@ -100,7 +100,11 @@ class QueueLoop {
   constructor(sock: NfqSocket, start: WorkerStart) {
     this.sock = sock;
     this.mark = start.mark >>> 0;
-    this.writer = new VerdictWriter(start.queue.num, SEND_CAPACITY);
+    // Rewritten packets are sent back from the receive buffer itself (no copy; see VerdictWriter).
+    this.writer = new VerdictWriter(start.queue.num, SEND_CAPACITY, {
+      source: sock.buffer,
+      maxRefs: MAX_VERDICT_REFS,
+    });
     this.table = new FlowTable({ max: start.flows.max, idleSeconds: start.flows.idleSeconds });
     const relay = start.relay
       ? {
@@ -223,7 +227,7 @@ class QueueLoop {
     const w = this.writer;
     if (w.count === 0) return;
     try {
-      this.sock.send(w.view());
+      this.sock.sendVerdicts(w);
       this.counters.nfqSends++;
     } catch (e) {
       // The packets stay queued in the kernel until the queue is torn down; count and go on.
