@@ -3,10 +3,13 @@
  * ≥ 0.7 × the C consumer in packets/s). Root; throw-away namespaces (test/netns/topology.ts).
  *
  *   deno run -A bench/packet_path_bench.ts [--rounds 3] [--seconds 2] [--probe PATH] [--base DIR]
+ *                                          [--arms cAccept,ssgNoGso,...]
  *
  * Arms, alternated per round so the noise of other work on the machine is shared out; each is
  * one bulk TCP stream (Deno peers, test/ffi/netns_peer.ts) from the client to the server
- * namespace through the gateway, and the figure is queued packets per second of the stream:
+ * namespace through the gateway, and the figures are queued packets per second of the stream,
+ * MB/s, and the consumer's CPU (user + system of its process, from /proc; includes the kernel
+ * work done in its system calls, and for SSG its main thread, which discards the data) per MB:
  * - `C accept`: the reference consumer of ../shared/research/probe (nfq_accept.c, libnetfilter_queue,
  *   one verdict per packet, no payload, GSO flag off) on FORWARD, both directions (port 80);
  * - `C mangle+csum`: the same consumer returning every packet as a payload verdict after a full
@@ -39,6 +42,8 @@ const PROBE_SRC = opt("--probe-src", "/work/shared/research/probe/nfq_accept.c")
 const SSG_QUEUE = 1000 + Math.floor(Math.random() * 1000);
 const PROBE_QUEUE = SSG_QUEUE + 1;
 const BASE = opt("--base", "");
+/** `--arms a,b`: only these arms (default: all). */
+const ARMS = opt("--arms", "").split(",").filter((a) => a !== "");
 
 async function probeBinary(): Promise<string> {
   const given = opt("--probe", "");
@@ -75,6 +80,9 @@ async function bulk(t: Topology, port: string): Promise<Json> {
 class Gateway {
   lines: Json[] = [];
   #child: Deno.ChildProcess;
+  get pid(): number {
+    return this.#child.pid;
+  }
   constructor(child: Deno.ChildProcess) {
     this.#child = child;
     (async () => {
@@ -116,7 +124,7 @@ async function cArm(
   probe: string,
   mangle: number,
   gso = false,
-): Promise<[number, number]> {
+): Promise<[number, number, number]> {
   const rule = (op: string, dir: string) =>
     t.exec(t.ns.gateway, [
       "iptables",
@@ -143,11 +151,13 @@ async function cArm(
       { stderr: "piped", stdout: "null" },
     );
     await new Promise((r) => setTimeout(r, 300));
+    const cpu0 = cpuSeconds(child.pid);
     const b = await bulk(t, "80");
+    const cpu = cpuSeconds(child.pid) - cpu0;
     const { stderr } = await child.output();
     const text = new TextDecoder().decode(stderr);
     const packets = Number(/packets=(\d+)/.exec(text)?.[1] ?? NaN);
-    return [packets / b.seconds, b.mbps];
+    return [packets / b.seconds, (cpu * 1e6) / (b.sent / 1e6), b.mbps];
   } finally {
     await rule("-D", "--dport");
     await rule("-D", "--sport");
@@ -158,7 +168,7 @@ async function ssgArm(
   t: Topology,
   gso: boolean,
   gateway = GATEWAY,
-): Promise<[number, number, number]> {
+): Promise<[number, number, number, number]> {
   const gw = new Gateway(
     t.spawn(t.ns.gateway, [DENO, "run", "--allow-all", gateway, String(SSG_QUEUE)], {
       stdout: "piped",
@@ -169,14 +179,27 @@ async function ssgArm(
   try {
     await gw.until("ready", 0);
     const before = await gw.stats();
+    const cpu0 = cpuSeconds(gw.pid);
     const b = await bulk(t, "25");
+    const cpu = cpuSeconds(gw.pid) - cpu0;
     if (b.received !== b.sent) throw new Error(`SSG lost data: sent ${b.sent}, got ${b.received}`);
     const after = await gw.stats();
     const pkts = after.nfqPackets - before.nfqPackets;
     const batches = after.nfqBatches - before.nfqBatches;
-    return [pkts / b.seconds, pkts / Math.max(1, batches), b.mbps];
+    return [pkts / b.seconds, (cpu * 1e6) / (b.sent / 1e6), pkts / Math.max(1, batches), b.mbps];
   } finally {
     await gw.stop();
+  }
+}
+
+/** CPU seconds (user + system) used so far by process `pid`; NaN when it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return NaN;
   }
 }
 
@@ -185,16 +208,26 @@ const k = (v: number) => `${(v / 1000).toFixed(0)}k`;
 
 const probe = await probeBinary();
 await using t = await createTopology();
-const server = t.spawn(t.ns.server, [
-  DENO,
-  "run",
-  "--allow-all",
-  PEER,
-  "server",
-  `${t.addr.server4}:25`,
-  `${t.addr.server4}:80`,
-], { stdout: "null", stderr: "inherit" });
-await t.waitForPort(t.ns.server, t.addr.server4, 80, 15_000);
+/** The server peer (it exits by itself after 120 s, so one per round). */
+async function startServer(): Promise<Deno.ChildProcess> {
+  const server = t.spawn(t.ns.server, [
+    DENO,
+    "run",
+    "--allow-all",
+    PEER,
+    "server",
+    `${t.addr.server4}:25`,
+    `${t.addr.server4}:80`,
+  ], { stdout: "null", stderr: "inherit" });
+  await t.waitForPort(t.ns.server, t.addr.server4, 80, 15_000);
+  return server;
+}
+async function stopServer(server: Deno.ChildProcess): Promise<void> {
+  try {
+    server.kill("SIGTERM");
+  } catch { /* ended */ }
+  await server.status;
+}
 const names = [
   "cAccept",
   "ssgNoGso",
@@ -202,12 +235,14 @@ const names = [
   "ssgGso",
   "cGsoCsum",
   ...(BASE ? ["ssgBase"] : []),
-];
+].filter((n) => ARMS.length === 0 || ARMS.includes(n));
 const pps: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
 const mbps: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+const cpuPerMb: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
 const perBatch: number[] = [];
-try {
-  for (let round = 0; round < ROUNDS; round++) {
+for (let round = 0; round < ROUNDS; round++) {
+  const server = await startServer();
+  try {
     for (const name of names) {
       let r: number[];
       if (name === "cAccept") r = await cArm(t, probe, 0);
@@ -217,15 +252,15 @@ try {
         r = await ssgArm(t, false, `${BASE}/test/ffi/netns_gateway.ts`);
       } else {
         r = await ssgArm(t, name === "ssgGso");
-        if (name === "ssgNoGso") perBatch.push(r[1]);
+        if (name === "ssgNoGso") perBatch.push(r[2]);
       }
       pps[name].push(r[0]);
+      cpuPerMb[name].push(r[1]);
       mbps[name].push(r.at(-1)!);
     }
+  } finally {
+    await stopServer(server);
   }
-} finally {
-  server.kill("SIGTERM");
-  await server.status;
 }
 const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
 console.log(
@@ -236,11 +271,14 @@ for (const name of names) {
   const v = pps[name];
   console.log(
     `  ${name.padEnd(9)} ${k(median(v)).padStart(6)} packets/s (${v.map(k).join(" / ")}), ` +
-      `${median(mbps[name]).toFixed(0)} MB/s (${mbps[name].map((m) => m.toFixed(0)).join(" / ")})`,
+      `${median(mbps[name]).toFixed(0)} MB/s (${
+        mbps[name].map((m) => m.toFixed(0)).join(" / ")
+      }), ` +
+      `consumer CPU ${median(cpuPerMb[name]).toFixed(0)} µs/MB`,
   );
 }
 const ratio = (a: string, b: string, x: Record<string, number[]>) =>
-  (median(x[a]) / median(x[b])).toFixed(2);
+  x[a]?.length && x[b]?.length ? (median(x[a]) / median(x[b])).toFixed(2) : "-";
 console.log(
   `  packets/s: ssgNoGso / cAccept = ${ratio("ssgNoGso", "cAccept", pps)}, ` +
     `ssgNoGso / cMangle = ${ratio("ssgNoGso", "cMangle", pps)}; ` +
@@ -251,5 +289,7 @@ console.log(
       ? `before/after: packets/s ssgNoGso / ssgBase = ${ratio("ssgNoGso", "ssgBase", pps)}, ` +
         `MB/s ssgGso / ssgBase = ${ratio("ssgGso", "ssgBase", mbps)}; `
       : "") +
-    `SSG (no GSO) packets per recvmmsg batch ${median(perBatch).toFixed(1)}`,
+    `SSG (no GSO) packets per recvmmsg batch ${
+      perBatch.length ? median(perBatch).toFixed(1) : "-"
+    }`,
 );
