@@ -13,7 +13,8 @@
 #     never started: the policy-rc.d hook below keeps it stopped), dnsmasq-base (the
 #     dnsmasq binary alone, without the Debian service that package dnsmasq would enable: DNS tests
 #     run their own in the foreground on loopback or in a namespace), tcpdump, openssl, bash,
-#     coreutils, gzip, tar, procps (sysctl), util-linux (unshare, script), e2fsprogs (chattr).
+#     coreutils, gzip, tar, procps (sysctl), util-linux (unshare, script), e2fsprogs (chattr),
+#     gcc and libnetfilter-queue-dev (bench/packet_path_bench.ts builds the C NFQUEUE reference).
 #   - Then it checks what the tests *use*, by capability, not by package name: swaks can do TLS
 #     and IPv6, python3 can import aiosmtpd and ssl, smtp-sink/smtp-source/postfix run, and inside
 #     a throw-away network namespace iptables can add an NFQUEUE rule and nft can list rules.
@@ -31,7 +32,8 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 DENO_VERSION=2.9.6
 PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks libnet-ssleay-perl
   libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd clamav-daemon rspamd
-  dnsmasq-base tcpdump openssl ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
+  dnsmasq-base tcpdump openssl ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs
+  gcc libnetfilter-queue-dev)
 
 [ "$(id -u)" = 0 ] || die "run as root (installs packages; the tests create network namespaces)"
 
@@ -155,6 +157,9 @@ check "sysctl" procps sysctl -n net.ipv4.ip_forward
 check "unshare and script" util-linux sh -c 'command -v unshare && command -v script'
 check "chattr (read-only quarantine tests)" e2fsprogs sh -c 'command -v chattr'
 check "gzip and tar (the self-extracting build)" "gzip tar" sh -c 'command -v gzip && command -v tar'
+check "gcc links against libnetfilter_queue (the C reference of bench/packet_path_bench.ts)" \
+  "gcc libnetfilter-queue-dev" sh -c 'printf "%s\n" "#include <libnetfilter_queue/libnetfilter_queue.h>" \
+    "int main(void) { return nfq_open() == 0; }" | gcc -x c -o /dev/null - -lnetfilter_queue'
 if [ "${#failed[@]}" -gt 0 ]; then
   die "missing capabilities after installation; install: apt-get install -y ${failed[*]}"
 fi
