@@ -30,7 +30,7 @@
  *    a failed look-up counts as not listed and is logged (`dnsbl.failed`). Look-ups happen only
  *    when a rule tests `dnsbl`; they start at connect/EHLO/MAIL (`prefetch`) and run
  *    concurrently with decoding;
- * 6c. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
+ * 6d. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
  *    not be done (temperror: DNS down or slow) whose verdict would be forward — the static
  *    allowlist excepted — gets `auth.on_failure` (rule "auth-failed"). Verification happens only
  *    when a rule tests one of these or `auth.add_header` is on; SPF starts at MAIL FROM
@@ -1039,7 +1039,7 @@ export class PolicyEngine {
       authFailed.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
       authOnFailure !== "forward"
     ) {
-      // 6c. A tested check could not be done: never forwarded as if it had passed.
+      // 6d. A tested check could not be done: never forwarded as if it had passed.
       const why = [`sender authentication failed: ${authFailed.join("; ")}`];
       if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
       if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
