@@ -20,7 +20,7 @@ import { summarizeConfig } from "./src/config/summarize_config.ts";
 import { AppLog, type EventLog } from "./src/log/log.ts";
 import { PolicyEngine } from "./src/policy/policy_engine.ts";
 import { DecodePool, decodeWorkerCount, type FactsDecoder } from "./src/policy/decode_pool.ts";
-import type { Judge } from "./src/policy/verdict.ts";
+import type { Judge, RecipientCheck, StartChecks } from "./src/policy/verdict.ts";
 import { checkPrivileges } from "./src/divert/privileges.ts";
 import { Firewall } from "./src/divert/firewall.ts";
 import { pickResponderAddresses } from "./src/divert/responder_address.ts";
@@ -35,6 +35,7 @@ import { DivertService } from "./ffi/divert_service.ts";
 import { relaySourceSettings } from "./src/config/relay_source.ts";
 import { RelayRegistry } from "./src/flow/relay_registry.ts";
 import { RelayConnector } from "./src/smtp/relay_connector.ts";
+import type { EarlyFacts } from "./src/smtp/session_context.ts";
 import { probeLibrary } from "./ffi/probe.ts";
 
 const USAGE = `SSG ${VERSION} — the Secured SMTP Gateway
@@ -47,7 +48,7 @@ Usage:
   ssg check FILE.yaml   Validate FILE and print a summary. Exit 0 if valid, 2 with
                         "file:line:column: what is wrong" lines otherwise.
   ssg explain FILE.yaml MESSAGE.eml [--client IP] [--from ADDR] [--to ADDR]...
-                        [--helo NAME] [--server IP] [--tls]
+                        [--helo NAME] [--server IP] [--tls] [--auth]
                         Show, rule by rule, what matched in MESSAGE and why, and the verdict.
                         Needs no root and changes nothing.
   ssg quarantine list [--json] | show ID [--raw] | release ID | delete ID  --rules FILE.yaml
@@ -267,6 +268,9 @@ async function run(config: SsgConfig): Promise<number> {
       port: config.gateway.responder.port,
       config,
       judge: policy.judge,
+      checkRecipient: policy.checkRecipient,
+      prefetch: policy.prefetch,
+      startChecks: policy.startChecks,
       actions,
       log,
       originalDestination: (ip, port) => d.waitFor(ip, port, 500),
@@ -370,6 +374,13 @@ class PolicyHolder {
   }
   /** The judge sessions call; always the current engine. */
   readonly judge: Judge = (message, envelope) => this.#engine.judge(message, envelope);
+  /** The RCPT-time check (greylisting); always the current engine. */
+  readonly checkRecipient: RecipientCheck = (envelope) =>
+    this.#engine.checksRecipients ? this.#engine.checkRecipient(envelope) : undefined;
+  /** Starts early DNS-list look-ups (current engine; a no-op when no rule tests dnsbl). */
+  readonly prefetch = (known: EarlyFacts): void => this.#engine.prefetch(known);
+  /** The checks started at MAIL FROM (SPF); always the current engine. */
+  readonly startChecks: StartChecks = (start) => this.#engine.startChecks(start);
   /** Records a verdict and returns the thresholds' effects (current engine). */
   record(...args: Parameters<PolicyEngine["record"]>): ReturnType<PolicyEngine["record"]> {
     return this.#engine.record(...args);

@@ -32,19 +32,23 @@ function setup(family: 4 | 6, flows: number) {
     responderPort: RESPONDER_PORT,
     table,
   });
-  // Fill the table so the lookup is not a lone entry.
+  // Fill the table so the lookup is not a lone entry (SYN, then the handshake ACK that makes the
+  // Flow; see SynCache).
   for (let i = 0; i < flows; i++) {
-    d.handle(
-      buildTcpPacket({
-        src: ip(client),
-        dst: ip(server),
-        srcPort: 1024 + i,
-        dstPort: 25,
-        flags: TCP_SYN,
-      }),
-      0,
-    );
+    for (const flags of [TCP_SYN, TCP_ACK]) {
+      d.handle(
+        buildTcpPacket({
+          src: ip(client),
+          dst: ip(server),
+          srcPort: 1024 + i,
+          dstPort: 25,
+          flags,
+        }),
+        0,
+      );
+    }
   }
+  if (table.size !== flows) throw new Error(`expected ${flows} flows, got ${table.size}`);
   const inbound = buildTcpPacket({
     src: ip(client),
     dst: ip(server),

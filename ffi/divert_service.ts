@@ -133,6 +133,8 @@ export class DivertService {
         maxlen: g.queue.maxlen,
         rcvbuf: g.queue.rcvbuf,
         failOpen: g.queue.failOpen ?? false,
+        // The GSO flag (see nfq_socket.ts); SSG_NFQ_GSO=0 turns it off (for measurements).
+        gso: Deno.env.get("SSG_NFQ_GSO") !== "0",
       },
       protect: g.protect,
       ports: g.ports,

@@ -51,6 +51,8 @@ export const LIBC_SYMBOLS = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   /** ssize_t send(int sockfd, const void *buf, size_t len, int flags); */
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  /** ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags); */
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   /** int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags,
    *              struct timespec *timeout); */
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },

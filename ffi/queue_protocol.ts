@@ -10,7 +10,7 @@ export interface WorkerStart {
   /** Message discriminator. */
   type: "start";
   /** NFQUEUE settings: queue number, kernel queue length, socket buffer bytes, fail-open. */
-  queue: { num: number; maxlen: number; rcvbuf: number; failOpen: boolean };
+  queue: { num: number; maxlen: number; rcvbuf: number; failOpen: boolean; gso?: boolean };
   /** Protected networks: only TCP to these (and `ports`) is diverted. */
   protect: Cidr[];
   /** Destination ports that are diverted. */

@@ -29,15 +29,19 @@ import { cidrContains, parseCidr } from "../src/packet/cidr.ts";
 import type { Cidr } from "../src/config/config.ts";
 import { canonicalIp } from "./ip_key.ts";
 import { Errno, NfqError } from "./nfq_error.ts";
+import { computeTcpChecksum } from "../src/packet/checksum.ts";
+import { PacketView, parsePacket, ParseStatus } from "../src/packet/packet_view.ts";
 import {
   NF_ACCEPT,
   NF_DROP,
   NF_INET_PRE_ROUTING,
+  NFQA_SKB_CSUMNOTREADY,
+  NFQA_SKB_GSO,
   parseDatagram,
   QueuedPacket,
   VerdictWriter,
 } from "./nfnetlink.ts";
-import { NfqSocket } from "./nfq_socket.ts";
+import { MAX_VERDICT_REFS, NfqSocket } from "./nfq_socket.ts";
 import type { FlowEventMessage, FromWorker, ToWorker, WorkerStart } from "./queue_protocol.ts";
 
 /** Bytes of verdicts sent per `send()` at most (below the socket's send buffer, see nfq_socket). */
@@ -76,6 +80,8 @@ class QueueLoop {
     nfqMaxBatch: 0,
     nfqSends: 0,
     nfqMalformed: 0,
+    nfqGso: 0,
+    nfqFullChecksums: 0,
     nfqNoPayload: 0,
     nfqCapped: 0,
     verdictErrors: 0,
@@ -87,13 +93,18 @@ class QueueLoop {
   #pressureAt = 0;
   #pressureBase = { syns: 0, evicted: 0, full: 0, handshake: 0, created: 0 };
   #pkt = new QueuedPacket();
+  #view = new PacketView();
   #now = 0;
   #sink;
 
   constructor(sock: NfqSocket, start: WorkerStart) {
     this.sock = sock;
     this.mark = start.mark >>> 0;
-    this.writer = new VerdictWriter(start.queue.num, SEND_CAPACITY);
+    // Rewritten packets are sent back from the receive buffer itself (no copy; see VerdictWriter).
+    this.writer = new VerdictWriter(start.queue.num, SEND_CAPACITY, {
+      source: sock.buffer,
+      maxRefs: MAX_VERDICT_REFS,
+    });
     this.table = new FlowTable({ max: start.flows.max, idleSeconds: start.flows.idleSeconds });
     const relay = start.relay
       ? {
@@ -167,9 +178,23 @@ class QueueLoop {
       this.warn("divert.diverter_error", { error: e instanceof Error ? e.message : String(e) });
       v = 2;
     }
+    if ((p.skbInfo & NFQA_SKB_GSO) !== 0) this.counters.nfqGso++;
+    if (v === 1 && (p.skbInfo & NFQA_SKB_CSUMNOTREADY) !== 0) {
+      // A partial checksum (GSO flag on, see nfq_socket.ts): after a payload verdict the kernel
+      // no longer completes it, so write the full one (the rewrite already changed the bytes).
+      if (parsePacket(packet, this.#view) === ParseStatus.Tcp) {
+        const c = computeTcpChecksum(packet, this.#view);
+        const o = this.#view.tcpOffset + 16;
+        packet[o] = c >> 8;
+        packet[o + 1] = c & 0xff;
+        this.counters.nfqFullChecksums++;
+      } else v = 2; // rewritten yet unreadable cannot happen; fail closed anyway
+    }
     if (v === 1 && p.capLen !== 0) {
       // A truncated copy cannot be returned rewritten (the verdict would cut the packet short);
-      // with GSO off and copy range 65531 this needs an MTU above 65531. Fail closed.
+      // the copy range is 65531 bytes, so this needs a GSO packet of 65532-65535 bytes (TSO
+      // stays below; a GRO packet of an odd MSS could reach it) or an MTU above 65531. Fail
+      // closed (counted): TCP retransmits the data as smaller packets.
       this.counters.nfqCapped++;
       v = 2;
     }
@@ -202,7 +227,7 @@ class QueueLoop {
     const w = this.writer;
     if (w.count === 0) return;
     try {
-      this.sock.send(w.view());
+      this.sock.sendVerdicts(w);
       this.counters.nfqSends++;
     } catch (e) {
       // The packets stay queued in the kernel until the queue is torn down; count and go on.
@@ -222,6 +247,7 @@ class QueueLoop {
   /** Expires idle flows when no packets arrive (the table only expires amortised per packet). */
   idle(): void {
     this.table.expire(Date.now(), 1024);
+    this.diverter.syns.expire(Date.now(), 1024);
     this.diverter.relayFlows?.expire(Date.now(), 1024);
     this.postEvents();
   }
@@ -283,6 +309,10 @@ class QueueLoop {
     out.nfqEnobufs = this.sock.enobufs;
     out.nfqTruncated = this.sock.truncated;
     out.blockedAddresses = this.blocked.size;
+    // This Worker's own V8 heap (the process RSS alone cannot tell it from the main thread's).
+    const mem = Deno.memoryUsage();
+    out.workerHeapUsedMb = Math.round(mem.heapUsed / 1048576);
+    out.workerHeapTotalMb = Math.round(mem.heapTotal / 1048576);
     return out;
   }
 }
@@ -352,6 +382,7 @@ function start(msg: WorkerStart): void {
       maxlen: msg.queue.maxlen,
       rcvbuf: msg.queue.rcvbuf,
       failOpen: msg.queue.failOpen,
+      gso: msg.queue.gso ?? true,
       slots: msg.slots,
     });
     loop = new QueueLoop(sock, msg);

@@ -8,8 +8,13 @@
 #     swaks with its TLS and IPv6 modules (libnet-ssleay-perl, libio-socket-ssl-perl,
 #     libio-socket-inet6-perl: only *recommended* by swaks, so named here), python3-aiosmtpd (a
 #     scriptable SMTP server for cases smtp-sink cannot express), clamav-daemon (clamd for the
-#     virus-scanning tests; its own daemon and freshclam are not started), tcpdump, openssl, bash,
-#     coreutils, gzip, tar, procps (sysctl), util-linux (unshare, script), e2fsprogs (chattr).
+#     virus-scanning tests; its own daemon and freshclam are not started), rspamd (the spam-scoring
+#     tests start their own in the foreground with a config they write; the package's service is
+#     never started: the policy-rc.d hook below keeps it stopped), dnsmasq-base (the
+#     dnsmasq binary alone, without the Debian service that package dnsmasq would enable: DNS tests
+#     run their own in the foreground on loopback or in a namespace), tcpdump, openssl, bash,
+#     coreutils, gzip, tar, procps (sysctl), util-linux (unshare, script), e2fsprogs (chattr),
+#     gcc and libnetfilter-queue-dev (bench/packet_path_bench.ts builds the C NFQUEUE reference).
 #   - Then it checks what the tests *use*, by capability, not by package name: swaks can do TLS
 #     and IPv6, python3 can import aiosmtpd and ssl, smtp-sink/smtp-source/postfix run, and inside
 #     a throw-away network namespace iptables can add an NFQUEUE rule and nft can list rules.
@@ -26,8 +31,9 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 DENO_VERSION=2.9.6
 PACKAGES=(libnetfilter-queue1 iptables nftables iproute2 postfix swaks libnet-ssleay-perl
-  libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd clamav-daemon tcpdump openssl
-  ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs)
+  libio-socket-ssl-perl libio-socket-inet6-perl python3 python3-aiosmtpd clamav-daemon rspamd
+  dnsmasq-base tcpdump openssl ca-certificates bash coreutils gzip tar procps util-linux e2fsprogs
+  gcc libnetfilter-queue-dev)
 
 [ "$(id -u)" = 0 ] || die "run as root (installs packages; the tests create network namespaces)"
 
@@ -105,6 +111,24 @@ nfq_in_netns() {
   ip netns del "$ns" || rc=1
   return "$rc"
 }
+# The tests' kind of rspamd config (test/engines/rspamd_fixture.ts): one normal worker on
+# loopback, the C regexp module, a tiny TLD list, a DNS server nobody runs. Checked, not started.
+rspamd_minimal_config() {
+  local d rc=0
+  d=$(mktemp -d)
+  printf 'com\n' >"$d/tld.dat"
+  cat >"$d/rspamd.conf" <<CONF
+options { dbdir = "$d"; filters = "regexp"; url_tld = "$d/tld.dat";
+  dns { nameserver = ["127.0.0.1:1"]; } }
+worker "normal" { bind_socket = "127.0.0.1:11333"; count = 1; }
+regexp { SSG_CHECK { re = "/x/{body}"; score = 1.0; } }
+CONF
+  local v
+  v=$(/usr/bin/rspamd --version 2>&1) && grep -q "version 3\." <<<"$v" || rc=1
+  rspamadm configtest -c "$d/rspamd.conf" >/dev/null 2>&1 || rc=1
+  rm -rf "$d"
+  return "$rc"
+}
 check "libnetfilter_queue.so.1 (the FFI target)" libnetfilter-queue1 \
   sh -c 'ldconfig -p | grep -q "libnetfilter_queue.so.1 "'
 check "ip (network namespaces and veth)" iproute2 ip -V
@@ -124,11 +148,18 @@ check "/usr/bin/python3 with aiosmtpd and ssl (scripted SMTP servers in tests)" 
 check "openssl (test certificates)" openssl openssl version
 check "clamd (virus-scanning tests start their own, with a test signature database)" clamav-daemon \
   /usr/sbin/clamd --version
+check "rspamd 3.x accepting the tests' minimal config (its own process, no network, no redis)" \
+  rspamd rspamd_minimal_config
+check "dnsmasq (DNS tests start their own, with records the test writes)" dnsmasq-base \
+  /usr/sbin/dnsmasq --test --conf-file=/dev/null
 check "tcpdump (packet captures when a test fails)" tcpdump tcpdump --version
 check "sysctl" procps sysctl -n net.ipv4.ip_forward
 check "unshare and script" util-linux sh -c 'command -v unshare && command -v script'
 check "chattr (read-only quarantine tests)" e2fsprogs sh -c 'command -v chattr'
 check "gzip and tar (the self-extracting build)" "gzip tar" sh -c 'command -v gzip && command -v tar'
+check "gcc links against libnetfilter_queue (the C reference of bench/packet_path_bench.ts)" \
+  "gcc libnetfilter-queue-dev" sh -c 'printf "%s\n" "#include <libnetfilter_queue/libnetfilter_queue.h>" \
+    "int main(void) { return nfq_open() == 0; }" | gcc -x c -o /dev/null - -lnetfilter_queue'
 if [ "${#failed[@]}" -gt 0 ]; then
   die "missing capabilities after installation; install: apt-get install -y ${failed[*]}"
 fi

@@ -23,6 +23,7 @@ import type { EventLog } from "../log/log.ts";
 import type { VerdictActions } from "../smtp/session.ts";
 import { type AlertConfig, AlertMailer } from "./alert_mailer.ts";
 import { deliver, deliveryServer } from "./delivery.ts";
+import { applyAuthResults } from "./authentication_results.ts";
 import { HeaderFieldError } from "./header_field.ts";
 import { QuarantineError, QuarantineStore } from "./quarantine_store.ts";
 import type { Connect } from "./send_message.ts";
@@ -151,14 +152,18 @@ export class GatewayActions implements VerdictActions {
 
   transform(message: Uint8Array, verdict: Verdict): Uint8Array {
     const strip = this.#o.strip ?? DEFAULT_STRIP;
+    let tagged: Uint8Array;
     try {
-      return tagMessage(message, verdict.tag, { strip });
+      tagged = tagMessage(message, verdict.tag, { strip });
     } catch (e) {
       if (!(e instanceof HeaderFieldError)) throw e;
       // The loader should have refused this tag; forward untagged rather than fail the mail.
       this.#o.log.event("action.tag.invalid", { rule: verdict.rule, error: e.message }, "error");
-      return tagMessage(message, undefined, { strip });
+      tagged = tagMessage(message, undefined, { strip });
     }
+    // Sender authentication: forged fields with our authserv-id out, ours in (RFC 8601 §5).
+    const ar = verdict.authResults;
+    return ar ? applyAuthResults(tagged, ar.authservId, ar.value) : tagged;
   }
 
   async quarantine(message: Uint8Array, envelope: Envelope, verdict: Verdict): Promise<string> {

@@ -5,6 +5,7 @@
  * how the responder behaves, `smtp:`/`relay:`/`log:` tune bounds, and `rules:` is the policy.
  * Every field here has already been validated; stages never re-check it.
  */
+import type { DnsblSite } from "../engines/dns/dnsbl_site.ts";
 import type { Rule, Threshold } from "../policy/rule.ts";
 
 /** An IPv4 or IPv6 network, e.g. 198.51.100.0/24 or 2001:db8:25::/64. */
@@ -293,6 +294,109 @@ export interface ClamavConfig {
   onFailure: "tempfail" | "quarantine" | "reject" | "forward";
 }
 
+/**
+ * `greylist:` — the triplet memory of `action: greylist` (issue 10): how long a new triplet
+ * (client network, sender, recipient) is deferred, how long its retry is awaited, how long a
+ * passed one is remembered, and when a client network is allowed outright.
+ */
+export interface GreylistConfig {
+  /** Least time between the first sighting and an accepted retry, in seconds (default 300). */
+  delaySeconds: number;
+  /** Time after the first sighting during which a retry is awaited, in seconds (default 2 days). */
+  retryWindowSeconds: number;
+  /** How long a passed triplet is remembered after its last use, in seconds (default 36 days). */
+  passLifetimeSeconds: number;
+  /** Passed triplets after which a client network is allowed outright (default 5; 0: never). */
+  autoAllowAfter: number;
+  /** Most triplets remembered; past it the soonest expiring are forgotten (default 100000). */
+  maxEntries: number;
+  /** Prefix lengths that make a client address its network (default /24 and /64). */
+  networkPrefix: { ipv4: number; ipv6: number };
+}
+
+/**
+ * `rspamd:` — spam scoring with Rspamd's `/checkv2` (its normal worker). Only messages judged by
+ * a policy whose rules test `rspamd` are sent.
+ */
+export interface RspamdConfig {
+  /** Host and port of Rspamd's normal worker (default 127.0.0.1:11333). */
+  address: { hostname: string; port: number };
+  /** Path prefix before `/checkv2` ("" unless `url` gave one, e.g. behind a reverse proxy). */
+  pathPrefix: string;
+  /** Longest one request may take, connection included, in seconds (default 15). */
+  timeoutSeconds: number;
+  /** Largest message sent, in bytes (default 25 MiB); a larger one is not scored (`onFailure`). */
+  maxBytes: number;
+  /** Sent as the `Password` header (a controller or proxy worker may require it). */
+  password?: string;
+  /**
+   * What happens to a message that could not be scored (Rspamd down, slow, over `maxBytes`,
+   * a malformed reply) when it would otherwise be forwarded: "tempfail" (default: the client
+   * retries), "quarantine", "reject", or "ignore" (judged without Rspamd — its conditions hold
+   * for nothing — and logged `policy.rspamd_ignored`).
+   */
+  onFailure: "tempfail" | "quarantine" | "reject" | "ignore";
+}
+
+/**
+ * `dns:` — the resolver SSG's own look-ups use (DNSBL/RHSBL now; SPF/DKIM/DMARC through the same
+ * resolver): recursive servers SSG asks, how long it waits, how much it caches.
+ */
+export interface DnsConfig {
+  /** Recursive servers, `ip`, `ip:port` or `[ipv6]:port`, asked in order. */
+  servers: string[];
+  /** Wait for one server's answer, in seconds (default 2). */
+  timeoutSeconds: number;
+  /** Further rounds over the servers after the first (default 1). */
+  retries: number;
+  /** Most answers cached (default 10000; 0: no cache). */
+  cacheEntries: number;
+  /** Longest an answer is cached whatever its TTL, in seconds (default 3600). */
+  cacheMaxTtlSeconds: number;
+  /** TTL of a negative answer without SOA, in seconds (default 300). */
+  negativeTtlSeconds: number;
+}
+
+/**
+ * `dnsbl:` — DNS block- and allowlists (Postfix `postscreen_dnsbl_sites` syntax, weights summed
+ * into a score). Looked up only when a rule tests `dnsbl`.
+ */
+export interface DnsblConfig {
+  /** Lists for the client IP (DNSBL; negative weights: DNSWL). */
+  client: DnsblSite[];
+  /** Lists for the MAIL FROM domain (RHSBL). */
+  senderDomain: DnsblSite[];
+  /** Lists for the HELO/EHLO name (RHSBL). */
+  helo: DnsblSite[];
+  /** Longest the whole check may take at the end of DATA, in seconds (default 5). */
+  timeoutSeconds: number;
+  /**
+   * A failed look-up (timeout, SERVFAIL, a list's refusal code): "ignore" counts it as not listed
+   * (logged `dnsbl.failed`); "tempfail" answers 451 4.4.3 instead of forwarding (default ignore).
+   */
+  onFailure: "ignore" | "tempfail";
+}
+
+/**
+ * `auth:` — SPF, DKIM, DMARC and ARC verification (npm mailauth) through the `dns:` resolver.
+ * Verification runs only when a rule tests `spf`/`dkim`/`dmarc`/`arc` or `addHeader` is on.
+ */
+export interface AuthConfig {
+  /** Our authserv-id (RFC 8601 §2.5) in Authentication-Results (default gateway.hostname). */
+  authservId: string;
+  /** Which checks run (default all four). DMARC without SPF uses DKIM alone. */
+  checks: ("spf" | "dkim" | "dmarc" | "arc")[];
+  /** Prepend our Authentication-Results to relayed messages (default true). */
+  addHeader: boolean;
+  /** Longest each phase may take (SPF from MAIL FROM; the rest at end of data), seconds (10). */
+  timeoutSeconds: number;
+  /**
+   * Verdict for a message a rule tests with `spf`/`dkim`/`dmarc`/`arc` whose tested check gave
+   * temperror (DNS down or slow) when it would otherwise be forwarded (default "tempfail").
+   */
+  onFailure: "tempfail" | "quarantine" | "reject" | "forward";
+}
+
 /** Everything a running SSG needs, validated. */
 export interface SsgConfig {
   /** Path of the rule file this came from. */
@@ -327,4 +431,14 @@ export interface SsgConfig {
   content?: ContentConfig;
   /** Virus scanning (absent when the section is: no rule may then test `virus`). */
   clamav?: ClamavConfig;
+  /** Greylisting parameters (absent when the section is: `GREYLIST_DEFAULTS` apply). */
+  greylist?: GreylistConfig;
+  /** Spam scoring (absent when the section is: no rule may then test `rspamd`). */
+  rspamd?: RspamdConfig;
+  /** SSG's DNS resolver (absent when the section is: nothing may then look up DNS). */
+  dns?: DnsConfig;
+  /** DNS lists (absent when the section is: no rule may then test `dnsbl`). */
+  dnsbl?: DnsblConfig;
+  /** Sender authentication (set when the section is present or a rule tests spf/dkim/dmarc/arc). */
+  auth?: AuthConfig;
 }

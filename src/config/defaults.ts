@@ -6,11 +6,16 @@
  * foundation issue.
  */
 import type {
+  AuthConfig,
   ClamavConfig,
   ContentConfig,
+  DnsblConfig,
+  DnsConfig,
   GatewayConfig,
+  GreylistConfig,
   LogConfig,
   RelayConfig,
+  RspamdConfig,
   SmtpConfig,
 } from "./config.ts";
 
@@ -90,6 +95,68 @@ export const CLAMAV_DEFAULTS: Readonly<ClamavConfig> = Object.freeze({
   address: Object.freeze({ path: "/run/clamav/clamd.ctl" }),
   timeoutSeconds: 30,
   maxBytes: 25 * 1024 * 1024,
+  onFailure: "tempfail",
+});
+
+/**
+ * Defaults of `greylist:`, those of postgrey and OpenBSD spamd's neighbourhood: a 5-minute delay
+ * (postgrey's --delay 300), a 2-day retry window (postgrey's --retry-window), 36 days of memory
+ * for a passed triplet (postgrey's --max-age 35, plus a day), a network allowed after 5 passed
+ * triplets (postgrey's --auto-whitelist-clients), /24 and /64 networks (a sender's pool of
+ * outbound relays usually shares one).
+ */
+export const GREYLIST_DEFAULTS: Readonly<GreylistConfig> = Object.freeze({
+  delaySeconds: 300,
+  retryWindowSeconds: 2 * 86400,
+  passLifetimeSeconds: 36 * 86400,
+  autoAllowAfter: 5,
+  maxEntries: 100_000,
+  networkPrefix: Object.freeze({ ipv4: 24, ipv6: 64 }),
+});
+
+/**
+ * Defaults of `rspamd:`. Rspamd's own default for its normal worker (localhost:11333); 15 s per
+ * message (Rspamd's task_timeout is 8 s, after which it answers with what it has); 25 MiB like
+ * `clamav.max_bytes`; tempfail on failure: what was not scored never passes as clean.
+ */
+export const RSPAMD_DEFAULTS: Readonly<RspamdConfig> = Object.freeze({
+  address: Object.freeze({ hostname: "127.0.0.1", port: 11333 }),
+  pathPrefix: "",
+  timeoutSeconds: 15,
+  maxBytes: 25 * 1024 * 1024,
+  onFailure: "tempfail",
+});
+
+/**
+ * Defaults of `dns:` (servers have none: SSG does not guess a resolver). 2 s per try and one more
+ * round (DNSBL zones answer in milliseconds from a nearby cache); answers cached up to an hour,
+ * 10,000 of them (a few MB); a negative answer without SOA for 5 minutes.
+ */
+export const DNS_DEFAULTS: Readonly<Omit<DnsConfig, "servers">> = Object.freeze({
+  timeoutSeconds: 2,
+  retries: 1,
+  cacheEntries: 10000,
+  cacheMaxTtlSeconds: 3600,
+  negativeTtlSeconds: 300,
+});
+
+/**
+ * Defaults of `dnsbl:`. 5 s for the whole check at the end of DATA (look-ups started at
+ * connect/EHLO/MAIL are usually done by then); a failed look-up counts as not listed, as in
+ * Postfix, SpamAssassin and rspamd: a list that is down must not stop the mail.
+ */
+export const DNSBL_DEFAULTS: Readonly<Omit<DnsblConfig, "client" | "senderDomain" | "helo">> =
+  Object.freeze({ timeoutSeconds: 5, onFailure: "ignore" });
+
+/**
+ * Defaults of `auth:` (the authserv-id defaults to gateway.hostname, set by the reader). 10 s per
+ * phase: far above a working resolver's answers, far below the 2-minute judge bound; tempfail on
+ * a DNS failure, as Postfix's policyd-spf does for temperror: the client retries later.
+ */
+export const AUTH_DEFAULTS: Readonly<Omit<AuthConfig, "authservId">> = Object.freeze({
+  checks: Object.freeze(["spf", "dkim", "dmarc", "arc"]) as AuthConfig["checks"],
+  addHeader: true,
+  timeoutSeconds: 10,
   onFailure: "tempfail",
 });
 

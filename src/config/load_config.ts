@@ -18,8 +18,13 @@
  * Sizes may be written "25M"/"512k", durations "5m"/"30s" (see `units.ts`).
  */
 import { readContent } from "./read_content.ts";
+import { readAuth } from "./read_auth.ts";
 import { readClamav } from "./read_clamav.ts";
-import { virusLeaves } from "../policy/rule.ts";
+import { readGreylist } from "./read_greylist.ts";
+import { readRspamd } from "./read_rspamd.ts";
+import { readDns } from "./read_dns.ts";
+import { readDnsbl } from "./read_dnsbl.ts";
+import { authLeaves, dnsblLeaves, rspamdLeaves, virusLeaves } from "../policy/rule.ts";
 import { isScalar, LineCounter, parseDocument } from "yaml";
 import type {
   Cidr,
@@ -75,6 +80,11 @@ const TOP_KEYS = [
   "thresholds",
   "content",
   "clamav",
+  "greylist",
+  "rspamd",
+  "dns",
+  "dnsbl",
+  "auth",
 ] as const;
 const GATEWAY_KEYS = [
   "protect",
@@ -231,6 +241,81 @@ export function parseConfig(
       });
     }
   }
+  const rspamd = readRspamd(top.get("rspamd"), top.has("rspamd"), reader, top.key("rspamd"));
+  if (!top.has("rspamd")) {
+    // An rspamd test with nothing to ask would never hold: mail would pass as unscored, silently.
+    for (const leaf of rspamdLeaves(rules)) {
+      reader.issues.push({
+        line: leaf.at?.line ?? 1,
+        column: leaf.at?.column ?? 1,
+        message:
+          `"rspamd" needs an "rspamd" section saying where Rspamd listens (e.g. "rspamd: { address: 127.0.0.1:11333 }")`,
+      });
+    }
+  }
+
+  const greylist = readGreylist(
+    top.get("greylist"),
+    top.has("greylist"),
+    reader,
+    top.key("greylist"),
+  );
+  const dns = readDns(top.get("dns"), top.has("dns"), reader, top.key("dns"));
+  const dnsbl = readDnsbl(top.get("dnsbl"), top.has("dnsbl"), reader, top.key("dnsbl"));
+  if (top.has("dnsbl") && !top.has("dns")) {
+    reader.report(
+      top.key("dnsbl"),
+      `"dnsbl" needs a "dns" section saying which resolver to ask (e.g. "dns: { servers: [127.0.0.1] }")`,
+    );
+  }
+  for (const leaf of dnsblLeaves(rules)) {
+    // A DNS-list test with no lists would never hold: mail would pass as not listed, silently.
+    const at = { line: leaf.at?.line ?? 1, column: leaf.at?.column ?? 1 };
+    if (!top.has("dnsbl")) {
+      reader.issues.push({
+        ...at,
+        message:
+          `"dnsbl" needs a "dnsbl" section listing the zones (e.g. "dnsbl: { client: [zen.example.org*3] }")`,
+      });
+    } else if (dnsbl && leaf.listedIn) {
+      const zones = new Set(
+        [...dnsbl.client, ...dnsbl.senderDomain, ...dnsbl.helo].map((s) => s.zone),
+      );
+      for (const z of leaf.listedIn.filter((z) => !zones.has(z))) {
+        reader.issues.push({
+          ...at,
+          message: `"dnsbl.listed_in": "${z}" is not a zone of the "dnsbl" section (${
+            [...zones].join(", ")
+          })`,
+        });
+      }
+    }
+  }
+  // Sender authentication needs no daemon, only the resolver: a rule testing spf/dkim/dmarc/arc
+  // without an "auth" section gets the defaults (authserv-id = gateway.hostname).
+  const auth = top.has("auth") || authLeaves(rules).length > 0
+    ? readAuth(
+      top.get("auth"),
+      true,
+      reader,
+      top.key("auth"),
+      gateway?.hostname ?? defaultHostname(),
+    )
+    : undefined;
+  if (auth && !top.has("dns")) {
+    // Without a resolver every check would be a temperror: say so now, not at the first message.
+    const leaf = authLeaves(rules)[0];
+    const message =
+      `sender authentication needs a "dns" section saying which resolver to ask (e.g. "dns: { servers: [127.0.0.1] }")`;
+    if (top.has("auth")) reader.report(top.key("auth"), `"auth": ${message}`);
+    else {
+      reader.issues.push({
+        line: leaf?.at?.line ?? 1,
+        column: leaf?.at?.column ?? 1,
+        message: `"${leaf?.check}": ${message}`,
+      });
+    }
+  }
 
   if (gateway && smtp) {
     // A flow forgotten while its session legitimately waits would cut the session: the flow
@@ -265,6 +350,11 @@ export function parseConfig(
   if (sections.spamtraps) config.spamtraps = sections.spamtraps;
   if (sections.alert) config.alert = sections.alert;
   if (clamav) config.clamav = clamav;
+  if (greylist) config.greylist = greylist;
+  if (rspamd) config.rspamd = rspamd;
+  if (dns) config.dns = dns;
+  if (auth) config.auth = auth;
+  if (dnsbl) config.dnsbl = dnsbl;
   return config;
 }
 

@@ -5,7 +5,11 @@
  * `allowlist`, `blacklist` — the static client blacklist is re-applied at the packet level —,
  * `spamtraps`, `thresholds`, `content.*` — the next message is read and judged under them —,
  * `clamav.*` — the new policy engine holds a new clamd client: it keeps no connection, so the
- * next scan goes to the new address with the new limits), every `smtp.*` setting (new sessions get the new limits, timeouts,
+ * next scan goes to the new address with the new limits), `greylist.*` (the new engine's
+ * greylist reads the same triplets in the state store under the new times), `rspamd.*` (a new
+ * Rspamd client, one connection per message), `dns.*` and `dnsbl.*` — the new
+ * engine holds a new resolver (its cache starts empty) and the new lists —, `auth.*` (the
+ * new engine verifies with the new checks, authserv-id and timeout), every `smtp.*` setting (new sessions get the new limits, timeouts,
  * line-ending policy and TLS identity; the session-count limits and `max_inflight_bytes` bind at
  * once; a session already running finishes under the settings it started with), `relay.*` but
  * `relay.source*` (new sessions, bcc and redirect deliveries) and `log.level`.
@@ -43,6 +47,11 @@ export const RELOADABLE: readonly string[] = [
   "thresholds",
   "content.*",
   "clamav.*",
+  "greylist.*",
+  "rspamd.*",
+  "dns.*",
+  "dnsbl.*",
+  "auth.*",
   "smtp.*",
   "relay.* except relay.source*",
   "log.level",

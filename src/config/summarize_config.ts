@@ -3,7 +3,18 @@
  * ports, where diverted flows are answered, the limits in force, and the rules in order.
  */
 import type { SsgConfig } from "./config.ts";
-import { type Action, type Condition, type Rule, virusLeaves } from "../policy/rule.ts";
+import { GREYLIST_DEFAULTS } from "./defaults.ts";
+import { describeAuthLeaf } from "../policy/auth_condition.ts";
+import {
+  type Action,
+  authLeaves,
+  type Condition,
+  dnsblLeaves,
+  greylists,
+  rspamdLeaves,
+  type Rule,
+  virusLeaves,
+} from "../policy/rule.ts";
 import { formatDuration, formatSize } from "./units.ts";
 import { RELOADABLE, RESTART_ONLY } from "./reload_plan.ts";
 import { type RelaySourceSettings, relaySourceSettings } from "./relay_source.ts";
@@ -96,6 +107,78 @@ export function summarizeConfig(cfg: SsgConfig): string {
             v.maxBytes + 1
           } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scanned → ${v.onFailure}`
           : ""
+      }`,
+    );
+  }
+  if (cfg.rules.some(greylists)) {
+    const g = cfg.greylist ?? GREYLIST_DEFAULTS;
+    lines.push(
+      `greylist: a new (client /${g.networkPrefix.ipv4} or /${g.networkPrefix.ipv6}, sender, recipient) gets 451 4.7.1; a retry after ${
+        formatDuration(g.delaySeconds)
+      } and within ${formatDuration(g.retryWindowSeconds)} passes and is remembered ${
+        formatDuration(g.passLifetimeSeconds)
+      } after its last use; ${
+        g.autoAllowAfter
+          ? `a client network with ${g.autoAllowAfter} passed triplets is allowed outright`
+          : "no automatic allowing"
+      }; at most ${g.maxEntries} triplets`,
+    );
+  }
+  if (cfg.rspamd) {
+    const v = cfg.rspamd;
+    const host = v.address.hostname.includes(":") ? `[${v.address.hostname}]` : v.address.hostname;
+    lines.push(
+      `rspamd: http://${host}:${v.address.port}${v.pathPrefix}/checkv2, ${
+        formatDuration(v.timeoutSeconds)
+      } per message, messages up to ${v.maxBytes} bytes scored${
+        v.password === undefined ? "" : ", with a password"
+      }; not scored → ${v.onFailure}${
+        v.onFailure === "ignore" ? " (judged without rspamd, logged policy.rspamd_ignored)" : ""
+      }${rspamdLeaves(cfg.rules).length ? "" : " (no rule tests rspamd: nothing is sent)"}${
+        v.maxBytes < cfg.smtp.maxMessageBytes
+          ? `; messages of ${
+            v.maxBytes + 1
+          } to ${cfg.smtp.maxMessageBytes} bytes (smtp.max_message_bytes) are not scored → ${v.onFailure}`
+          : ""
+      }`,
+    );
+  }
+  if (cfg.dns) {
+    const d = cfg.dns;
+    lines.push(
+      `dns: ask ${d.servers.join(", ")}, ${formatDuration(d.timeoutSeconds)} per try, ${
+        d.retries + 1
+      } round(s); cache ${d.cacheEntries} answers for at most ${
+        formatDuration(d.cacheMaxTtlSeconds)
+      } (negative without SOA: ${formatDuration(d.negativeTtlSeconds)})`,
+    );
+  }
+  if (cfg.dnsbl) {
+    const b = cfg.dnsbl;
+    const show = (what: string, sites: { text: string }[]) =>
+      sites.length ? [`${what} in ${sites.map((s) => s.text).join(", ")}`] : [];
+    lines.push(
+      `dnsbl: ${
+        [
+          ...show("client IP", b.client),
+          ...show("sender domain", b.senderDomain),
+          ...show("HELO name", b.helo),
+        ].join("; ")
+      }; ${formatDuration(b.timeoutSeconds)} per message; look-up failed → ${
+        b.onFailure === "ignore" ? "not listed (logged)" : "tempfail 451 4.4.3"
+      }${dnsblLeaves(cfg.rules).length ? "" : " (no rule tests dnsbl: nothing is looked up)"}`,
+    );
+  }
+  if (cfg.auth) {
+    const a = cfg.auth;
+    const tested = authLeaves(cfg.rules).length;
+    lines.push(
+      `auth: ${a.checks.join(", ")} as ${a.authservId}, ${
+        formatDuration(a.timeoutSeconds)
+      } per phase (SPF from MAIL FROM, the rest at end of data); Authentication-Results ${
+        a.addHeader ? "added" : "not added (forged ones with our id still removed)"
+      }; a tested check's temperror → ${a.onFailure}${
+        tested || a.addHeader ? "" : " (no rule tests spf/dkim/dmarc/arc: nothing is verified)"
       }`,
     );
   }
@@ -211,12 +294,29 @@ export function describeCondition(c: Condition): string {
     }
     case "listed":
       return `listed on ${c.list}`;
+    case "auth":
+      return describeAuthLeaf(c);
     case "virus":
       return c.signatures
         ? `virus contains ${c.signatures.map((v) => JSON.stringify(v)).join(", ")}`
         : c.value
         ? "virus"
         : "no virus";
+    case "rspamd": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`score ≥ ${c.scoreAtLeast}`);
+      if (c.scoreBelow !== undefined) parts.push(`score < ${c.scoreBelow}`);
+      if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
+      if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
+      return `rspamd ${parts.join(" and ")}`;
+    }
+    case "dnsbl": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`dnsbl score ≥ ${c.scoreAtLeast}`);
+      if (c.scoreAtMost !== undefined) parts.push(`dnsbl score ≤ ${c.scoreAtMost}`);
+      if (c.listedIn) parts.push(`listed in ${c.listedIn.join(" or ")}`);
+      return parts.join(" and ");
+    }
     case "all":
       return c.conditions.map((x) => wrap(x, "all")).join(" and ");
     case "any":

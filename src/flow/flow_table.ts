@@ -46,6 +46,11 @@
  * address bits), so the hash is keyed with a random per-table seed; an attacker cannot
  * precompute colliding keys to turn lookups into long probe runs.
  *
+ * The Diverter's table of diverted client flows holds established flows only: their half-open
+ * state lives in a SynCache (syn_cache.ts) and a Flow is added at the client's handshake ACK. The
+ * embryonic machinery here serves the relay flows (SSG's own connections, bounded by the port
+ * range) and any owner that adds at the SYN.
+ *
  * Caution: lifetime. A removed Flow object is detached from the table; holding one is safe, but
  * it no longer changes — except a flow that ended embryonic by eviction or handshake timeout
  * (never established): its object is recycled for a later SYN (a bounded pool of POOL_MAX), so a
@@ -55,6 +60,7 @@
  * a half-open flow past its `onEnd`.
  */
 import { formatIp, parseIp } from "../packet/ip_address.ts";
+import { hashClient, randomSeed, word } from "./flow_hash.ts";
 
 /** Why a flow ended. */
 export type FlowEndReason =
@@ -288,26 +294,6 @@ class FlowList {
   }
 }
 
-// Murmur3 (32-bit) mixing steps: cheap, good avalanche, all in int32 arithmetic.
-function mix(h: number, k: number): number {
-  k = Math.imul(k, 0xcc9e2d51);
-  k = (k << 15) | (k >>> 17);
-  k = Math.imul(k, 0x1b873593);
-  h ^= k;
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
-function finish(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
-}
-function word(b: Uint8Array, o: number): number {
-  return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
-}
-
 /** Thrown for options a FlowTable cannot work with. */
 export class FlowTableError extends Error {
   /** Creates the error; `name` is "FlowTableError". */
@@ -371,7 +357,7 @@ export class FlowTable {
     while (cap < opts.max * 2) cap *= 2;
     this.#slots = new Array<Flow | undefined>(cap).fill(undefined);
     this.#mask = cap - 1;
-    this.#seed = opts.seed ?? crypto.getRandomValues(new Int32Array(1))[0];
+    this.#seed = opts.seed ?? randomSeed();
   }
 
   /** Flows in the table. */
@@ -380,17 +366,7 @@ export class FlowTable {
   }
 
   #hash(family: 4 | 6, b: Uint8Array, o: number, port: number): number {
-    let h = this.#seed;
-    if (family === 4) {
-      h = mix(h, word(b, o));
-    } else {
-      h = mix(h, word(b, o));
-      h = mix(h, word(b, o + 4));
-      h = mix(h, word(b, o + 8));
-      h = mix(h, word(b, o + 12));
-    }
-    h = mix(h, port | (family << 16));
-    return finish(h);
+    return hashClient(this.#seed, family, b, o, port);
   }
 
   /**

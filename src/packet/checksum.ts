@@ -5,8 +5,9 @@
  *
  * Why incremental: rewriting an address and a port changes at most 9 words (an IPv6 address and a
  * port), while a full TCP checksum reads the whole segment. Incremental updates are exact only
- * when the checksum already in the packet is complete; SSG leaves the NFQUEUE GSO flag off, so the
- * kernel hands us packets with full checksums (research/performance-anchors.md §2.3).
+ * when the checksum already in the packet is complete; the kernel marks the packets whose checksum
+ * is partial (NFQA_SKB_CSUMNOTREADY, with the NFQUEUE GSO flag on), and those get a full
+ * computation instead (queue_worker.ts; research/performance-anchors.md §2.3).
  *
  * Eqn. 3 (not eqn. 2, which RFC 1624 §4 shows can yield -0 where recomputation yields +0) gives
  * exactly the value a full recomputation gives: both are the one's complement of a sum in
@@ -26,12 +27,45 @@ export function foldSum(sum: number): number {
   return sum;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Int32 view of the last buffer summed in 32-bit steps (the Worker's receive buffer). */
+let words32: Int32Array | undefined;
+
 /**
  * Adds the bytes `data[start..end)` as big-endian 16-bit words to `sum` (unfolded); an odd
  * trailing byte is padded with a zero byte (RFC 1071 §4.1).
  */
 export function sumWords(data: Uint8Array, start: number, end: number, sum = 0): number {
   let i = start;
+  if (end - start >= 64 && LITTLE_ENDIAN && ((data.byteOffset + i) & 1) === 0) {
+    // Long runs (full checksums of GSO packets, up to 64 KiB): aligned 32-bit loads. On a
+    // little-endian host each holds two byte-swapped 16-bit words; the one's complement sum is
+    // byte-order independent (RFC 1071 §2(B)), so sum them swapped, fold, and swap back. Partial
+    // sums stay int32 (8,192 words at most per run), so the loop is plain integer arithmetic.
+    if (((data.byteOffset + i) & 2) !== 0) {
+      sum += (data[i] << 8) | data[i + 1];
+      i += 2;
+    }
+    if (words32 === undefined || words32.buffer !== data.buffer) {
+      words32 = new Int32Array(data.buffer, 0, data.buffer.byteLength >> 2);
+    }
+    const w = words32;
+    let k = (data.byteOffset + i) >> 2;
+    const kEnd = k + ((end - i) >> 2);
+    i += (kEnd - k) << 2;
+    let swapped = 0;
+    while (k < kEnd) {
+      const stop = Math.min(kEnd, k + 8192);
+      let s = 0;
+      for (; k < stop; k++) {
+        const x = w[k];
+        s += (x & 0xffff) + (x >>> 16);
+      }
+      swapped += s;
+    }
+    const f = foldSum(swapped);
+    sum += ((f & 0xff) << 8) | (f >> 8);
+  }
   const even = end - ((end - start) & 1);
   for (; i < even; i += 2) sum += (data[i] << 8) | data[i + 1];
   if (i < end) sum += data[i] << 8;

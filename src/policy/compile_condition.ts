@@ -31,6 +31,10 @@ import {
 import { guardRegex, runGuarded } from "./regex_guard.ts";
 import type { Condition, FieldCondition, FieldName } from "./rule.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
+import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
+import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
+import { describeAuthLeaf, testAuthLeaf } from "./auth_condition.ts";
 
 /**
  * Most characters of one field text that a test scans: the largest `content.max_text_chars`
@@ -61,6 +65,15 @@ export interface EvalHooks {
   spamtraps?: ReadonlySet<string>;
   /** What the virus scanner said about this message (absent: not scanned; `virus` never holds). */
   virus?: ScanResult;
+  /** What Rspamd said about this message (absent: not scored; `rspamd` never holds). */
+  rspamd?: RspamdResult;
+  /**
+   * What the DNS lists said about this message's client, sender and HELO (absent: not looked
+   * up; `dnsbl` never holds), and whether failed look-ups must leave score tests undecided.
+   */
+  dnsbl?: { result: DnsblResult; strict: boolean };
+  /** What SPF/DKIM/DMARC/ARC verification found (absent: not verified; no auth leaf holds). */
+  auth?: AuthResults;
 }
 
 /** The per-message state evaluators share: the input and each field's normalised texts. */
@@ -239,6 +252,11 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
           if (c.field === "tls") {
             actual = ctx.input.envelope.tls;
             detail = actual ? "the session used TLS" : "the session did not use TLS";
+          } else if (c.field === "authenticated") {
+            actual = ctx.input.envelope.authenticated === true;
+            detail = actual
+              ? "the server accepted the client's AUTH"
+              : "the client did not authenticate";
           } else {
             const traps = ctx.hooks.spamtraps;
             const hit = traps
@@ -304,6 +322,100 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
             match: hit === undefined
               ? null
               : { field: "virus", operator: "found", value: scan.signature },
+            detail,
+          };
+        },
+      });
+    }
+    case "rspamd": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`score ≥ ${c.scoreAtLeast}`);
+      if (c.scoreBelow !== undefined) parts.push(`score < ${c.scoreBelow}`);
+      if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
+      if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
+      const wanted = c.symbols?.map((s) => s.toUpperCase());
+      return leaf({
+        describe: `rspamd ${parts.join(" and ")}`,
+        run: (ctx) => {
+          const r = ctx.hooks.rspamd;
+          if (!r) return { match: null, detail: "not scored: rspamd is never true" };
+          if (r.status === "error") {
+            return {
+              match: null,
+              detail: `not scored (${r.reason}): rspamd holds for nothing`,
+            };
+          }
+          const detail = describeResult(r);
+          if (c.scoreAtLeast !== undefined && !(r.score >= c.scoreAtLeast)) {
+            return { match: null, detail };
+          }
+          if (c.scoreBelow !== undefined && !(r.score < c.scoreBelow)) {
+            return { match: null, detail };
+          }
+          if (c.actions && !(c.actions as readonly string[]).includes(r.action)) {
+            return { match: null, detail };
+          }
+          let hit: string | undefined;
+          if (wanted) {
+            hit = r.symbols.find((s) => wanted.includes(s.name.toUpperCase()))?.name;
+            if (hit === undefined) return { match: null, detail };
+          }
+          return {
+            match: {
+              field: "rspamd",
+              operator: "scored",
+              value: hit === undefined ? detail : `${hit} fired; ${detail}`,
+            },
+            detail,
+          };
+        },
+      });
+    }
+    case "auth":
+      return leaf({
+        describe: describeAuthLeaf(c),
+        run: (ctx) => {
+          const r = testAuthLeaf(c, ctx.hooks.auth);
+          return {
+            match: r.hit === null ? null : { field: c.check, operator: "is", value: r.hit },
+            detail: r.detail,
+          };
+        },
+      });
+    case "dnsbl": {
+      const parts: string[] = [];
+      if (c.scoreAtLeast !== undefined) parts.push(`score at least ${c.scoreAtLeast}`);
+      if (c.scoreAtMost !== undefined) parts.push(`score at most ${c.scoreAtMost}`);
+      if (c.listedIn) parts.push(`listed in ${c.listedIn.join(" or ")}`);
+      return leaf({
+        describe: `dnsbl ${parts.join(" and ")}`,
+        run: (ctx) => {
+          const d = ctx.hooks.dnsbl;
+          if (!d) return { match: null, detail: "not looked up: dnsbl is never true" };
+          const r = d.result;
+          // Strict (on_failure tempfail): the score could have been anywhere between these.
+          let low = r.score;
+          let high = r.score;
+          if (d.strict) {
+            for (const f of r.failures) {
+              const w = f.entryWeight;
+              if (w < 0) low += w;
+              else high += w;
+            }
+          }
+          const shown = r.hits.map(describeLookup).join("; ");
+          const failed = r.failures.length ? `; ${r.failures.map(describeLookup).join("; ")}` : "";
+          const detail = `score ${r.score}${shown ? `: ${shown}` : ": listed nowhere"}${failed}`;
+          const holds = (c.scoreAtLeast === undefined || low >= c.scoreAtLeast) &&
+            (c.scoreAtMost === undefined || high <= c.scoreAtMost) &&
+            (c.listedIn === undefined || r.hits.some((h) => c.listedIn!.includes(h.zone)));
+          if (!holds) return { match: null, detail };
+          const which = c.listedIn ? r.hits.filter((h) => c.listedIn!.includes(h.zone)) : r.hits;
+          const value = c.listedIn
+            ? which.map(describeLookup).join("; ")
+            : `${r.score}${which.length ? ` (${which.map(describeLookup).join("; ")})` : ""}`;
+          return {
+            match: { field: "dnsbl", operator: c.listedIn ? "listed" : "score", value },
             detail,
           };
         },

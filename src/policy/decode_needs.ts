@@ -44,6 +44,9 @@ export function conditionNeeds(c: Condition): DecodeNeeds {
     case "flag":
     case "listed":
     case "virus": // the scanner reads the raw bytes itself
+    case "rspamd": // so does rspamd
+    case "auth": // SPF from the envelope; DKIM/DMARC/ARC (mailauth) from the raw bytes
+    case "dnsbl": // client address and sender domain
       return "none";
     case "all":
     case "any":

@@ -1,5 +1,5 @@
 /**
- * `ssg explain FILE MESSAGE.eml [--client IP --from A --to B --helo H --server IP --tls]`: shows,
+ * `ssg explain FILE MESSAGE.eml [--client IP --from A --to B --helo H --server IP --tls --auth]`: shows,
  * step by step and rule by rule, what the policy in FILE would do with a message and why — which
  * leaf matched which text, which failed and what the field was, which rules are observe-only —
  * and the final verdict, so that an administrator can try a rule before deploying it.
@@ -10,6 +10,12 @@
  * what the message's own headers say (From → sender, To/Cc → recipients) when not given.
  * When a rule tests `virus`, the message is scanned by the clamd of the `clamav:` section, as
  * the gateway would, and the result is shown (a failed scan gives `clamav.on_failure`).
+ * A `greylist` rule only peeks at that private store, where every triplet is new: it shows the
+ * 451 a first sighting gets (`--auth` shows an authenticated session, never greylisted).
+ * Likewise a rule that tests `rspamd` makes it ask the Rspamd of the `rspamd:` section (with the envelope
+ * below) and show the score, action and symbols (a failed check gives `rspamd.on_failure`).
+ * When a rule tests `dnsbl`, the client IP, sender domain and HELO name are looked up in the
+ * `dnsbl:` lists through the `dns:` resolver, as the gateway would, and every answer is shown.
  */
 import { ConfigError } from "../config/config_error.ts";
 import type { SsgConfig } from "../config/config.ts";
@@ -22,6 +28,12 @@ import { decodeLimitsOf, PolicyEngine, type RuleResult, type StepResult } from "
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import type { Envelope, Verdict } from "./verdict.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
+import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
+import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
+import type { DnsResolver } from "../engines/dns/resolver.ts";
+import type { AuthResults } from "../engines/auth/mail_authenticator.ts";
+import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
+import { formatAuthResults } from "../action/authentication_results.ts";
 
 /** Everything `ssg explain` found, as data (`--json` prints it). */
 export interface Explanation {
@@ -49,6 +61,12 @@ export interface Explanation {
   steps: StepResult[];
   /** What clamd said (absent when no rule tests `virus`: nothing was scanned). */
   scan?: ScanResult & { onFailure: string };
+  /** What Rspamd said (absent when no rule tests `rspamd`: nothing was asked). */
+  rspamd?: RspamdResult & { onFailure: string };
+  /** What the DNS lists said (absent when no rule tests `dnsbl`: nothing was looked up). */
+  dnsbl?: DnsblResult & { onFailure: string };
+  /** SPF/DKIM/DMARC/ARC results (absent when nothing asks for them: nothing was verified). */
+  auth?: AuthResults & { onFailure: string };
   /** Every rule, in order, with its trace. */
   rules: RuleResult[];
   /** Thresholds in force (not evaluated: they depend on history). */
@@ -71,6 +89,8 @@ export interface ExplainEnvelope {
   server?: string;
   /** Whether the session used STARTTLS (default false). */
   tls?: boolean;
+  /** Whether the server accepted the client's AUTH (default false). */
+  authenticated?: boolean;
 }
 
 /** Judges `message` under `config` with an in-memory state store; pure apart from that store. */
@@ -78,8 +98,9 @@ export async function explainMessage(
   config: SsgConfig,
   message: Uint8Array,
   given: ExplainEnvelope = {},
+  options: { resolver?: AuthDns & DnsResolver } = {},
 ): Promise<Explanation> {
-  const engine = new PolicyEngine(config, new MemoryLog());
+  const engine = new PolicyEngine(config, new MemoryLog(), { resolver: options.resolver });
   const scanning = engine.scan(message);
   const facts = await decodeMessage(message, decodeLimitsOf(config.content));
   const scan = await scanning;
@@ -92,11 +113,27 @@ export async function explainMessage(
     server: { ip: given.server ?? firstProtected, port: 25 },
     helo: given.helo ?? "",
     tls: given.tls ?? false,
+    authenticated: given.authenticated ?? false,
     sessionId: "explain",
     transactionId: "explain.1",
   };
   try {
-    const { verdict, steps, results } = engine.evaluate(facts, envelope, true, Date.now(), scan);
+    const scored = await engine.score(message, envelope);
+    const dnsbl = await engine.dnsblCheck(envelope);
+    // As the gateway would: SPF of the envelope given, DKIM/DMARC/ARC of the message.
+    const auth = await engine.authenticate(message, envelope);
+    const { verdict, steps, results } = engine.evaluate(
+      facts,
+      envelope,
+      true,
+      Date.now(),
+      scan,
+      scored,
+      dnsbl,
+      auth,
+    );
+    const authResults = engine.authResultsOf(auth);
+    if (authResults) verdict.authResults = authResults;
     return {
       file: config.file,
       envelope,
@@ -116,6 +153,11 @@ export async function explainMessage(
         attachments: facts.attachments.map((a) => `${a.filename || "(no name)"} ${a.contentType}`),
       },
       ...(scan ? { scan: { ...scan, onFailure: config.clamav?.onFailure ?? "tempfail" } } : {}),
+      ...(scored
+        ? { rspamd: { ...scored, onFailure: config.rspamd?.onFailure ?? "tempfail" } }
+        : {}),
+      ...(dnsbl ? { dnsbl: { ...dnsbl, onFailure: config.dnsbl?.onFailure ?? "ignore" } } : {}),
+      ...(auth ? { auth: { ...auth, onFailure: config.auth?.onFailure ?? "tempfail" } } : {}),
       steps,
       rules: results,
       thresholds: (config.thresholds ?? []).map((t) =>
@@ -140,7 +182,7 @@ export function renderExplanation(e: Explanation): string {
       q(env.mailFrom)
     }, rcpt to ${env.rcptTo.map(q).join(", ") || "(none)"}, server ${env.server.ip}, ${
       env.tls ? "TLS" : "no TLS"
-    }`,
+    }${env.authenticated ? ", authenticated" : ""}`,
     `message: ${e.facts.size} bytes, subject ${q(e.facts.subject)}, decoded by ${e.facts.decoder}${
       e.facts.attachments.length ? `, attachments: ${e.facts.attachments.map(q).join(", ")}` : ""
     }`,
@@ -163,6 +205,51 @@ export function renderExplanation(e: Explanation): string {
         ? `virus scan: INFECTED: ${q(s.signature)}`
         : `virus scan: FAILED: ${oneLine(s.reason)} (clamav.on_failure: ${s.onFailure})`,
     );
+  }
+  if (e.rspamd) {
+    const r = e.rspamd;
+    lines.push(
+      r.status === "scored"
+        ? `rspamd: ${describeResult(r, 10)}`
+        : `rspamd: FAILED: ${oneLine(r.reason)} (rspamd.on_failure: ${r.onFailure})`,
+    );
+  }
+  if (e.dnsbl) {
+    const d = e.dnsbl;
+    lines.push(
+      `dns lists: score ${d.score}${
+        d.failures.length ? ` (${d.failures.length} failed; dnsbl.on_failure: ${d.onFailure})` : ""
+      }`,
+    );
+    for (const l of d.lookups) lines.push(`  ${oneLine(describeLookup(l))} [${l.query}]`);
+  }
+  if (e.auth) {
+    const a = e.auth;
+    lines.push(`sender authentication (auth.on_failure for a tested temperror: ${a.onFailure}):`);
+    if (a.spf) {
+      lines.push(
+        `  spf: ${a.spf.result} for ${q(a.spf.domain)}${
+          a.spf.comment ? ` (${oneLine(a.spf.comment)})` : ""
+        }`,
+      );
+    }
+    for (const d of a.dkim ?? []) {
+      lines.push(
+        `  dkim: ${d.result}${d.domain ? ` d=${q(d.domain)}` : ""}${
+          d.selector ? ` s=${q(d.selector)}` : ""
+        }${d.aligned ? " (aligned)" : ""}${d.comment ? ` (${oneLine(d.comment)})` : ""}`,
+      );
+    }
+    if (a.dmarc) {
+      lines.push(
+        `  dmarc: ${a.dmarc.result} for ${q(a.dmarc.domain)}${
+          a.dmarc.policy ? `, policy ${a.dmarc.policy}` : ""
+        }${a.dmarc.comment ? ` (${oneLine(a.dmarc.comment)})` : ""}`,
+      );
+    }
+    if (a.arc) {
+      lines.push(`  arc: ${a.arc.result}${a.arc.comment ? ` (${oneLine(a.arc.comment)})` : ""}`);
+    }
   }
   lines.push("", "before the rules:");
   for (const s of e.steps) lines.push(`  ${s.holds ? "HOLDS" : "no   "} ${s.step}: ${s.detail}`);
@@ -207,6 +294,10 @@ export function renderExplanation(e: Explanation): string {
     );
   }
   if (v.observed?.length) lines.push(`  observed (logged only): ${v.observed.join(", ")}`);
+  if (v.authResults?.value !== undefined && (v.action === "forward" || v.action === "quarantine")) {
+    const field = formatAuthResults(v.authResults.value).trimEnd();
+    lines.push(`  header added: ${field.replace(/\r\n/g, "\n    ")}`);
+  }
   return lines.join("\n");
 }
 
@@ -232,6 +323,7 @@ const USAGE = `Usage: ssg explain FILE.yaml MESSAGE.eml [options]
   --helo NAME     HELO/EHLO name (default empty)
   --server IP     the protected server the mail was for (default: the first protected network)
   --tls           the session used STARTTLS
+  --auth          the client authenticated (AUTH accepted by the server)
   --json          print the explanation as JSON
 Exit: 0 explained, 1 message unreadable, 2 rule-file error, 64 usage error.
 `;
@@ -277,6 +369,9 @@ export async function explainCommand(args: string[], io: ExplainIo = {}): Promis
           break;
         case "--tls":
           given.tls = true;
+          break;
+        case "--auth":
+          given.authenticated = true;
           break;
         case "--json":
           json = true;

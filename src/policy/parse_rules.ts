@@ -14,15 +14,24 @@ import { isMap, isScalar, type Scalar, type YAMLMap } from "yaml";
 import { cut, type Fields, type YamlReader, type YNode } from "../config/yaml_reader.ts";
 import { parseCidr } from "../config/cidr.ts";
 import { parseHostPort } from "../config/host_port.ts";
+import {
+  ARC_RESULTS,
+  DKIM_RESULTS,
+  DMARC_POLICIES,
+  DMARC_RESULTS,
+  SPF_RESULTS,
+} from "../engines/auth/auth_values.ts";
 import { foldText } from "./fold_text.ts";
 import { guardRegex, MAX_PATTERN_LENGTH } from "./regex_guard.ts";
 import {
   type Action,
   ACTION_NAMES,
+  type AuthCondition,
   COMBINATOR_NAMES,
   type Condition,
   DEFAULT_REJECT_REPLY,
   DEFAULT_TEMPFAIL_REPLY,
+  type DnsblCondition,
   FIELD_NAMES,
   type FieldCondition,
   type FieldName,
@@ -31,6 +40,9 @@ import {
   type NumberOperator,
   OPERATOR_NAMES,
   type OperatorName,
+  RSPAMD_ACTIONS,
+  type RspamdAction,
+  type RspamdCondition,
   type Rule,
   type RuleMode,
   type ServerAddress,
@@ -454,7 +466,8 @@ function parseSpecial(
     case "server":
       return parseIpTest(key, node, reader, ctx, keyNode);
     case "tls":
-    case "spamtrap": {
+    case "spamtrap":
+    case "authenticated": {
       const value = reader.bool(node, `"${key}"`, keyNode);
       return value === undefined ? undefined : { kind: "flag", field: key, value, at };
     }
@@ -466,7 +479,225 @@ function parseSpecial(
       return parseBulk(node, reader, keyNode);
     case "virus":
       return parseVirus(node, reader, keyNode);
+    case "rspamd":
+      return parseRspamd(node, reader, keyNode);
+    case "dnsbl":
+      return parseDnsbl(node, reader, keyNode);
+    case "spf":
+    case "dkim":
+    case "dmarc":
+    case "arc":
+      return parseAuth(key, node, reader, keyNode);
   }
+}
+
+const RSPAMD_KEYS = ["score_at_least", "score_below", "action", "symbol"] as const;
+/** Largest |score| an `rspamd` test may name (Rspamd's scores are small; this catches typos). */
+const MAX_RSPAMD_SCORE = 10_000;
+
+/**
+ * `rspamd: { score_at_least: 6 }`, `rspamd: { action: [reject, soft reject] }`,
+ * `rspamd: { symbol: GTUBE }`; several keys: all must hold.
+ */
+function parseRspamd(
+  node: YNode,
+  reader: YamlReader,
+  keyNode: Scalar | undefined,
+): Condition | undefined {
+  const before = reader.issues.length;
+  const f = reader.fields(node, `"rspamd"`, RSPAMD_KEYS, `in "rspamd"`, keyNode);
+  if (!f) return undefined;
+  if (f.names().length === 0) {
+    if (reader.issues.length === before) {
+      reader.report(f.node, `"rspamd" needs one of ${RSPAMD_KEYS.join(", ")}`, keyNode);
+    }
+    return undefined;
+  }
+  const c: RspamdCondition = { kind: "rspamd", at: reader.pos(keyNode) };
+  for (const key of ["score_at_least", "score_below"] as const) {
+    if (!f.has(key)) continue;
+    const v = reader.resolve(f.get(key));
+    const n = isScalar(v) ? v.value : undefined;
+    if (typeof n !== "number" || !Number.isFinite(n) || Math.abs(n) > MAX_RSPAMD_SCORE) {
+      reader.report(
+        v,
+        `"rspamd.${key}" must be a number from -${MAX_RSPAMD_SCORE} to ${MAX_RSPAMD_SCORE}`,
+        f.key(key),
+      );
+    } else if (key === "score_at_least") c.scoreAtLeast = n;
+    else c.scoreBelow = n;
+  }
+  if (f.has("action")) {
+    const items = reader.list(f.get("action"), `"rspamd.action"`, f.key("action"), true) ?? [];
+    const actions: RspamdAction[] = [];
+    for (const item of items) {
+      const v = reader.resolve(item);
+      const t = isScalar(v) && typeof v.value === "string"
+        ? v.value.trim().toLowerCase().replace(/_/g, " ")
+        : undefined;
+      if (t === undefined || !(RSPAMD_ACTIONS as readonly string[]).includes(t)) {
+        reader.report(
+          v,
+          `"rspamd.action" must be one of ${RSPAMD_ACTIONS.map((a) => `"${a}"`).join(", ")}`,
+          f.key("action"),
+        );
+      } else if (!actions.includes(t as RspamdAction)) actions.push(t as RspamdAction);
+    }
+    if (items.length === 0 && reader.issues.length === before) {
+      reader.report(
+        f.get("action"),
+        `"rspamd.action" must name at least one action`,
+        f.key("action"),
+      );
+    }
+    c.actions = actions;
+  }
+  if (f.has("symbol")) {
+    const items = reader.list(f.get("symbol"), `"rspamd.symbol"`, f.key("symbol"), true) ?? [];
+    if (items.length === 0 && reader.issues.length === before) {
+      reader.report(
+        f.get("symbol"),
+        `"rspamd.symbol" must name at least one symbol`,
+        f.key("symbol"),
+      );
+    }
+    if (items.length > MAX_VALUES) {
+      reader.report(
+        f.get("symbol"),
+        `"rspamd.symbol" has ${items.length} names; at most ${MAX_VALUES}`,
+      );
+    }
+    const symbols: string[] = [];
+    for (const item of items.slice(0, MAX_VALUES)) {
+      const t = reader.string(item, `"rspamd.symbol" name`, {
+        max: 128,
+        pattern: /^[A-Za-z0-9_.-]+$/,
+        patternText: "a symbol name (letters, digits, _ . -), e.g. GTUBE",
+      }, f.get("symbol"));
+      if (t !== undefined) symbols.push(t);
+    }
+    c.symbols = symbols;
+  }
+  if (
+    c.scoreAtLeast !== undefined && c.scoreBelow !== undefined &&
+    c.scoreBelow <= c.scoreAtLeast && reader.issues.length === before
+  ) {
+    reader.report(
+      f.get("score_below"),
+      `"rspamd.score_below" (${c.scoreBelow}) must be above "rspamd.score_at_least" (${c.scoreAtLeast}): nothing could match`,
+      f.key("score_below"),
+    );
+  }
+  return reader.issues.length === before ? c : undefined;
+}
+
+/** Keys of a `dnsbl` leaf. */
+const DNSBL_TEST_KEYS = ["score_at_least", "score_at_most", "listed_in"] as const;
+
+/** `dnsbl: { score_at_least: 3 }`, `dnsbl: { listed_in: [zen.example.org] }`: all must hold. */
+function parseDnsbl(
+  node: YNode,
+  reader: YamlReader,
+  keyNode: Scalar | undefined,
+): Condition | undefined {
+  const before = reader.issues.length;
+  const f = reader.fields(node, `"dnsbl"`, DNSBL_TEST_KEYS, `in "dnsbl"`, keyNode);
+  if (!f) return undefined;
+  const c: DnsblCondition = { kind: "dnsbl", at: reader.pos(keyNode) };
+  for (
+    const [key, prop] of [["score_at_least", "scoreAtLeast"], [
+      "score_at_most",
+      "scoreAtMost",
+    ]] as const
+  ) {
+    if (f.has(key)) {
+      c[prop] = reader.int(f.get(key), `"dnsbl.${key}"`, -100_000, 100_000, f.key(key));
+    }
+  }
+  if (f.has("listed_in")) {
+    const zones = parseValues(f.get("listed_in"), `"dnsbl.listed_in"`, reader, f.key("listed_in"));
+    if (zones) c.listedIn = zones.map((z) => z.toLowerCase().replace(/\.$/, ""));
+  }
+  if (reader.issues.length === before && f.names().length === 0) {
+    reader.report(
+      f.node,
+      `"dnsbl" needs "score_at_least", "score_at_most" or "listed_in" (a zone of the "dnsbl" section)`,
+      keyNode,
+    );
+  }
+  return reader.issues.length === before ? c : undefined;
+}
+
+/** The results each authentication leaf accepts (RFC 8601 §2.7; mailauth's values). */
+const AUTH_RESULT_NAMES: Record<AuthCondition["check"], readonly string[]> = {
+  spf: SPF_RESULTS,
+  dkim: DKIM_RESULTS,
+  dmarc: DMARC_RESULTS,
+  arc: ARC_RESULTS,
+};
+
+/**
+ * `spf: fail`, `spf: [fail, softfail]`, `dkim: pass`, `dkim: { result: pass, domain: x.example }`,
+ * `dmarc: { result: fail, policy: [reject, quarantine] }`, `arc: none`.
+ */
+function parseAuth(
+  check: AuthCondition["check"],
+  node: YNode,
+  reader: YamlReader,
+  keyNode: Scalar | undefined,
+): Condition | undefined {
+  const at = reader.pos(keyNode);
+  const allowed = AUTH_RESULT_NAMES[check];
+  const words = (n: YNode, label: string, choices: readonly string[], k?: Scalar) => {
+    const items = reader.list(n, label, k, true);
+    if (!items) return undefined;
+    if (items.length === 0) {
+      reader.report(n, `${label} must name at least one of ${choices.join(", ")}`, k);
+      return undefined;
+    }
+    const out: string[] = [];
+    for (const item of items) {
+      const v = reader.oneOf(item, label, choices, k);
+      if (v === undefined) return undefined;
+      if (!out.includes(v)) out.push(v);
+    }
+    return out;
+  };
+  if (!isMap(node)) {
+    const results = words(node, `"${check}"`, allowed, keyNode);
+    return results === undefined ? undefined : { kind: "auth", check, results, at };
+  }
+  const keys = check === "dkim"
+    ? ["result", "domain"]
+    : check === "dmarc"
+    ? ["result", "policy"]
+    : ["result"];
+  const before = reader.issues.length;
+  const f = reader.fields(node, `"${check}"`, keys, `in "${check}"`, keyNode);
+  if (!f) return undefined;
+  if (!f.has("result")) {
+    if (reader.issues.length === before) {
+      reader.report(f.node, `"${check}" needs "result" (one of ${allowed.join(", ")})`, keyNode);
+    }
+    return undefined;
+  }
+  const results = words(f.get("result"), `"${check}.result"`, allowed, f.key("result"));
+  const c: AuthCondition = { kind: "auth", check, results: results ?? [], at };
+  if (f.has("domain")) {
+    const d = reader.string(f.get("domain"), `"dkim.domain"`, {
+      max: 253,
+      pattern: /^[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$/,
+      patternText: "a domain name",
+    }, f.key("domain"));
+    if (d === undefined) return undefined;
+    c.domain = d.toLowerCase();
+  }
+  if (f.has("policy")) {
+    const p = words(f.get("policy"), `"dmarc.policy"`, DMARC_POLICIES, f.key("policy"));
+    if (p === undefined) return undefined;
+    c.policies = p;
+  }
+  return results === undefined ? undefined : c;
 }
 
 /** `virus: true`, `virus: false` or `virus: { contains: [Eicar, Phishing] }`. */
@@ -640,6 +871,15 @@ function parseActions(
   }
   if (reader.issues.length !== before) return undefined;
   const terminal = names.filter((n) => (TERMINAL_ACTIONS as readonly string[]).includes(n));
+  if (names.includes("greylist") && names.length > 1) {
+    reader.report(
+      node,
+      `"action" greylist stands alone (it defers, or lets the next rules decide); got ${
+        names.join(", ")
+      }`,
+    );
+    return undefined;
+  }
   if (terminal.length > 1) {
     reader.report(
       node,
@@ -670,6 +910,7 @@ function parseActions(
       case "discard":
       case "quarantine":
       case "alert":
+      case "greylist":
         out.push({ type: n });
         break;
       case "reject":

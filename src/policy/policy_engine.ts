@@ -19,6 +19,22 @@
  *    instead (rule "virus-scan-failed", the reason in the evidence): what was not scanned must not
  *    pass as clean. Scanning happens only when a rule tests `virus`; the whole message is
  *    streamed to clamd once, concurrently with decoding;
+ * 6b. likewise a message Rspamd could not score (down, slow, over `rspamd.max_bytes`, a malformed
+ *    reply) gets `rspamd.on_failure` (rule "rspamd-failed"), unless that is "ignore": then it is
+ *    judged without Rspamd (its conditions hold for nothing) and `policy.rspamd_ignored` is
+ *    logged. Rspamd is asked only when a rule tests `rspamd`, concurrently with decoding and the
+ *    clamd scan;
+ * 6c. a message for which a DNS-list look-up failed (`dnsbl.on_failure: tempfail`) whose verdict
+ *    would still be forward — the static allowlist excepted — gets 451 4.4.3 (rule
+ *    "dnsbl-failed", the failed zones in the evidence); with `on_failure: ignore` (the default)
+ *    a failed look-up counts as not listed and is logged (`dnsbl.failed`). Look-ups happen only
+ *    when a rule tests `dnsbl`; they start at connect/EHLO/MAIL (`prefetch`) and run
+ *    concurrently with decoding;
+ * 6d. a message whose rules test `spf`/`dkim`/`dmarc`/`arc` and one of the tested checks could
+ *    not be done (temperror: DNS down or slow) whose verdict would be forward — the static
+ *    allowlist excepted — gets `auth.on_failure` (rule "auth-failed"). Verification happens only
+ *    when a rule tests one of these or `auth.add_header` is on; SPF starts at MAIL FROM
+ *    (`startChecks`), the rest concurrently with decoding, through the `dns:` resolver;
  * 7. a message SSG could not fully read (`facts.problems`: a bound passed, the parser failed)
  *    whose verdict would be forward — by a rule or by default; the static allowlist excepted —
  *    gets `content.undecodable` instead (rule "undecodable", the reasons in the evidence): what
@@ -44,8 +60,29 @@
  * `Judge`). A state-store failure while judging fails open (logged `policy.state_failed`: bulk
  * not reached, dynamic lists empty); in `record()` it throws, and the action runner logs it.
  */
-import type { AccessList, ClamavConfig, ContentConfig, SpamtrapConfig } from "../config/config.ts";
+import type {
+  AccessList,
+  AuthConfig,
+  ClamavConfig,
+  ContentConfig,
+  DnsblConfig,
+  DnsConfig,
+  GreylistConfig,
+  RspamdConfig,
+  SpamtrapConfig,
+} from "../config/config.ts";
 import { ClamdClient, type ScanResult } from "../engines/clamd_client.ts";
+import { describeResult, RspamdClient, type RspamdResult } from "../engines/rspamd_client.ts";
+import {
+  describeLookup,
+  DnsblChecker,
+  type DnsblResult,
+  type DnsblSubjects,
+} from "../engines/dns/dnsbl_checker.ts";
+import { createResolver, type DnsResolver, resolverConfigFrom } from "../engines/dns/resolver.ts";
+import { type AuthResults, MailAuthenticator } from "../engines/auth/mail_authenticator.ts";
+import type { AuthDns } from "../engines/auth/mailauth_resolver.ts";
+import { authCheckFailed } from "./auth_condition.ts";
 import { CONTENT_DEFAULTS } from "../config/defaults.ts";
 import { cidrContains } from "../config/cidr.ts";
 import type { EventLog } from "../log/log.ts";
@@ -62,12 +99,18 @@ import {
   type Trace,
 } from "./compile_condition.ts";
 import { domainOf } from "./fields.ts";
+import { Greylist, greylistReply, type GreylistResult } from "./greylist.ts";
 import type { DecodeLimits, MessageFacts } from "./message.ts";
 import { type DecodeNeeds, decodeNeedsOf } from "./decode_needs.ts";
 import { type CompiledList, compileList } from "./named_list.ts";
 import {
   type Action,
+  authLeaves,
   type Condition,
+  dnsblLeaves,
+  envelopeOnly,
+  greylists,
+  rspamdLeaves,
   type Rule,
   type RuleMode,
   type Threshold,
@@ -76,11 +119,13 @@ import {
 import type {
   BlacklistKey,
   Delivery,
+  EarlyChecks,
   Effect,
   Envelope,
   Judge,
   Reply,
   Tag,
+  TransactionStart,
   Verdict,
 } from "./verdict.ts";
 
@@ -109,6 +154,16 @@ export interface PolicyInput {
   content?: ContentConfig;
   /** Where clamd listens and the scan-failure verdict (needed when a rule tests `virus`). */
   clamav?: ClamavConfig;
+  /** Greylisting parameters (default `GREYLIST_DEFAULTS`; used when a rule greylists). */
+  greylist?: GreylistConfig;
+  /** Where Rspamd listens and the scoring-failure verdict (needed when a rule tests `rspamd`). */
+  rspamd?: RspamdConfig;
+  /** The resolver (needed when a rule tests `dnsbl`, unless `PolicyEngineOptions.resolver`). */
+  dns?: DnsConfig;
+  /** The DNS lists and their failure verdict (needed when a rule tests `dnsbl`). */
+  dnsbl?: DnsblConfig;
+  /** Sender authentication (needed when a rule tests spf/dkim/dmarc/arc; uses `dns`). */
+  auth?: AuthConfig;
 }
 
 /** The reply to a message that could not be fully read, when `content.undecodable` is reject. */
@@ -132,11 +187,47 @@ export const SCAN_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
   text: "Virus scan unavailable, try again later",
 });
 
+/** The reply when a message could not be scored and `rspamd.on_failure` is tempfail. */
+export const RSPAMD_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.3.0",
+  text: "Spam check unavailable, try again later",
+});
+
+/** The reply when a message could not be scored and `rspamd.on_failure` is reject. */
+export const RSPAMD_FAILED_REJECT: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.7.0",
+  text: "Message could not be checked for spam",
+});
+
 /** The reply when a message could not be scanned and `clamav.on_failure` is reject. */
 export const SCAN_FAILED_REJECT: Readonly<Reply> = Object.freeze({
   code: 554,
   enhanced: "5.7.0",
   text: "Message could not be scanned for viruses",
+});
+
+/** The reply when a DNS-list look-up failed and `dnsbl.on_failure` is tempfail (RFC 3463 4.4.3). */
+export const DNSBL_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.4.3",
+  text: "DNS list lookup failed, try again later",
+});
+
+/** The reply when a tested authentication check failed and `auth.on_failure` is tempfail
+ * (RFC 3463 X.4.3: directory server failure — the DNS). */
+export const AUTH_FAILED_TEMPFAIL: Readonly<Reply> = Object.freeze({
+  code: 451,
+  enhanced: "4.4.3",
+  text: "Sender authentication unavailable, try again later",
+});
+
+/** The reply when a tested authentication check failed and `auth.on_failure` is reject. */
+export const AUTH_FAILED_REJECT: Readonly<Reply> = Object.freeze({
+  code: 554,
+  enhanced: "5.7.0",
+  text: "Sender could not be authenticated",
 });
 
 /** The decode bounds `content:` sets. */
@@ -160,6 +251,9 @@ export interface PolicyEngineOptions {
   state?: StateStore;
   /** Clock in milliseconds (tests). */
   now?: () => number;
+  /** The DNS resolver for `dnsbl` and sender authentication (default: one made from `dns:`,
+   * owned by the engine; absent both, every authentication check is a temperror). */
+  resolver?: DnsResolver;
   /**
    * Where messages are decoded (default: on the calling thread; main passes a `DecodePool`'s
    * `decode`, so that decoding runs on other cores while judging stays here with the state).
@@ -216,7 +310,29 @@ interface CompiledRule {
   rule: Rule;
   node: CompiledCondition;
   terminal: Action | undefined;
+  /** The rule's action is `greylist`. */
+  greylist: boolean;
+  /** A greylist rule that the session applies per recipient at RCPT time (see `checkRecipient`). */
+  atRcpt: boolean;
 }
+
+/** Message facts for evaluating envelope-only conditions at RCPT time (no content yet). */
+const NO_CONTENT: MessageFacts = Object.freeze({
+  size: 0,
+  subject: "",
+  text: "",
+  html: "",
+  headers: [],
+  from: [],
+  to: [],
+  cc: [],
+  attachments: [],
+  subjects: [],
+  texts: [],
+  htmls: [],
+  decoder: "fallback",
+  problems: [],
+}) as unknown as MessageFacts;
 
 const TERMINAL: ReadonlySet<Action["type"]> = new Set([
   "forward",
@@ -248,6 +364,17 @@ export class PolicyEngine {
   readonly #undecodable: ContentConfig["undecodable"];
   readonly #scanner: ClamdClient | undefined;
   readonly #scanFailure: ClamavConfig["onFailure"];
+  readonly #greylist: Greylist | undefined;
+  /** The enforced rules that decide at RCPT time, in order, up to the last RCPT greylist rule. */
+  #rcptPrefix: CompiledRule[];
+  readonly #scorer: RspamdClient | undefined;
+  readonly #scoreFailure: RspamdConfig["onFailure"];
+  readonly #dnsbl: DnsblChecker | undefined;
+  readonly #ownResolver: DnsResolver | undefined;
+  readonly #auth: MailAuthenticator | undefined;
+  readonly #authConfig: AuthConfig | undefined;
+  /** The checks rules test (on_failure applies when one of them is a temperror). */
+  readonly #authTested: ReadonlySet<"spf" | "dkim" | "dmarc" | "arc">;
 
   /** Compiles the policy (already validated) and logs verdicts to `log`. */
   constructor(policy: Rule[] | PolicyInput, log: EventLog, options: PolicyEngineOptions = {}) {
@@ -268,7 +395,28 @@ export class PolicyEngine {
           ),
       }),
       terminal: rule.actions.find((a) => TERMINAL.has(a.type)),
+      greylist: greylists(rule),
+      atRcpt: false,
     }));
+    // RCPT time: greylist rules whose outcome the envelope alone decides — their own condition
+    // is envelope-only and so is every enforced rule before them that could decide instead (a
+    // terminal action or another greylist). Content rules that only accumulate (tag, alert,
+    // bcc, blacklist) cannot stop greylisting and do not count. The first content rule that
+    // could decide ends the prefix: the greylist rules after it wait for the end of data.
+    this.#rcptPrefix = [];
+    for (const c of this.#rules) {
+      if (c.rule.mode === "observe") continue;
+      const decides = c.terminal !== undefined || c.greylist;
+      if (!envelopeOnly(c.rule.when)) {
+        if (decides) break;
+        continue;
+      }
+      if (!decides) continue;
+      c.atRcpt = c.greylist;
+      this.#rcptPrefix.push(c);
+    }
+    if (!this.#rcptPrefix.some((c) => c.atRcpt)) this.#rcptPrefix = [];
+
     this.#log = log;
     this.#limits = { ...decodeLimitsOf(p.content), ...options.decodeLimits };
     this.#undecodable = p.content?.undecodable ?? CONTENT_DEFAULTS.undecodable;
@@ -285,6 +433,48 @@ export class PolicyEngine {
         }
         : { address: { path: "/nonexistent/clamav-not-configured" }, timeoutMs: 1, maxBytes: 0 },
     );
+    // Likewise Rspamd: asked only when a rule tests `rspamd`; without an `rspamd:` section (the
+    // loader refuses that) every check fails, hence on_failure, never "clean".
+    const rspamd = p.rspamd;
+    this.#scoreFailure = rspamd?.onFailure ?? "tempfail";
+    this.#scorer = rspamdLeaves(p.rules).length === 0 ? undefined : new RspamdClient(
+      rspamd
+        ? {
+          address: rspamd.address,
+          pathPrefix: rspamd.pathPrefix,
+          timeoutMs: rspamd.timeoutSeconds * 1000,
+          maxBytes: rspamd.maxBytes,
+          ...(rspamd.password === undefined ? {} : { password: rspamd.password }),
+        }
+        : { address: { hostname: "127.0.0.1", port: 1 }, timeoutMs: 1, maxBytes: 0 },
+    );
+    // Only a policy that tests `dnsbl`, or verifies senders, looks anything up.
+    const usesDnsbl = dnsblLeaves(p.rules).length > 0;
+    const tested = authLeaves(p.rules);
+    const usesAuth = tested.length > 0 || p.auth?.addHeader === true;
+    const d = p.dns;
+    this.#ownResolver = (usesDnsbl || usesAuth) && !options.resolver && d
+      ? createResolver(resolverConfigFrom(d))
+      : undefined;
+    const resolver = options.resolver ?? this.#ownResolver;
+    if (usesDnsbl) {
+      if (!p.dnsbl || !resolver) {
+        throw new Error(`a rule tests "dnsbl" but the policy has no "dnsbl" and "dns" sections`);
+      }
+      this.#dnsbl = new DnsblChecker(p.dnsbl, resolver);
+    }
+    // Sender authentication; without a resolver (the loader refuses that) every check is a
+    // temperror, hence on_failure, never "pass".
+    this.#authTested = new Set(tested.map((l) => l.check));
+    this.#authConfig = p.auth;
+    this.#auth = usesAuth
+      ? new MailAuthenticator({
+        authservId: p.auth?.authservId ?? "localhost",
+        checks: p.auth?.checks ?? ["spf", "dkim", "dmarc", "arc"],
+        timeoutMs: (p.auth?.timeoutSeconds ?? 10) * 1000,
+        dns: resolver ?? NO_DNS,
+      })
+      : undefined;
     this.#allow = p.allowlist ?? { clients: [], senders: [] };
     this.#block = p.blacklist ?? { clients: [], senders: [] };
     this.#traps = new Set((p.spamtraps?.addresses ?? []).map((a) => a.toLowerCase()));
@@ -293,6 +483,9 @@ export class PolicyEngine {
     this.#ownsState = options.state === undefined;
     this.#state = options.state ?? StateStore.open(":memory:");
     this.#now = options.now ?? Date.now;
+    this.#greylist = this.#rules.some((c) => c.greylist)
+      ? new Greylist(this.#state, p.greylist, this.#now)
+      : undefined;
     const bulkWindows = p.rules.flatMap((r) => bulkWindowsOf(r.when));
     this.#usesBulk = bulkWindows.length > 0;
     this.#needs = decodeNeedsOf(p.rules);
@@ -323,6 +516,87 @@ export class PolicyEngine {
     return this.#scanner?.scan(message);
   }
 
+  /** Whether messages are sent to Rspamd (some rule tests `rspamd`). */
+  get scores(): boolean {
+    return this.#scorer !== undefined;
+  }
+
+  /** Sends `message` to Rspamd (undefined when no rule tests `rspamd`); never rejects. */
+  score(message: Uint8Array, envelope: Envelope): Promise<RspamdResult> | undefined {
+    return this.#scorer?.check(message, {
+      ip: envelope.client.ip,
+      helo: envelope.helo,
+      mailFrom: envelope.mailFrom,
+      rcptTo: envelope.rcptTo,
+      ...(envelope.authUser ? { user: envelope.authUser } : {}),
+      queueId: envelope.transactionId,
+    });
+  }
+
+  /** Whether DNS lists are looked up (some rule tests `dnsbl`). */
+  get looksUp(): boolean {
+    return this.#dnsbl !== undefined;
+  }
+
+  /**
+   * Starts the DNS-list look-ups for what the session knows so far (the client at connect, the
+   * HELO name at EHLO, the sender at MAIL FROM); returns at once. No-op when no rule tests
+   * `dnsbl`.
+   */
+  prefetch(subjects: DnsblSubjects): void {
+    try {
+      this.#dnsbl?.prefetch(subjects);
+    } catch (e) {
+      // Only a warm-up: the check at the end of DATA asks again.
+      this.#log.event("dnsbl.prefetch_failed", { error: String(e) }, "warning");
+    }
+  }
+
+  /** Looks the envelope's client, sender and HELO up (undefined when no rule tests `dnsbl`). */
+  dnsblCheck(envelope: Envelope): Promise<DnsblResult> | undefined {
+    return this.#dnsbl?.check({
+      clientIp: envelope.client.ip,
+      sender: envelope.mailFrom,
+      helo: envelope.helo,
+    });
+  }
+
+  /** Whether senders are verified (a rule tests spf/dkim/dmarc/arc, or auth.add_header). */
+  get authenticates(): boolean {
+    return this.#auth !== undefined;
+  }
+
+  /**
+   * Starts what can be checked before the message arrives (SPF, at MAIL FROM); undefined when
+   * this policy verifies nothing. Bound: safe to pass around (`StartChecks`).
+   */
+  readonly startChecks = (start: TransactionStart): EarlyChecks | undefined => {
+    const spf = this.#auth?.startSpf({
+      ip: canonicalIp(start.client.ip),
+      helo: start.helo,
+      mailFrom: start.mailFrom,
+    });
+    return spf ? { spf } : undefined;
+  };
+
+  /** Verifies the sender of `message` (undefined when this policy verifies nothing). */
+  authenticate(message: Uint8Array, envelope: Envelope): Promise<AuthResults> | undefined {
+    return this.#auth?.verify(message, {
+      ip: canonicalIp(envelope.client.ip),
+      helo: envelope.helo,
+      mailFrom: envelope.mailFrom,
+    }, envelope.early?.spf);
+  }
+
+  /** What goes on a verdict for the relayed message's Authentication-Results (see `VerdictExtras`). */
+  authResultsOf(auth: AuthResults | undefined): Verdict["authResults"] {
+    const c = this.#authConfig;
+    if (!c) return undefined;
+    return c.addHeader && auth ? { authservId: c.authservId, value: auth.header } : {
+      authservId: c.authservId,
+    };
+  }
+
   /** Number of rules in force. */
   get size(): number {
     return this.#rules.length;
@@ -336,6 +610,7 @@ export class PolicyEngine {
   /** Closes the state store if the engine opened it (a given store is the caller's). */
   close(): void {
     if (this.#ownsState) this.#state.close();
+    this.#ownResolver?.close?.();
   }
 
   /** The `Judge` the SMTP session calls at end of data (bound; safe to pass around). */
@@ -347,6 +622,13 @@ export class PolicyEngine {
       scanMs = performance.now() - t0;
       return r;
     });
+    let rspamdMs: number | undefined;
+    const scoring = this.score(message, envelope)?.then((r) => {
+      rspamdMs = performance.now() - t0;
+      return r;
+    });
+    const listing = this.dnsblCheck(envelope);
+    const authing = this.authenticate(message, envelope);
     const decoded = await this.#decode({
       raw: message,
       needs: this.#needs,
@@ -357,8 +639,30 @@ export class PolicyEngine {
     const facts = decoded.facts;
     if (decoded.fingerprint) this.#fingerprints.set(facts, decoded.fingerprint);
     const scan = await scanning;
+    const scored = await scoring;
+    const dnsbl = await listing;
+    const auth = await authing;
     const t1 = performance.now();
-    const { verdict, results } = this.evaluate(facts, envelope, false, this.#now(), scan);
+    const { verdict, results } = this.evaluate(
+      facts,
+      envelope,
+      false,
+      this.#now(),
+      scan,
+      scored,
+      dnsbl,
+      auth,
+    );
+    if (scored?.status === "error" && this.#scoreFailure === "ignore") {
+      this.#log.event("policy.rspamd_ignored", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        error: scored.reason,
+        action: verdict.action,
+      }, "warning");
+    }
+    const authResults = this.authResultsOf(auth);
+    if (authResults) verdict.authResults = authResults;
     const t2 = performance.now();
     for (const r of results) {
       if (r.mode === "observe" && r.matched) {
@@ -370,6 +674,16 @@ export class PolicyEngine {
           evidence: r.evidence,
         });
       }
+    }
+    for (const f of dnsbl?.failures ?? []) {
+      this.#log.event("dnsbl.failed", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        zone: f.zone,
+        query: f.query,
+        reason: f.reason,
+        on_failure: this.#dnsbl!.config.onFailure,
+      }, "warning");
     }
     this.#log.event("policy.verdict", {
       session: envelope.sessionId,
@@ -390,17 +704,126 @@ export class PolicyEngine {
         : undefined,
       scan_error: scan?.status === "error" ? scan.reason : undefined,
       scan_ms: scanMs === undefined ? undefined : round(scanMs),
+      rspamd: scored?.status === "scored" ? describeResult(scored) : scored?.status,
+      rspamd_error: scored?.status === "error" ? scored.reason : undefined,
+      rspamd_ms: rspamdMs === undefined ? undefined : round(rspamdMs),
+      dnsbl_score: dnsbl?.score,
+      dnsbl_listed: dnsbl?.hits.length ? dnsbl.hits.map(describeLookup) : undefined,
+      dnsbl_failed: dnsbl?.failures.length || undefined,
+      dnsbl_ms: dnsbl ? round(dnsbl.ms) : undefined,
+      auth: auth ? authSummary(auth) : undefined,
+      auth_ms: auth ? round(auth.ms) : undefined,
       decode_ms: round(t1 - t0),
       eval_ms: round(t2 - t1),
     });
     return verdict;
   };
 
+  /** Whether the session must ask `checkRecipient` at each RCPT (some rule greylists there). */
+  get checksRecipients(): boolean {
+    return this.#rcptPrefix.length > 0;
+  }
+
+  /**
+   * RCPT time: whether this recipient is greylisted now. `envelope.rcptTo` holds the one
+   * recipient asked about (before the server is asked: a greylisted recipient never reaches it).
+   * Returns the 451 reply, or undefined to go on. Never greylisted: authenticated sessions,
+   * clients and senders on the static allowlist, blacklisted ones (the end of data rejects
+   * them), spamtrap recipients (the trap must see the mail). The enforced rules before the
+   * greylist rule run in order on the envelope: one that decides otherwise (e.g. `forward` for a
+   * partner) ends the check. A state-store failure fails open (logged `policy.state_failed`).
+   */
+  checkRecipient(envelope: Envelope, now: number = this.#now()): Reply | undefined {
+    if (this.#rcptPrefix.length === 0 || envelope.authenticated) return undefined;
+    try {
+      return this.#checkRecipient(envelope, now);
+    } catch (e) {
+      // `RecipientCheck` never throws: a bug here must not end the session.
+      this.#log.event("policy.error", {
+        session: envelope.sessionId,
+        tx: envelope.transactionId,
+        op: "check_recipient",
+        error: String(e instanceof Error ? e.message : e),
+      }, "error");
+      return undefined;
+    }
+  }
+
+  #checkRecipient(envelope: Envelope, now: number): Reply | undefined {
+    const clientIp = canonicalIp(envelope.client.ip);
+    const sender = envelope.mailFrom.trim().toLowerCase();
+    const senderDomain = domainOf(sender);
+    if (this.#staticHit(this.#allow, clientIp, sender, senderDomain)) return undefined;
+    if (envelope.rcptTo.some((r) => this.#traps.has(r.trim().toLowerCase()))) return undefined;
+    if (this.#blacklistHit(clientIp, sender, senderDomain, now)) return undefined;
+    const ctx = new EvalContext(
+      { facts: NO_CONTENT, envelope },
+      this.#hooks(NO_CONTENT, envelope, clientIp, sender, senderDomain, now, false),
+    );
+    for (const c of this.#rcptPrefix) {
+      if (!c.node.test(ctx)) continue;
+      if (!c.greylist) return undefined;
+      const deferred = this.#greylistCheck(c, envelope, now, false);
+      if (deferred) return deferred.reply;
+    }
+    return undefined;
+  }
+
+  /**
+   * Runs a greylist rule's check for every recipient of `envelope`; the tempfail verdict when
+   * any triplet is deferred (with the longest wait), else undefined. `peek`: record nothing.
+   */
+  #greylistCheck(
+    c: CompiledRule,
+    envelope: Envelope,
+    now: number,
+    peek: boolean,
+  ): { action: "tempfail"; rule: string; reply: Reply; evidence: string } | undefined {
+    const gl = this.#greylist!;
+    let wait = 0;
+    const deferred: string[] = [];
+    for (const recipient of envelope.rcptTo) {
+      const t = { clientIp: envelope.client.ip, sender: envelope.mailFrom, recipient };
+      const r: GreylistResult | undefined = this.#safe(
+        "greylist",
+        envelope,
+        () => peek ? gl.peek(t, now) : gl.check(t, now),
+        undefined,
+      );
+      if (!r) continue; // fails open
+      if (!peek) {
+        this.#log.event(r.pass ? "greylist.pass" : "greylist.defer", {
+          session: envelope.sessionId,
+          tx: envelope.transactionId,
+          rule: c.rule.name,
+          network: r.network,
+          sender: envelope.mailFrom || "<>",
+          rcpt: recipient,
+          reason: r.reason,
+          retry_in: r.retryInSeconds,
+          at: c.atRcpt ? "rcpt" : "data",
+        }, r.pass && r.reason !== "retried" ? "debug" : "info");
+      }
+      if (r.pass) continue;
+      wait = Math.max(wait, r.retryInSeconds ?? 1);
+      deferred.push(`${recipient} (${r.reason}, network ${r.network})`);
+    }
+    if (deferred.length === 0) return undefined;
+    return {
+      action: "tempfail",
+      rule: c.rule.name,
+      reply: greylistReply(wait),
+      evidence: `greylisted: ${deferred.join(", ")}; retry in ${wait}s`,
+    };
+  }
+
   /**
    * Evaluates the policy against decoded facts. Stops at the deciding step or rule, unless
    * `explain` is set, in which case every rule is evaluated and traced (the verdict is the same).
    * `scan` is what clamd said (see `scan()`); absent, `virus` never holds, and when this engine
-   * scans (`scans`) its absence counts as a failed scan.
+   * scans (`scans`) its absence counts as a failed scan. `scored` is what Rspamd said (see
+   * `score()`), alike. `dnsbl` likewise is what the DNS lists
+   * said (see `dnsblCheck()`); absent when this engine looks up, every list counts as failed.
    */
   evaluate(
     facts: MessageFacts,
@@ -408,6 +831,9 @@ export class PolicyEngine {
     explain = false,
     now: number = this.#now(),
     scan?: ScanResult,
+    scored?: RspamdResult,
+    dnsbl?: DnsblResult,
+    auth?: AuthResults,
   ): Evaluation {
     const steps: StepResult[] = [];
     const results: RuleResult[] = [];
@@ -497,11 +923,21 @@ export class PolicyEngine {
     const scanned: ScanResult | undefined = this.#scanner
       ? scan ?? { status: "error", reason: "the message was not given to the virus scanner" }
       : undefined;
+    const rspamd: RspamdResult | undefined = this.#scorer
+      ? scored ?? { status: "error", reason: "the message was not given to rspamd" }
+      : undefined;
+    const listing: DnsblResult | undefined = this.#dnsbl
+      ? dnsbl ?? notLookedUp(clientIp)
+      : undefined;
+    const dnsblStrict = this.#dnsbl?.config.onFailure === "tempfail";
     const ctx = new EvalContext(
       { facts, envelope },
       {
         ...this.#hooks(facts, envelope, clientIp, sender, senderDomain, now, !early),
         virus: scanned,
+        rspamd,
+        auth,
+        dnsbl: listing ? { result: listing, strict: dnsblStrict } : undefined,
       },
     );
     const tag: Tag = { headers: [] };
@@ -519,7 +955,7 @@ export class PolicyEngine {
         mode: c.rule.mode,
         matched,
         evidence,
-        action: c.terminal?.type,
+        action: c.greylist ? "greylist" : c.terminal?.type,
         actions: c.rule.actions.map((a) => a.type),
         decided: false,
         outcome: "no match",
@@ -534,6 +970,28 @@ export class PolicyEngine {
       }
       if (verdict !== undefined) {
         result.outcome = "after decision";
+        continue;
+      }
+      if (c.greylist) {
+        // Greylisting decides only when it defers. Applied per recipient at RCPT time when the
+        // envelope decides it (the session asked `checkRecipient`: every recipient here
+        // passed); here for the others, or in `ssg explain` (which only peeks).
+        const skip = envelope.authenticated
+          ? "skipped: authenticated session"
+          : c.atRcpt && !explain
+          ? "passed at RCPT time"
+          : undefined;
+        const deferred = skip ? undefined : this.#greylistCheck(c, envelope, now, explain);
+        if (deferred) {
+          result.decided = true;
+          result.outcome = "decided";
+          result.evidence = `${evidence}; ${deferred.evidence}`;
+          verdict = { ...deferred, evidence: partial(result.evidence) };
+          if (!explain) break;
+        } else {
+          result.outcome = "accumulated";
+          result.evidence = `${evidence}; ${skip ?? "greylist passed"}`;
+        }
         continue;
       }
       this.#accumulate(
@@ -576,6 +1034,45 @@ export class PolicyEngine {
       verdict = failureVerdict(this.#scanFailure, "virus-scan-failed", why.join("; "));
     }
     if (
+      rspamd?.status === "error" && verdict.action === "forward" &&
+      verdict.rule !== "allowlist" && this.#scoreFailure !== "ignore"
+    ) {
+      // 6b. Not scored: never forwarded as clean.
+      const why = [`rspamd check failed: ${rspamd.reason}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = failureVerdict(this.#scoreFailure, "rspamd-failed", why.join("; "));
+    }
+    if (
+      listing?.failures.length && dnsblStrict && verdict.action === "forward" &&
+      verdict.rule !== "allowlist"
+    ) {
+      // 6c. A DNS list could not be asked, and the administrator chose not to pass such mail.
+      const why = [`DNS list look-up failed: ${listing.failures.map(describeLookup).join("; ")}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = {
+        action: "tempfail",
+        rule: "dnsbl-failed",
+        reply: { ...DNSBL_FAILED_TEMPFAIL },
+        evidence: why.join("; "),
+      };
+    }
+    const authFailed = [...this.#authTested].map((c) => authCheckFailed(c, auth)).filter((x) =>
+      x !== undefined
+    );
+    const authOnFailure = this.#authConfig?.onFailure ?? "tempfail";
+    if (
+      authFailed.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
+      authOnFailure !== "forward"
+    ) {
+      // 6d. A tested check could not be done: never forwarded as if it had passed.
+      const why = [`sender authentication failed: ${authFailed.join("; ")}`];
+      if (verdict.rule) why.push(`would be forwarded by ${verdict.rule}`);
+      if (accumulatedEvidence.length) why.push(accumulatedEvidence.join("; "));
+      verdict = failureVerdict(authOnFailure, "auth-failed", why.join("; "));
+    }
+    if (
       facts.problems.length && verdict.action === "forward" && verdict.rule !== "allowlist" &&
       this.#undecodable !== "forward"
     ) {
@@ -604,6 +1101,8 @@ export class PolicyEngine {
     now: number = this.#now(),
   ): Effect[] {
     const out: Effect[] = [];
+    // A greylist deferral is not a judgement on the sender: thresholds do not count it.
+    if (this.#rules.some((c) => c.greylist && c.rule.name === verdict.rule)) return out;
     for (const t of this.#thresholds) {
       if (!(t.count as string[]).includes(verdict.action)) continue;
       const value = keyValue(t.key, envelope);
@@ -842,6 +1341,42 @@ export class PolicyEngine {
   }
 }
 
+/** The DNS-list result when the engine looks up but was given none: every list failed. */
+function notLookedUp(clientIp: string): DnsblResult {
+  const failure = {
+    site: "(every list)",
+    zone: "(every list)",
+    target: "client" as const,
+    subject: clientIp,
+    query: "",
+    status: "failed" as const,
+    answers: [],
+    weight: 0,
+    entryWeight: 0,
+    reason: "the message was not given to the DNS-list check",
+  };
+  return { score: 0, lookups: [failure], hits: [], failures: [failure], ms: 0 };
+}
+
+/** A resolver for a policy given none: every question fails, so every check is a temperror. */
+const NO_DNS: AuthDns = {
+  query: () => Promise.resolve({ status: "error", records: [], reason: "no DNS resolver" }),
+};
+
+/** `spf=pass,dkim=pass:example.org,dmarc=pass,arc=none` for the verdict log line. */
+export function authSummary(a: AuthResults): string {
+  const parts: string[] = [];
+  if (a.spf) parts.push(`spf=${a.spf.result}`);
+  if (a.dkim) {
+    parts.push(
+      `dkim=${a.dkim.map((d) => (d.domain ? `${d.result}:${d.domain}` : d.result)).join("+")}`,
+    );
+  }
+  if (a.dmarc) parts.push(`dmarc=${a.dmarc.result}${a.dmarc.policy ? `:${a.dmarc.policy}` : ""}`);
+  if (a.arc) parts.push(`arc=${a.arc.result}`);
+  return parts.join(",");
+}
+
 /** The value a threshold or blacklist key has for this envelope ("" when none). */
 function keyValue(key: BlacklistKey, envelope: Envelope): string {
   if (key === "client_ip") return canonicalIp(envelope.client.ip);
@@ -849,31 +1384,29 @@ function keyValue(key: BlacklistKey, envelope: Envelope): string {
   return key === "sender" ? sender : domainOf(sender);
 }
 
+/** The replies of each failure verdict. */
+const FAILURE_REPLIES = {
+  "undecodable": { reject: UNDECODABLE_REJECT, tempfail: UNDECODABLE_TEMPFAIL },
+  "virus-scan-failed": { reject: SCAN_FAILED_REJECT, tempfail: SCAN_FAILED_TEMPFAIL },
+  "rspamd-failed": { reject: RSPAMD_FAILED_REJECT, tempfail: RSPAMD_FAILED_TEMPFAIL },
+  "auth-failed": { reject: AUTH_FAILED_REJECT, tempfail: AUTH_FAILED_TEMPFAIL },
+} as const;
+
 /**
- * The verdict `content.undecodable` (rule "undecodable") or `clamav.on_failure` (rule
- * "virus-scan-failed") gives.
+ * The verdict `content.undecodable` (rule "undecodable"), `clamav.on_failure` (rule
+ * "virus-scan-failed"), `rspamd.on_failure` (rule "rspamd-failed") or `auth.on_failure` (rule
+ * "auth-failed") gives.
  */
 function failureVerdict(
   action: "quarantine" | "tempfail" | "reject",
-  rule: "undecodable" | "virus-scan-failed",
+  rule: "undecodable" | "virus-scan-failed" | "rspamd-failed" | "auth-failed",
   evidence: string,
 ): Verdict {
-  const scan = rule === "virus-scan-failed";
   switch (action) {
     case "reject":
-      return {
-        action,
-        rule,
-        reply: { ...(scan ? SCAN_FAILED_REJECT : UNDECODABLE_REJECT) },
-        evidence,
-      };
+      return { action, rule, reply: { ...FAILURE_REPLIES[rule].reject }, evidence };
     case "tempfail":
-      return {
-        action,
-        rule,
-        reply: { ...(scan ? SCAN_FAILED_TEMPFAIL : UNDECODABLE_TEMPFAIL) },
-        evidence,
-      };
+      return { action, rule, reply: { ...FAILURE_REPLIES[rule].tempfail }, evidence };
     default:
       return { action: "quarantine", rule, evidence };
   }

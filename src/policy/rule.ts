@@ -9,7 +9,8 @@
  *   a name in `FIELD_NAMES`, read through one extractor table (`fields.ts`), so a new text field
  *   is one table entry plus its name here;
  * - other leaves: numbers (`size`, `rcpt_count`), addresses (`client_ip`, `server`), flags
- *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`);
+ *   (`tls`, `spamtrap`), memory (`bulk`, `listed`), a virus scanner's finding (`virus`), a
+ *   spam scorer's verdict (`rspamd`), DNS lists (`dnsbl`);
  * - a rule has a list of actions, of which at most one is *terminal* (decides the verdict); the
  *   others (`tag`, `alert`, `bcc`, `blacklist`) accumulate.
  *
@@ -93,6 +94,13 @@ export const SPECIAL_CONDITION_NAMES = [
   "bulk",
   "listed",
   "virus",
+  "authenticated",
+  "rspamd",
+  "dnsbl",
+  "spf",
+  "dkim",
+  "dmarc",
+  "arc",
 ] as const;
 
 /** A text leaf: one field tested with one operator against values (any may match). */
@@ -152,12 +160,15 @@ export interface IpCondition {
   at?: SourcePos;
 }
 
-/** A boolean leaf: `tls: true` (the session used STARTTLS), `spamtrap: true` (a recipient is one). */
+/**
+ * A boolean leaf: `tls: true` (the session used STARTTLS), `spamtrap: true` (a recipient is one),
+ * `authenticated: true` (the server accepted the client's AUTH in this session).
+ */
 export interface FlagCondition {
   /** Discriminant: a boolean leaf. */
   kind: "flag";
-  /** The flag tested: STARTTLS used, or a recipient is a spamtrap. */
-  field: "tls" | "spamtrap";
+  /** The flag tested: STARTTLS used, a recipient is a spamtrap, or the client authenticated. */
+  field: "tls" | "spamtrap" | "authenticated";
   /** The value the flag must have. */
   value: boolean;
   /** Where the leaf was written. */
@@ -209,6 +220,81 @@ export interface VirusCondition {
   at?: SourcePos;
 }
 
+/** The actions Rspamd recommends, in its own spelling (`add_header` etc. are accepted at load). */
+export const RSPAMD_ACTIONS = [
+  "no action",
+  "greylist",
+  "add header",
+  "rewrite subject",
+  "soft reject",
+  "reject",
+] as const;
+/** An action Rspamd recommends. */
+export type RspamdAction = typeof RSPAMD_ACTIONS[number];
+
+/**
+ * The Rspamd leaf (needs an `rspamd:` section): holds when every test given holds —
+ * `score_at_least` (score ≥ n), `score_below` (score < n), `action` (Rspamd recommends one of
+ * these), `symbol` (one of these symbols fired; names compared in any case). A message Rspamd
+ * could not score makes it hold for nothing; the engine's `rspamd.on_failure` covers that case.
+ */
+export interface RspamdCondition {
+  /** Discriminant: the rspamd leaf. */
+  kind: "rspamd";
+  /** Holds when the score is at least this. */
+  scoreAtLeast?: number;
+  /** Holds when the score is below this. */
+  scoreBelow?: number;
+  /** Holds when Rspamd's action is one of these. */
+  actions?: RspamdAction[];
+  /** Holds when one of these symbols fired. */
+  symbols?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
+/**
+ * The DNS-list leaf (needs a `dnsbl:` section): every test given must hold. `scoreAtLeast` /
+ * `scoreAtMost` on the summed weights of the matching entries; `listedIn`: some entry of one of
+ * these zones matched. A look-up that failed counts as not listed; with `dnsbl.on_failure:
+ * tempfail` a score test holds only if it would whatever the failed look-ups said.
+ */
+export interface DnsblCondition {
+  /** Discriminant: the DNS-list leaf. */
+  kind: "dnsbl";
+  /** The score is at least this. */
+  scoreAtLeast?: number;
+  /** The score is at most this (e.g. -1: an allowlist outweighs the blocklists). */
+  scoreAtMost?: number;
+  /** Listed in one of these zones (lower case). */
+  listedIn?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
+/**
+ * A sender-authentication leaf (`auth:` section; npm mailauth): `spf: fail`, `dkim: pass`,
+ * `dmarc: { result: fail, policy: reject }`, `arc: none`. It holds when the check's result is one
+ * of `results` — for `dkim`, when some signature's is (with `domain`: a signature of that d=);
+ * `none` when the message is not signed — and, for `dmarc` with `policies`, the From domain's
+ * published policy is one of them. A check that could not be done (DNS down, out of time) has
+ * the result `temperror`; the engine's `auth.on_failure` covers a rule that tests it otherwise.
+ */
+export interface AuthCondition {
+  /** Discriminant: an authentication leaf. */
+  kind: "auth";
+  /** Which check. */
+  check: "spf" | "dkim" | "dmarc" | "arc";
+  /** Results that make it hold (lower case, validated per check). */
+  results: string[];
+  /** `dkim` only: the signing domain (d=), lower case. */
+  domain?: string;
+  /** `dmarc` only: the published policies (none, quarantine, reject). */
+  policies?: string[];
+  /** Where the leaf was written. */
+  at?: SourcePos;
+}
+
 /** True when every child is true (and for an empty list). */
 export interface AllCondition {
   /** Discriminant: every child must hold. */
@@ -248,6 +334,9 @@ export type Condition =
   | BulkCondition
   | ListedCondition
   | VirusCondition
+  | RspamdCondition
+  | DnsblCondition
+  | AuthCondition
   | AllCondition
   | AnyCondition
   | NotCondition;
@@ -263,8 +352,17 @@ export const TERMINAL_ACTIONS = [
 ] as const;
 /** Actions that accumulate over every matching rule up to the deciding one. */
 export const NON_TERMINAL_ACTIONS = ["tag", "alert", "bcc", "blacklist"] as const;
+/**
+ * `greylist` decides only when it defers (451 4.7.1, the triplet is new or retried too soon);
+ * when the triplet passed, evaluation goes on with the next rule. It stands alone in a rule.
+ */
+export const GREYLIST_ACTION = "greylist";
 /** Every action name the rule file accepts. */
-export const ACTION_NAMES = [...TERMINAL_ACTIONS, ...NON_TERMINAL_ACTIONS] as const;
+export const ACTION_NAMES = [
+  ...TERMINAL_ACTIONS,
+  ...NON_TERMINAL_ACTIONS,
+  GREYLIST_ACTION,
+] as const;
 /** A terminal action's name. */
 export type TerminalActionName = typeof TERMINAL_ACTIONS[number];
 
@@ -287,7 +385,8 @@ export type Action =
   | { type: "tag"; tag: Tag }
   | { type: "alert" }
   | { type: "bcc"; to: string[]; server?: ServerAddress }
-  | { type: "blacklist"; key: BlacklistKey; seconds: number };
+  | { type: "blacklist"; key: BlacklistKey; seconds: number }
+  | { type: "greylist" };
 
 /** `enforce` (default): actions take effect. `observe`: evaluated and logged, not enforced. */
 export type RuleMode = "enforce" | "observe";
@@ -353,11 +452,103 @@ export interface Threshold {
   at?: SourcePos;
 }
 
+/** Whether a rule's action is `greylist`. */
+export function greylists(rule: Rule): boolean {
+  return rule.actions.some((a) => a.type === "greylist");
+}
+
+/**
+ * Whether a condition can be decided from the envelope alone — the client, the server, HELO,
+ * TLS, AUTH, the sender and the recipient — i.e. at RCPT time, before any content. `rcpt_count`
+ * and `spamtrap` look at the final recipient list and count as content here; `listed` reads
+ * the client and sender only.
+ */
+export function envelopeOnly(c: Condition): boolean {
+  switch (c.kind) {
+    case "field":
+      return ENVELOPE_FIELDS.has(c.field);
+    case "ip":
+    case "listed":
+      return true;
+    case "flag":
+      return c.field !== "spamtrap";
+    case "all":
+    case "any":
+      return c.conditions.every(envelopeOnly);
+    case "not":
+      return envelopeOnly(c.condition);
+    default: // number (size, rcpt_count), bulk, virus
+      return false;
+  }
+}
+
+const ENVELOPE_FIELDS: ReadonlySet<FieldName> = new Set([
+  "mail_from",
+  "rcpt_to",
+  "sender_domain",
+  "recipient_domain",
+  "helo",
+]);
+
 /** Every `virus` leaf of the rules' conditions (the engine scans only when there is one). */
 export function virusLeaves(rules: readonly Rule[]): VirusCondition[] {
   const walk = (c: Condition): VirusCondition[] => {
     switch (c.kind) {
       case "virus":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `rspamd` leaf of the rules' conditions (the engine asks Rspamd only when there is one). */
+export function rspamdLeaves(rules: readonly Rule[]): RspamdCondition[] {
+  const walk = (c: Condition): RspamdCondition[] => {
+    switch (c.kind) {
+      case "rspamd":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `dnsbl` leaf of the rules' conditions (the engine looks up only when there is one). */
+export function dnsblLeaves(rules: readonly Rule[]): DnsblCondition[] {
+  const walk = (c: Condition): DnsblCondition[] => {
+    switch (c.kind) {
+      case "dnsbl":
+        return [c];
+      case "all":
+      case "any":
+        return c.conditions.flatMap(walk);
+      case "not":
+        return walk(c.condition);
+      default:
+        return [];
+    }
+  };
+  return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `spf`/`dkim`/`dmarc`/`arc` leaf (the engine verifies senders only when there is one). */
+export function authLeaves(rules: readonly Rule[]): AuthCondition[] {
+  const walk = (c: Condition): AuthCondition[] => {
+    switch (c.kind) {
+      case "auth":
         return [c];
       case "all":
       case "any":

@@ -14,6 +14,33 @@
  * discard, reject) still compiles; code that switches over `action` must now also handle
  * tempfail and quarantine.
  */
+import type { SpfOutcome } from "../engines/auth/mail_authenticator.ts";
+
+/** What a policy may start when a transaction begins (MAIL FROM accepted), before the message. */
+export interface TransactionStart {
+  /** Reverse-path without angle brackets; "" for the null sender. */
+  mailFrom: string;
+  /** HELO/EHLO argument. */
+  helo: string;
+  /** The connecting client's address and port. */
+  client: { ip: string; port: number };
+  /** Session id, for logs. */
+  sessionId: string;
+  /** Transaction id, for logs. */
+  transactionId: string;
+}
+
+/**
+ * Checks a policy started at MAIL FROM (SPF), carried by the session to the judge in the
+ * envelope. Each promise never rejects and is bounded in time by the policy itself.
+ */
+export interface EarlyChecks {
+  /** SPF of the envelope (client IP, HELO, MAIL FROM). */
+  spf?: Promise<SpfOutcome>;
+}
+
+/** Starts a policy's early checks for a transaction (undefined: the policy needs none). */
+export type StartChecks = (start: TransactionStart) => EarlyChecks | undefined;
 
 /** The SMTP facts of one transaction (all strings as received; untrusted). */
 export interface Envelope {
@@ -27,12 +54,18 @@ export interface Envelope {
   server: { ip: string; port: number };
   /** HELO/EHLO argument. */
   helo: string;
+  /** The user the server authenticated (SMTP AUTH relayed), when any; a name, never a secret. */
+  authUser?: string;
   /** Whether the session was under TLS. */
   tls: boolean;
+  /** Whether the server accepted the client's AUTH in this session (absent: it did not). */
+  authenticated?: boolean;
   /** Session id and transaction id, for logs. */
   sessionId: string;
   /** Transaction id (MAIL to end of DATA), for logs. */
   transactionId: string;
+  /** What the policy started at MAIL FROM (`StartChecks`), if anything. */
+  early?: EarlyChecks;
 }
 
 /** An SMTP reply the gateway gives on a rule's behalf. */
@@ -96,6 +129,11 @@ export interface VerdictExtras {
   effects?: Effect[];
   /** Names of observe-mode rules that matched (logged, not enforced). */
   observed?: string[];
+  /**
+   * Sender authentication (`auth:`): inbound Authentication-Results fields carrying our
+   * authserv-id are removed (RFC 8601 §5) and, when `value` is set, ours is prepended.
+   */
+  authResults?: { authservId: string; value?: string };
 }
 
 /**
@@ -111,6 +149,13 @@ export type Verdict =
     | { action: "quarantine"; rule: string; evidence?: string }
   )
   & VerdictExtras;
+
+/**
+ * Asked at each RCPT, before the server is (greylisting at RCPT time): `envelope.rcptTo` holds
+ * the one recipient asked about. A reply refuses that recipient (the client keeps the others);
+ * undefined lets the RCPT go on to the server. Synchronous and short (index probes); never throws.
+ */
+export type RecipientCheck = (envelope: Envelope) => Reply | undefined;
 
 /** Decides about one complete message. Must not throw for bad input; may reject the Promise on
  * internal failure (the session then answers 451 and keeps nothing). */

@@ -15,9 +15,10 @@
  */
 import type { SsgConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
-import type { Judge } from "../policy/verdict.ts";
+import type { Judge, RecipientCheck, StartChecks } from "../policy/verdict.ts";
 import { serveSession, SHED, type VerdictActions } from "./session.ts";
 import type { SessionIo } from "./session_io.ts";
+import type { SessionContext } from "./session_context.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { Admission, clientNetwork, type Ticket } from "./admission.ts";
 import { ServerProfiles } from "./server_profiles.ts";
@@ -41,6 +42,12 @@ export interface AcceptorOptions {
   config: SsgConfig;
   /** The policy. */
   judge: Judge;
+  /** The policy's RCPT-time check (greylisting), passed to every session. */
+  checkRecipient?: RecipientCheck;
+  /** Early look-ups (see `SessionContext.prefetch`). */
+  prefetch?: SessionContext["prefetch"];
+  /** The policy's checks started at MAIL FROM (SPF). */
+  startChecks?: StartChecks;
   /** Event log. */
   log: EventLog;
   /** The original destination of a diverted connection from this client address and port. */
@@ -265,6 +272,9 @@ export class Acceptor {
       smtp: admit.stressed ? this.#admission.stressed(config.smtp) : config.smtp,
       relay: config.relay,
       judge: this.#opts.judge,
+      checkRecipient: this.#opts.checkRecipient,
+      prefetch: this.#opts.prefetch,
+      startChecks: this.#opts.startChecks,
       log,
       connectUpstream: (dest, timeoutMs) => connect(dest, timeoutMs, client),
       shutdown: AbortSignal.any([this.#shutdown.signal, own.signal]),

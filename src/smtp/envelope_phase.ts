@@ -57,6 +57,8 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
     core.end = "limit";
     return;
   }
+  // Look-ups on the sender run while the server answers MAIL.
+  if (args.address !== "") ctx.prefetch?.({ sender: args.address });
   const r = await link.mail(args.address, {
     size: args.size,
     body: args.body,
@@ -81,6 +83,14 @@ export async function mail(core: SessionCore, link: ServerLink, arg: string): Pr
       rcpts: [],
       started: performance.now(),
     };
+    // SPF needs only the envelope: its DNS lookups run while the client sends RCPT and DATA.
+    core.tx.early = ctx.startChecks?.({
+      mailFrom: args.address,
+      helo: core.helo,
+      client: ctx.client,
+      sessionId: ctx.id,
+      transactionId: core.tx.id,
+    });
     return core.send(relayedReply(r, "2.1.0"));
   }
   serverRefused(core, link, r, "mail");
@@ -119,6 +129,23 @@ export async function rcpt(core: SessionCore, link: ServerLink, arg: string): Pr
       return core.fail(r, "too-many-recipients");
     }
     return core.send(r);
+  }
+  if (ctx.checkRecipient) {
+    // Greylisting at RCPT time, before the server is asked: a deferred recipient never reaches
+    // it (the server cannot forget a recipient it accepted), and the client keeps the others.
+    const refused = ctx.checkRecipient({
+      mailFrom: tx.mailFrom,
+      rcptTo: [parsed.value.address],
+      client: ctx.client,
+      server: ctx.server,
+      helo: core.helo ?? "",
+      tls: core.tls,
+      authenticated: core.authenticated !== undefined,
+      sessionId: ctx.id,
+      transactionId: tx.id,
+    });
+    // Logged by the policy (`greylist.defer`); not a client error.
+    if (refused) return core.send(reply(refused.code, refused.enhanced, refused.text));
   }
   const relay = link.relay;
   if (!relay) return link.lost(new RelayError("closed", "No relay connection"), "rcpt");

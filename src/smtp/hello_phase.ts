@@ -203,6 +203,7 @@ export async function hello(
   await link.reset();
   core.helo = parsed.value;
   core.protocol = protocol;
+  core.ctx.prefetch?.({ helo: parsed.value });
   if (protocol === "SMTP") {
     core.offered = new Set();
     return core.send({ code: 250, lines: [core.name] });

@@ -119,10 +119,13 @@ export async function endOfData(
     client: ctx.client,
     server: ctx.server,
     helo: core.helo ?? "",
+    ...(core.authenticated ? { authUser: core.authenticated } : {}),
     tls: core.tls,
+    authenticated: core.authenticated !== undefined,
     sessionId: ctx.id,
     transactionId: tx.id,
   };
+  if (tx.early) envelope.early = tx.early;
   const tJudge = performance.now();
   const verdict = await judge(core, message, envelope);
   outcome.judgeMs = performance.now() - tJudge;

@@ -93,6 +93,7 @@ class Session implements CommandHandlers {
       server: `${ctx.server.ip}:${ctx.server.port}`,
     });
     try {
+      ctx.prefetch?.({ clientIp: ctx.client.ip });
       await greet(core, this.#link);
       while (core.end === undefined) await this.#step();
     } catch (e) {

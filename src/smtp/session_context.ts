@@ -5,7 +5,15 @@
  */
 import type { RelayConfig, SmtpConfig } from "../config/config.ts";
 import type { EventLog } from "../log/log.ts";
-import type { Delivery, Envelope, Judge, Reply, Verdict } from "../policy/verdict.ts";
+import type {
+  Delivery,
+  Envelope,
+  Judge,
+  RecipientCheck,
+  Reply,
+  StartChecks,
+  Verdict,
+} from "../policy/verdict.ts";
 import type { MemoryBudget } from "./memory_budget.ts";
 import type { ServerProfiles } from "./server_profiles.ts";
 import type { SessionIo } from "./session_io.ts";
@@ -48,6 +56,17 @@ export interface SessionContext {
   relay: RelayConfig;
   /** The policy. */
   judge: Judge;
+  /** The policy's RCPT-time check (greylisting); absent: every RCPT goes to the server. */
+  checkRecipient?: RecipientCheck;
+  /**
+   * Told what the session learns as it learns it — the client at connect, the HELO name at
+   * HELO/EHLO, the sender at MAIL FROM — so that slow look-ups (DNS lists) start long before
+   * the judge needs them. Must return at once and never throw (it may ignore the call).
+   */
+  prefetch?: (known: EarlyFacts) => void;
+  /** Starts the policy's checks that need only the envelope (SPF) when MAIL FROM is accepted;
+   * what it returns travels to the judge in `Envelope.early`. */
+  startChecks?: StartChecks;
   /** Where events go. */
   log: EventLog;
   /** Opens a connection to the server (main passes Deno.connect; tests pass fakes). */
@@ -84,6 +103,16 @@ export interface SessionContext {
   /** Called once when the session stops talking to the client (its last reply is being sent),
    * before SSG's own teardown (QUIT to the server): the acceptor gives the client's slot back. */
   clientDone?: () => void;
+}
+
+/** What a session knows before the message (`SessionContext.prefetch`): one of these per call. */
+export interface EarlyFacts {
+  /** The client's address (at connect). */
+  clientIp?: string;
+  /** The HELO/EHLO name (as given, validated by the session's syntax check). */
+  helo?: string;
+  /** The MAIL FROM address (without angle brackets; "" for the null sender). */
+  sender?: string;
 }
 
 /** The abort reason of `SessionContext.shutdown` when a session is ended to make room for

@@ -10,6 +10,7 @@
  */
 import { raceDeadline, secondsToMs } from "./deadline.ts";
 import type { DataReader } from "./data_reader.ts";
+import type { EarlyChecks } from "../policy/verdict.ts";
 import { LineReader } from "./line_reader.ts";
 import { formatReply, isEnhancedCode, reply, sanitizeText, type SmtpReply } from "./reply.ts";
 import type { ServerProfile } from "./server_profiles.ts";
@@ -42,6 +43,8 @@ export interface Transaction {
   bdat?: { reader: DataReader; started: number };
   /** The message came in BDAT chunks (the relay then uses BDAT when the server offers it). */
   chunked?: boolean;
+  /** What the policy started at MAIL FROM (`SessionContext.startChecks`). */
+  early?: EarlyChecks;
 }
 
 const encoder = new TextEncoder();

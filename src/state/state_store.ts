@@ -10,6 +10,9 @@
  *   so the window slides exactly (no buckets whose edges a sender can time).
  * - `entries(list, key, value, until, rule, added)`: dynamic list entries; expired rows are
  *   ignored by every read at once and deleted a few at a time on later writes.
+ * - `greylist(triplet, net, first, passed, until)` and `greylist_nets(net, passed, until)`: the
+ *   greylisting memory (`policy/greylist.ts` holds the logic; new tables, no schema change for
+ *   an older file: `CREATE TABLE IF NOT EXISTS` adds them).
  * - `bulk_clusters(id, sig, first, last)`, `bulk_bands(band, cluster)`, `bulk_hits(cluster,
  *   kind, value, at)`: content clusters found through MinHash LSH band keys
  *   (`bulk_fingerprint.ts`), each with the distinct servers (kind 0) and recipients (kind 1)
@@ -79,6 +82,36 @@ export interface ListEntry {
   addedMs: number;
 }
 
+/** One greylist triplet as stored (times in ms since the epoch). */
+export interface GreylistRow {
+  /** First sighting (the delay and the retry window count from here). */
+  firstMs: number;
+  /** When a retry passed; 0 while the triplet waits. */
+  passedMs: number;
+  /** When the row expires: end of the retry window, or last use + pass lifetime. */
+  untilMs: number;
+}
+
+/** One client network's greylist record. */
+export interface GreylistNetRow {
+  /** Triplets of this network that passed. */
+  passed: number;
+  /** When the record expires (last pass or use + pass lifetime). */
+  untilMs: number;
+}
+
+/** Reads and writes of greylist rows inside one `greylistTransaction`. */
+export interface GreylistRows {
+  /** The stored triplet, expired or not. */
+  triplet(key: string): GreylistRow | undefined;
+  /** Stores (or replaces) a triplet. */
+  putTriplet(key: string, net: string, row: GreylistRow): void;
+  /** The stored network record, expired or not. */
+  network(net: string): GreylistNetRow | undefined;
+  /** Stores (or replaces) a network record. */
+  putNetwork(net: string, row: GreylistNetRow): void;
+}
+
 /** Options of `StateStore.open`. */
 export interface StateStoreOptions {
   /** Most rows per table (default 100000). */
@@ -94,7 +127,7 @@ export class StateStore {
   readonly #db: DatabaseSync;
   readonly #maxRows: number;
   readonly #st: Record<string, StatementSync>;
-  readonly #rows: Record<"events" | "entries" | "bulk_clusters" | "bulk_hits", number>;
+  readonly #rows: Record<TableName, number>;
   #closed = false;
   #lastPurgeMs = -Infinity;
   #eventRetentionMs = 30 * 86400_000;
@@ -170,6 +203,29 @@ export class StateStore {
       evictHits: p(
         "DELETE FROM bulk_hits WHERE rowid IN (SELECT rowid FROM bulk_hits ORDER BY at LIMIT ?)",
       ),
+      greyGet: p("SELECT first, passed, until FROM greylist WHERE triplet = ?"),
+      greyPut: p(
+        `INSERT INTO greylist(triplet, net, first, passed, until) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(triplet) DO UPDATE SET
+           first = excluded.first, passed = excluded.passed, until = excluded.until`,
+      ),
+      greyEvict: p(
+        "DELETE FROM greylist WHERE rowid IN (SELECT rowid FROM greylist ORDER BY until LIMIT ?)",
+      ),
+      greyPurge: p(
+        "DELETE FROM greylist WHERE rowid IN (SELECT rowid FROM greylist WHERE until <= ? LIMIT ?)",
+      ),
+      greyNetGet: p("SELECT passed, until FROM greylist_nets WHERE net = ?"),
+      greyNetPut: p(
+        `INSERT INTO greylist_nets(net, passed, until) VALUES (?, ?, ?)
+         ON CONFLICT(net) DO UPDATE SET passed = excluded.passed, until = excluded.until`,
+      ),
+      greyNetEvict: p(
+        "DELETE FROM greylist_nets WHERE net IN (SELECT net FROM greylist_nets ORDER BY until LIMIT ?)",
+      ),
+      greyNetPurge: p(
+        "DELETE FROM greylist_nets WHERE net IN (SELECT net FROM greylist_nets WHERE until <= ? LIMIT ?)",
+      ),
       purgeHits: p(
         "DELETE FROM bulk_hits WHERE rowid IN (SELECT rowid FROM bulk_hits WHERE at <= ? LIMIT ?)",
       ),
@@ -181,6 +237,8 @@ export class StateStore {
       entries: count("entries"),
       bulk_clusters: count("bulk_clusters"),
       bulk_hits: count("bulk_hits"),
+      greylist: count("greylist"),
+      greylist_nets: count("greylist_nets"),
     };
   }
 
@@ -241,7 +299,7 @@ export class StateStore {
   }
 
   /** Rows currently in each table (for tests and `ssg check`-style summaries). */
-  get rowCounts(): Readonly<Record<"events" | "entries" | "bulk_clusters" | "bulk_hits", number>> {
+  get rowCounts(): Readonly<Record<TableName, number>> {
     return { ...this.#rows };
   }
 
@@ -453,6 +511,55 @@ export class StateStore {
     return { servers, recipients };
   }
 
+  // ---- greylisting ----------------------------------------------------------------------
+
+  /**
+   * Runs `fn` over the greylist tables in one transaction (one commit for a whole check),
+   * after purging a few expired rows. `maxEntries` bounds the triplets (and, separately, the
+   * networks): past it the soonest expiring are evicted.
+   */
+  greylistTransaction<T>(nowMs: number, maxEntries: number, fn: (rows: GreylistRows) => T): T {
+    let out: T | undefined;
+    this.#write(nowMs, () => {
+      out = fn(this.#greyRows);
+      for (
+        const [table, evict] of [["greylist", this.#st.greyEvict], [
+          "greylist_nets",
+          this.#st.greyNetEvict,
+        ]] as const
+      ) {
+        if (this.#rows[table] <= maxEntries) continue;
+        const batch = Math.max(this.#rows[table] - maxEntries, Math.floor(maxEntries / 100), 1);
+        const n = Number(evict.run(batch).changes);
+        this.#rows[table] = Math.max(0, this.#rows[table] - n);
+      }
+    });
+    return out as T;
+  }
+
+  /** The greylist rows of one transaction (see `greylistTransaction`). */
+  readonly #greyRows: GreylistRows = {
+    triplet: (key) => {
+      const r = this.#st.greyGet.get(key) as
+        | { first: number; passed: number; until: number }
+        | undefined;
+      return r &&
+        { firstMs: Number(r.first), passedMs: Number(r.passed), untilMs: Number(r.until) };
+    },
+    putTriplet: (key, net, row) => {
+      if (this.#st.greyGet.get(key) === undefined) this.#rows.greylist++;
+      this.#st.greyPut.run(key, net, row.firstMs, row.passedMs, row.untilMs);
+    },
+    network: (net) => {
+      const r = this.#st.greyNetGet.get(net) as { passed: number; until: number } | undefined;
+      return r && { passed: Number(r.passed), untilMs: Number(r.until) };
+    },
+    putNetwork: (net, row) => {
+      if (this.#st.greyNetGet.get(net) === undefined) this.#rows.greylist_nets++;
+      this.#st.greyNetPut.run(net, row.passed, row.untilMs);
+    },
+  };
+
   // ---- internals ------------------------------------------------------------------------
 
   #open(): void {
@@ -494,6 +601,10 @@ export class StateStore {
     this.#rows.events = Math.max(0, this.#rows.events - n2);
     const n3 = Number(this.#st.purgeHits.run(nowMs - this.#bulkRetentionMs, PURGE_BATCH).changes);
     this.#rows.bulk_hits = Math.max(0, this.#rows.bulk_hits - n3);
+    const n4 = Number(this.#st.greyPurge.run(nowMs, PURGE_BATCH).changes);
+    this.#rows.greylist = Math.max(0, this.#rows.greylist - n4);
+    const n5 = Number(this.#st.greyNetPurge.run(nowMs, PURGE_BATCH).changes);
+    this.#rows.greylist_nets = Math.max(0, this.#rows.greylist_nets - n5);
     const old = this.#st.oldClusters.all(nowMs - this.#bulkRetentionMs, 20) as { id: number }[];
     for (const { id } of old) this.#dropCluster(Number(id));
   }
@@ -535,7 +646,16 @@ export class StateStore {
   }
 }
 
-const TABLES = ["events", "entries", "bulk_clusters", "bulk_hits"] as const;
+const TABLES = [
+  "events",
+  "entries",
+  "bulk_clusters",
+  "bulk_hits",
+  "greylist",
+  "greylist_nets",
+] as const;
+/** The tables whose rows are counted and bounded. */
+type TableName = typeof TABLES[number];
 
 function cut(s: string): string {
   return s.length > MAX_KEY_LENGTH ? s.slice(0, MAX_KEY_LENGTH) : s;
@@ -561,4 +681,11 @@ CREATE TABLE IF NOT EXISTS bulk_hits (
   cluster INTEGER NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL, at INTEGER NOT NULL,
   PRIMARY KEY (cluster, kind, value));
 CREATE INDEX IF NOT EXISTS bulk_hits_at ON bulk_hits (at);
+CREATE TABLE IF NOT EXISTS greylist (
+  triplet TEXT PRIMARY KEY, net TEXT NOT NULL, first INTEGER NOT NULL, passed INTEGER NOT NULL,
+  until INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS greylist_until ON greylist (until);
+CREATE TABLE IF NOT EXISTS greylist_nets (
+  net TEXT PRIMARY KEY, passed INTEGER NOT NULL, until INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS greylist_nets_until ON greylist_nets (until);
 `;

@@ -177,7 +177,7 @@ Deno.test("AlertMailer webhook: a stalled endpoint times out, an error status fa
     const ms = performance.now() - t0;
     assert.equal(out.webhook, "failed");
     assert.equal(out.mail, "sent");
-    assert.ok(ms < 3000, `webhook timeout took ${ms} ms`);
+    assert.ok(ms < 10_000, `webhook timeout took ${ms} ms`);
     assert.match(String(slow.log.named("action.webhook.failed")[0].fields.error), /Timeout|abort/i);
 
     const bad = mailer(server, { webhook: { url: `${base}/err`, timeoutSeconds: 5 } });

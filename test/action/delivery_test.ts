@@ -115,7 +115,7 @@ Deno.test("sendMessage() times out on a silent server with a local 451", async (
     );
     assert.equal(r.code, 451);
     assert.equal(r.enhanced, "4.4.2");
-    assert.ok(performance.now() - t0 < 3000);
+    assert.ok(performance.now() - t0 < 10_000);
   } finally {
     l.close();
     for (const c of held) c.close();

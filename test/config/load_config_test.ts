@@ -62,7 +62,7 @@ const BROKEN: { name: string; text: string; errors: string[] }[] = [
     name: "an unknown key at top level",
     text: GOOD_GATEWAY + "rulez: []\n",
     errors: [
-      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, state, lists, allowlist, blacklist, spamtraps, quarantine, alert, rules, thresholds, content, clamav`,
+      `rules/a.yaml:3:1: unknown key "rulez" at top level; expected one of gateway, smtp, relay, log, state, lists, allowlist, blacklist, spamtraps, quarantine, alert, rules, thresholds, content, clamav, greylist, rspamd, dns, dnsbl, auth`,
     ],
   },
   {
@@ -233,7 +233,7 @@ smtp:
     action: discard
 `,
     errors: [
-      `rules/a.yaml:6:7: unknown key "subjet" in condition of rule "a"; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, all, any, not`,
+      `rules/a.yaml:6:7: unknown key "subjet" in condition of rule "a"; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, authenticated, rspamd, dnsbl, spf, dkim, dmarc, arc, all, any, not`,
       `rules/a.yaml:9:21: unknown key "contain" in "body"; expected one of contains, equals, matches, in_list`,
     ],
   },
@@ -245,7 +245,7 @@ smtp:
     action: quarantine-now
 `,
     errors: [
-      `rules/a.yaml:6:13: "action" must be one of forward, discard, reject, tempfail, quarantine, redirect, tag, alert, bcc, blacklist`,
+      `rules/a.yaml:6:13: "action" must be one of forward, discard, reject, tempfail, quarantine, redirect, tag, alert, bcc, blacklist, greylist`,
     ],
   },
   {
@@ -319,7 +319,7 @@ smtp:
       `rules/a.yaml:8:35: "contains" value must not be empty`,
       `rules/a.yaml:8:39: "contains" value must be a string, got 42`,
       `rules/a.yaml:11:18: "any" must list at least one condition`,
-      `rules/a.yaml:14:11: condition of rule "d" is empty; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, all, any, not`,
+      `rules/a.yaml:14:11: condition of rule "d" is empty; expected one of subject, header, body, html, from, to, cc, from_name, to_name, cc_name, from_address, to_address, cc_address, mail_from, rcpt_to, sender_domain, recipient_domain, helo, attachment_name, attachment_type, size, rcpt_count, client_ip, server, tls, spamtrap, bulk, listed, virus, authenticated, rspamd, dnsbl, spf, dkim, dmarc, arc, all, any, not`,
     ],
   },
   {
@@ -625,7 +625,7 @@ ${levels}    action: discard
   assert.deepEqual(lines, [
     "rules/a.yaml:7:15: the file expands to more than 200000 values (alias loop?)",
   ]);
-  assert.ok(performance.now() - t0 < 5000);
+  assert.ok(performance.now() - t0 < 15_000);
 });
 
 Deno.test("loadConfig() reads a file and reports an unreadable one as a ConfigError", async () => {

@@ -6,6 +6,7 @@ import {
   type FlowEvent,
 } from "../../src/divert/diverter.ts";
 import { FlowTable } from "../../src/flow/flow_table.ts";
+import { SynCache } from "../../src/flow/syn_cache.ts";
 import { buildTcpPacket, type TcpPacketSpec } from "../../src/packet/build_tcp_packet.ts";
 import { cidrContains, parseCidr } from "../../src/packet/cidr.ts";
 import { checksumsValid } from "../../src/packet/checksum.ts";
@@ -69,6 +70,15 @@ function rig(opts: { max?: number; v4Responder?: boolean; v6Responder?: boolean 
   return { d, table, events, blocked };
 }
 
+/** The server a half-open connection (SYN seen, no handshake ACK yet) asked for, as "ip|port". */
+function halfOpen(d: Diverter, client: string, port: number, now = 0): string | undefined {
+  const bytes = ip(client);
+  const family = bytes.length === 4 ? 4 : 6;
+  const s = d.syns.find(family, bytes, 0, port, now);
+  if (s < 0) return undefined;
+  return `${formatIp(d.syns.addresses, d.syns.serverOffset(s), family)}|${d.syns.serverPort(s)}`;
+}
+
 function pkt(
   spec: Omit<Partial<TcpPacketSpec>, "src" | "dst"> & { src: string; dst: string },
 ): Uint8Array {
@@ -106,7 +116,8 @@ for (const family of [4, 6] as const) {
       valid: true,
     });
     assert.equal(events.length, 0, "a half-open flow is not told");
-    assert.equal(table.lookup(n.client, 40000)?.serverIp, n.server);
+    assert.equal(table.lookup(n.client, 40000), undefined, "no Flow before the handshake ACK");
+    assert.equal(halfOpen(d, n.client, 40000), `${n.server}|25`);
     const ack = pkt({ src: n.client, dst: n.server, seq: 101 });
     assert.equal(d.handle(ack, 1000), AcceptModified);
     assert.equal(events.length, 1, "the client's ACK tells the flow");
@@ -120,6 +131,7 @@ for (const family of [4, 6] as const) {
       id: events[0].id,
     });
     assert.equal(table.lookup(n.client, 40000)?.serverIp, n.server);
+    assert.equal(halfOpen(d, n.client, 40000), undefined, "the half-open entry became the Flow");
 
     const synAck = pkt({
       src: n.responder,
@@ -242,10 +254,10 @@ for (const family of [4, 6] as const) {
   });
 
   Deno.test(`Diverter (IPv${family}): a second configured port (587) is diverted too`, () => {
-    const { d, table } = rig();
+    const { d } = rig();
     const syn = pkt({ src: n.client, dst: n.server, dstPort: 587, flags: TCP_SYN });
     assert.equal(d.handle(syn, 0), AcceptModified);
-    assert.equal(table.lookup(n.client, 40000)?.serverPort, 587);
+    assert.equal(halfOpen(d, n.client, 40000), `${n.server}|587`);
     const reply = pkt({ src: n.responder, dst: n.client, srcPort: RESPONDER_PORT, dstPort: 40000 });
     assert.equal(d.handle(reply, 0), AcceptModified);
     assert.equal(endpoints(reply).src, `${n.server}|587`);
@@ -278,26 +290,39 @@ for (const family of [4, 6] as const) {
     assert.equal(d.handle(over, 1 + table.rstLingerMs), AcceptModified);
   });
 
-  Deno.test(`Diverter (IPv${family}): a full table gives a half-open flow's slot to a new SYN (SYN flood)`, () => {
-    const { d, table, events } = rig({ max: 2 });
+  Deno.test(`Diverter (IPv${family}): a full SYN cache gives its oldest half-open entry's slot to a new SYN (SYN flood)`, () => {
+    const { d, table, events } = rig({ max: 2 }); // SYN cache of 2 entries
     connect(d, 1000);
+    for (
+      const [src, port, now] of [[n.client2, 40000, 1], [n.client, 3000, 2], [
+        n.client,
+        3001,
+        3,
+      ]] as const
+    ) {
+      assert.equal(
+        d.handle(pkt({ src, dst: n.server, srcPort: port, flags: TCP_SYN }), now),
+        AcceptModified,
+      );
+    }
     assert.equal(
-      d.handle(pkt({ src: n.client2, dst: n.server, flags: TCP_SYN }), 1),
-      AcceptModified,
+      halfOpen(d, n.client2, 40000, 3),
+      undefined,
+      "the oldest half-open entry was evicted",
     );
-    assert.equal(
-      d.handle(pkt({ src: n.client, dst: n.server, srcPort: 3000, flags: TCP_SYN }), 2),
-      AcceptModified,
-    );
-    assert.equal(table.lookup(n.client2, 40000), undefined, "the half-open flow was evicted");
+    assert.equal(halfOpen(d, n.client, 3000, 3), `${n.server}|25`);
+    assert.equal(halfOpen(d, n.client, 3001, 3), `${n.server}|25`);
     assert.ok(table.lookup(n.client, 1000), "the established flow stays");
     assert.equal(d.stats().flowsEvicted, 1);
-    assert.equal(d.stats().flowsHalfOpen, 1);
-    // The evicted flow was never told, so its end is not told either.
+    assert.equal(d.stats().flowsHalfOpen, 2);
+    // The evicted entry was never told, so its end is not told either.
     assert.deepEqual(events.map((e) => [e.type, e.clientIp]), [["new", n.client]]);
+    // A half-open entry still completes its handshake into a flow.
+    assert.equal(d.handle(pkt({ src: n.client, dst: n.server, srcPort: 3000 }), 4), AcceptModified);
+    assert.equal(table.size, 2);
   });
 
-  Deno.test(`Diverter (IPv${family}): a spoofed SYN flood makes no flow events, however many half-open flows come and go`, () => {
+  Deno.test(`Diverter (IPv${family}): a spoofed SYN flood makes no flow events and no Flow, however many half-open connections come and go`, () => {
     const { d, table, events } = rig({ max: 8 });
     connect(d, 1000);
     for (let i = 0; i < 100; i++) {
@@ -309,14 +334,22 @@ for (const family of [4, 6] as const) {
     }
     const s = d.stats();
     assert.equal(s.synsSeen, 101);
-    assert.equal(
-      s.flowsHalfOpen,
-      7,
-      "the table is full: 7 half-open flows and the established one",
-    );
-    assert.equal(s.flowsEvicted, 93);
-    assert.equal(table.size, 8);
+    assert.equal(s.flowsHalfOpen, 8, "the SYN cache is full");
+    assert.equal(s.flowsEvicted, 92);
+    assert.equal(table.size, 1, "only the established flow is a Flow");
+    assert.equal(d.syns.bytes, new SynCache({ capacity: 8 }).bytes, "no growth");
     assert.deepEqual(events.map((e) => [e.type, e.clientIp]), [["new", n.client]]);
+    // The SYN-ACKs of the newest half-open connections are still rewritten; evicted ones dropped.
+    const synAck = (port: number) =>
+      pkt({
+        src: n.responder,
+        dst: n.client2,
+        srcPort: RESPONDER_PORT,
+        dstPort: port,
+        flags: TCP_SYN | TCP_ACK,
+      });
+    assert.equal(d.handle(synAck(2099), 100), AcceptModified);
+    assert.equal(d.handle(synAck(2000), 100), Drop);
   });
 
   Deno.test(`Diverter (IPv${family}): a handshake the client never completes ends after synTimeoutMs`, () => {
@@ -333,10 +366,13 @@ for (const family of [4, 6] as const) {
       }),
       10,
     );
-    assert.equal(table.lookup(n.client, 40000)?.established, false);
-    assert.equal(d.expire(10 + table.synTimeoutMs - 1), 0);
-    assert.equal(d.expire(10 + table.synTimeoutMs), 1);
+    assert.equal(table.lookup(n.client, 40000), undefined);
+    assert.equal(halfOpen(d, n.client, 40000, 10), `${n.server}|25`);
+    assert.equal(d.expire(table.synTimeoutMs - 1), 0);
+    assert.equal(d.expire(table.synTimeoutMs), 1);
     assert.equal(d.stats().flowsEndedHandshake, 1);
+    // Its late ACK is not diverted (the real server answers it with RST).
+    assert.equal(d.handle(pkt({ src: n.client, dst: n.server }), table.synTimeoutMs), Accept);
     // Completed handshakes live on to the idle timeout.
     connect(d, 5000, 100);
     assert.equal(table.lookup(n.client, 5000)?.established, true);
@@ -378,6 +414,7 @@ for (const family of [4, 6] as const) {
   Deno.test(`Diverter (IPv${family}): FIN both ways ends the flow after the linger; late segments still rewritten`, () => {
     const { d, events, table } = rig();
     d.handle(pkt({ src: n.client, dst: n.server, flags: TCP_SYN }), 0);
+    d.handle(pkt({ src: n.client, dst: n.server }), 50);
     d.handle(
       pkt({
         src: n.responder,
@@ -424,18 +461,19 @@ for (const family of [4, 6] as const) {
   Deno.test(`Diverter (IPv${family}): a retransmitted SYN keeps the flow; a new SYN on the same port replaces it`, () => {
     const { d, events, table } = rig();
     d.handle(pkt({ src: n.client, dst: n.server, flags: TCP_SYN, seq: 5 }), 0);
-    const first = table.lookup(n.client, 40000);
     assert.equal(
       d.handle(pkt({ src: n.client, dst: n.server, flags: TCP_SYN, seq: 5 }), 1000),
       AcceptModified,
     );
-    assert.equal(table.lookup(n.client, 40000), first, "retransmission: same flow");
+    assert.equal(halfOpen(d, n.client, 40000, 1000), `${n.server}|25`, "retransmission");
     assert.equal(d.stats().synRetransmits, 1);
+    assert.equal(d.stats().synCacheInserted, 1, "retransmission: same entry");
     assert.equal(
       d.handle(pkt({ src: n.client, dst: n.server2, flags: TCP_SYN, seq: 5 }), 2000),
       AcceptModified,
     );
-    assert.equal(table.lookup(n.client, 40000)?.serverIp, n.server2, "other server: replaced");
+    assert.equal(halfOpen(d, n.client, 40000, 2000), `${n.server2}|25`, "other server: replaced");
+    assert.equal(table.size, 0);
     assert.equal(
       d.handle(pkt({ src: n.client, dst: n.server2, flags: TCP_SYN, seq: 999 }), 3000),
       AcceptModified,
@@ -525,10 +563,10 @@ Deno.test("Diverter drops unreadable packets from the responder or to a protecte
 });
 
 Deno.test("Diverter handles IPv4 and IPv6 flows of the same client port independently", () => {
-  const { d, table } = rig();
+  const { d } = rig();
   d.handle(pkt({ src: NET[4].client, dst: NET[4].server, flags: TCP_SYN }), 0);
   d.handle(pkt({ src: NET[6].client, dst: NET[6].server, flags: TCP_SYN }), 0);
-  assert.equal(table.size, 2);
+  assert.equal(d.syns.size, 2);
   const r4 = pkt({
     src: NET[4].responder,
     dst: NET[4].client,

@@ -129,7 +129,7 @@ Deno.test({
     assert.equal(r.nfqPackets, 0);
     assert.ok(r.statsKeys > 10);
     assert.equal(r.waited, null);
-    assert.ok(r.waitedMs >= 140 && r.waitedMs < 2000, `waitFor took ${r.waitedMs} ms`);
+    assert.ok(r.waitedMs >= 140 && r.waitedMs < 10_000, `waitFor took ${r.waitedMs} ms`);
     assert.equal(r.lookup, null);
     assert.equal(r.afterHasCounters, true, "stats after close give the last counters");
     assert.equal(r.waitAfterClose, null);

@@ -329,3 +329,46 @@ Deno.test("parseDatagram() reports a packet message without NFQA_PACKET_HDR as m
   assert.equal(r.packets.length, 0);
   assert.equal(r.malformed, 1);
 });
+
+Deno.test("VerdictWriter with a source references its payloads: the spliced stream equals the copied one", () => {
+  const source = new Uint8Array(200000);
+  for (let i = 0; i < source.length; i++) source[i] = (i * 31) & 0xff;
+  const view = source.subarray(8); // a payload offset relative to a subarray, as the Worker's slots
+  const copy = new VerdictWriter(25, 1 << 20);
+  const ref = new VerdictWriter(25, 1 << 20, { source: view, maxRefs: 3 });
+  const cases: [number, number, Uint8Array | undefined, number | undefined][] = [
+    [1, NF_ACCEPT, view.subarray(100, 1601), 0x53470000], // odd length: padding after it
+    [2, NF_ACCEPT, undefined, undefined],
+    [3, NF_ACCEPT, view.subarray(70000, 70000 + 65000), undefined],
+    [4, 0, undefined, undefined],
+    [5, NF_ACCEPT, view.subarray(5, 7), 7],
+    [6, NF_ACCEPT, new Uint8Array([1, 2, 3]), undefined], // not in the source: copied
+    [7, NF_ACCEPT, view.subarray(9, 99), undefined], // past maxRefs: copied
+  ];
+  for (const [id, verdict, payload, mark] of cases) {
+    if (id <= 5) assert.ok(ref.fits(payload?.length ?? 0, mark !== undefined));
+    copy.put(id, verdict, payload, mark);
+    ref.put(id, verdict, payload, mark);
+  }
+  assert.equal(ref.refCount, 3);
+  assert.equal(ref.count, copy.count);
+  assert.equal(ref.totalLength, copy.length);
+  const parts: Uint8Array[] = [];
+  let from = 0;
+  for (let i = 0; i < ref.refCount; i++) {
+    parts.push(ref.buffer.subarray(from, ref.refAt(i)));
+    parts.push(view.subarray(ref.refOffset(i), ref.refOffset(i) + ref.refLength(i)));
+    from = ref.refAt(i);
+  }
+  parts.push(ref.buffer.subarray(from, ref.length));
+  const spliced = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    spliced.set(p, o);
+    o += p.length;
+  }
+  assert.deepEqual(spliced, copy.view());
+  ref.clear();
+  assert.equal(ref.refCount, 0);
+  assert.equal(ref.totalLength, 0);
+});

@@ -153,3 +153,27 @@ Deno.test("rewriting real captured SYNs to a responder keeps their checksums exa
     assert.ok(checksumsValid(p, v));
   }
 });
+
+Deno.test("sumWords() on long runs (32-bit steps) folds to the same value as 16-bit words", () => {
+  const next = prng(1624);
+  const ref = (d: Uint8Array, s: number, e: number) => {
+    let sum = 0;
+    for (let i = s; i < e; i += 2) sum += (d[i] << 8) | (i + 1 < e ? d[i + 1] : 0);
+    return foldSum(sum);
+  };
+  const big = new Uint8Array(70000);
+  for (let i = 0; i < big.length; i++) big[i] = next() & 0xff;
+  big.fill(0xff, 1000, 66000); // long runs of ones: sums near the fold's edges
+  for (let k = 0; k < 300; k++) {
+    const off = next() % 17; // subarrays at odd and even byte offsets of the buffer
+    const data = big.subarray(off);
+    const s = next() % 100;
+    const e = Math.min(data.length, s + (k < 20 ? next() % 128 : next() % 65536));
+    assert.equal(
+      foldSum(sumWords(data, s, e, 7)),
+      foldSum(ref(data, s, e) + 7),
+      `${off} ${s} ${e}`,
+    );
+  }
+  assert.equal(foldSum(sumWords(new Uint8Array(4096), 0, 4096)), 0, "all zero stays zero");
+});

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/load_config.ts";
 import { MemoryLog } from "../../src/log/log.ts";
 import { decodeNeedsOf } from "../../src/policy/decode_needs.ts";
+import type { Rule } from "../../src/policy/rule.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope } from "../../src/policy/verdict.ts";
 
@@ -129,4 +130,13 @@ Deno.test("decode needs: an envelope-only policy still never forwards a message 
   assert.equal(h.decoder, "headers");
   assert.equal(h.v.rule, "undecodable");
   assert.match(h.v.evidence ?? "", /more than 10 header fields/);
+});
+
+Deno.test("decode needs: engines that read the raw bytes or the envelope (rspamd, auth, dnsbl, virus) need nothing decoded", () => {
+  for (const kind of ["rspamd", "auth", "dnsbl", "virus"]) {
+    const r = { name: kind, mode: "enforce", when: { kind }, actions: [] } as unknown as Rule;
+    assert.equal(decodeNeedsOf([r]), "none", kind);
+  }
+  const unknown = { name: "x", mode: "enforce", when: { kind: "future" }, actions: [] };
+  assert.equal(decodeNeedsOf([unknown as unknown as Rule]), "full");
 });

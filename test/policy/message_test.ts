@@ -211,7 +211,7 @@ Deno.test("decodeMessage() never throws on malformed input (seeded random bytes 
     assert.equal(typeof f.subject, "string");
     assert.equal(typeof f.text, "string");
   }
-  assert.ok(performance.now() - t0 < 20_000);
+  assert.ok(performance.now() - t0 < 60_000);
 });
 
 Deno.test("decodeMessage() falls back to a header/body split when parsing takes too long", async () => {

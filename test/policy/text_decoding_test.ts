@@ -113,7 +113,8 @@ Deno.test("htmlToText() is linear: 1 MB of nested or unclosed tags takes well un
   for (const html of ["<div>".repeat(200_000), "<".repeat(1_000_000), "<a ".repeat(300_000)]) {
     const t0 = performance.now();
     htmlToText(html);
-    assert.ok(performance.now() - t0 < 1000);
+    // Generous: quadratic work on 1 MB would take minutes; a loaded CI machine must not fail this.
+    assert.ok(performance.now() - t0 < 15_000);
   }
   assert.equal(htmlToText("a".repeat(100), 10), "a".repeat(10));
 });

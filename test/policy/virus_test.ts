@@ -335,7 +335,7 @@ Deno.test("a clamd that does not answer within clamav.timeout gives on_failure (
       assert.equal(v.action, "quarantine");
       assert.equal(v.rule, "virus-scan-failed");
       assert.equal(v.evidence, "virus scan failed: no answer from clamd within 1000 ms");
-      assert.ok(took >= 950 && took < 5000, `bounded by the timeout: ${took} ms`);
+      assert.ok(took >= 950 && took < 15_000, `bounded by the timeout: ${took} ms`);
     } finally {
       engine.close();
     }

@@ -161,3 +161,21 @@ Deno.test("AUTH learnt under TLS is offered once the client's leg is under TLS t
   assert.deepEqual(ehloKeywords(core), ["AUTH PLAIN LOGIN", "PIPELINING", "SIZE 10000000"]);
   d.a.close();
 });
+
+Deno.test("The judge's envelope names the user the server authenticated (authUser), and none without AUTH", async () => {
+  const body = "Subject: hi\r\n\r\nhello\r\n.\r\n";
+  const r = await transcript(
+    `EHLO client.example\r\nAUTH PLAIN ${PLAIN}\r\nMAIL FROM:<bob@example.org>\r\n` +
+      `RCPT TO:<carol@example.net>\r\nDATA\r\n${body}QUIT\r\n`,
+    withAuth(),
+  );
+  assert.deepEqual(r.codes, [250, 235, 250, 250, 354, 250, 221], r.output);
+  assert.equal(r.judge.calls[0].envelope.authUser, "bob");
+  const plain = await transcript(
+    `EHLO client.example\r\nMAIL FROM:<bob@example.org>\r\nRCPT TO:<carol@example.net>\r\n` +
+      `DATA\r\n${body}QUIT\r\n`,
+    withAuth(),
+  );
+  assert.equal(plain.judge.calls.length, 1, plain.output);
+  assert.equal(plain.judge.calls[0].envelope.authUser, undefined);
+});

@@ -468,6 +468,8 @@ export interface StartOptions {
   upstream?: FakeServerOptions;
   connect?: SessionContext["connectUpstream"];
   judge?: Judge;
+  /** The policy's RCPT-time check (greylisting). */
+  checkRecipient?: SessionContext["checkRecipient"];
   shutdown?: AbortSignal;
   judgeTimeoutMs?: number;
   pregreetMs?: number;
@@ -478,6 +480,10 @@ export interface StartOptions {
   memory?: SessionContext["memory"];
   /** Learnt server profiles: the session mirrors the server (issue 7). */
   profiles?: SessionContext["profiles"];
+  /** Told what the session learns early (client, HELO, sender). */
+  prefetch?: SessionContext["prefetch"];
+  /** The policy's checks started at MAIL FROM (SPF). */
+  startChecks?: SessionContext["startChecks"];
   /** Do not read the greeting first. */
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
@@ -510,6 +516,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     smtp: smtpConfig(o.smtp),
     relay: relayConfig(o.relay),
     judge,
+    checkRecipient: o.checkRecipient,
     log,
     connectUpstream: o.connect ?? up.connect,
     shutdown: o.shutdown ?? new AbortController().signal,
@@ -520,6 +527,8 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     actions: o.actions,
     memory: o.memory,
     profiles: o.profiles,
+    prefetch: o.prefetch,
+    startChecks: o.startChecks,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };

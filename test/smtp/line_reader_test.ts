@@ -47,10 +47,9 @@ Deno.test("LineReader line limit counts CRLF: limit-1 and limit pass, limit+1 is
 Deno.test("LineReader answers too-long without waiting for the LF", async () => {
   const { reader, write, close } = setup();
   await write("X".repeat(600)); // no LF, and the peer keeps the connection open
-  const t0 = performance.now();
+  // A reader that waited for the LF would end with the 2 s deadline instead of too-long.
   const r = await reader.readLine(512, 2000);
   assert.equal(r.kind, "too-long");
-  assert.ok(performance.now() - t0 < 1000);
   close();
 });
 

@@ -206,7 +206,7 @@ Deno.test("A server that accepts but never greets: the first contact is cut at t
   });
   const ms = performance.now() - t0;
   assert.equal(s.greeting, "421 mx.example Service not available, try again later\r\n");
-  assert.ok(ms >= 190 && ms < 2000, `${ms} ms`);
+  assert.ok(ms >= 190 && ms < 4900, `${ms} ms`);
   assert.equal((await s.summary).end, "relay-lost");
 });
 

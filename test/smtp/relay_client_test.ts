@@ -110,7 +110,7 @@ Deno.test("RelayClient reports connect failures, connect timeouts and silent ser
     }),
     "connect",
   );
-  assert.ok(performance.now() - t0 < 1000);
+  assert.ok(performance.now() - t0 < 10_000); // without the timeout it would never end
   await rejects(open({ greeting: null }, { replyTimeout: 0.1 }).client, "timeout");
 });
 

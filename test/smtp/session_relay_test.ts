@@ -78,7 +78,7 @@ Deno.test("A connect that never completes gives 451 4.4.1 after connectTimeout",
     relay: { connectTimeout: 0.1 },
   });
   assert.deepEqual(r.codes, [250, 451, 221]);
-  assert.ok(performance.now() - t0 < 2000);
+  assert.ok(performance.now() - t0 < 10_000); // without the timeout it would never end
 });
 
 Deno.test("A server that greets with 421 or 554 makes MAIL answer 451 4.4.1", async () => {

@@ -285,7 +285,7 @@ Deno.test("Command timeout: 421 4.4.2 after the configured wait, logged", async 
   const out = await s.client.rest();
   const ms = performance.now() - t0;
   assert.match(out, /^421 4\.4\.2 mx\.example Error: timeout exceeded\r\n$/);
-  assert.ok(ms >= 90 && ms < 2000, `took ${ms} ms`);
+  assert.ok(ms >= 90 && ms < 10_000, `took ${ms} ms`);
   assert.equal((await s.summary).end, "timeout");
   assert.equal(s.log.named("smtp.timeout")[0].fields.phase, "command");
 });
@@ -314,7 +314,7 @@ Deno.test("Whole-session deadline: a client that keeps talking is cut off with 4
   }
   const out = await s.client.rest();
   replies = codes(out).length;
-  assert.ok(performance.now() - t0 < 3000);
+  assert.ok(performance.now() - t0 < 10_000); // 100 NOOPs every 20 ms would outlast it
   assert.match(out, /421 4\.4\.2 mx\.example Error: timeout exceeded\r\n$/);
   assert.ok(replies > 3);
   assert.equal((await s.summary).end, "deadline");
@@ -422,7 +422,7 @@ Deno.test("Minimum data rate: a sender above the rate finishes, a trickling one 
   const t0 = performance.now();
   await trickle(slow, 10, 50, 5000);
   assert.deepEqual(codes(await slow.client.rest()), [421]);
-  assert.ok(performance.now() - t0 < 3000);
+  assert.ok(performance.now() - t0 < 15_000); // the whole trickle would take 25 s
   assert.equal((await slow.summary).end, "timeout");
   assert.equal(slow.log.named("smtp.timeout")[0].fields.phase, "data-rate");
   await Promise.all(slow.servers.map((x) => x.done));

@@ -301,7 +301,7 @@ Deno.test("A failed TLS handshake is logged and ends the session; a silent one i
   await silent.reply();
   const t0 = Date.now();
   await silent.rest();
-  assert.ok(Date.now() - t0 < 3000, "the handshake wait is bounded");
+  assert.ok(Date.now() - t0 < 10_000, "the handshake wait is bounded");
   silent.close();
   const ends = (await g.stop()).map((s) => s.end);
   assert.deepEqual(ends, ["tls-failed", "tls-failed"]);

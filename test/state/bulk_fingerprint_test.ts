@@ -97,5 +97,6 @@ Deno.test("fingerprint() is deterministic (fixed seeds: fingerprints persist acr
 Deno.test("fingerprint() is linear: 1 MB of text is fingerprinted (capped) in well under a second", () => {
   const t0 = performance.now();
   fingerprint("word ".repeat(200_000) + "x".repeat(500_000));
-  assert.ok(performance.now() - t0 < 1000);
+  // Generous: quadratic work on 1 MB would take minutes; a loaded CI machine must not fail this.
+  assert.ok(performance.now() - t0 < 15_000);
 });
