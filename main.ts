@@ -239,7 +239,10 @@ async function run(config: SsgConfig): Promise<number> {
       navigator.hardwareConcurrency,
       Deno.env.get("SSG_DECODE_WORKERS"),
     );
-    const pool = workers > 0 ? new DecodePool(workers) : undefined;
+    // A lone session decodes here (lowest latency); with several, decoding goes to the workers.
+    const pool = workers > 0
+      ? new DecodePool(workers, { offload: () => (acceptor?.activeSessions ?? 0) > 1 })
+      : undefined;
     if (pool) stopHooks.push(() => Promise.resolve(pool.close()));
     decode = pool?.decode;
     const policy = new PolicyHolder(new PolicyEngine(config, log, { state: store, decode }));

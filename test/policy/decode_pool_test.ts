@@ -37,7 +37,7 @@ Deno.test("decode pool: a worker that fails is replaced and its message decoded 
   const broken = new URL(
     "data:application/javascript,self.onmessage = () => { throw new Error('boom'); };",
   );
-  const pool = new DecodePool(1, broken);
+  const pool = new DecodePool(1, { url: broken });
   try {
     const raw = new TextEncoder().encode("Subject: lottery\r\n\r\nhello\r\n");
     const d = await pool.decode({
@@ -84,6 +84,25 @@ Deno.test("decode pool: an engine judging through the pool gives the same verdic
     assert.equal(second.rule, "bulk");
   } finally {
     engine.close();
+    pool.close();
+  }
+});
+
+Deno.test("decode pool: with offload false, messages are decoded here (no worker involved)", async () => {
+  const broken = new URL(
+    "data:application/javascript,self.onmessage = () => { throw new Error('boom'); };",
+  );
+  let busy = false;
+  const pool = new DecodePool(1, { url: broken, offload: () => busy });
+  try {
+    const raw = new TextEncoder().encode("Subject: lottery\r\n\r\nhello\r\n");
+    const req = { raw, needs: "full" as const, limits: {}, checkBounds: true, fingerprint: false };
+    assert.equal((await pool.decode(req)).facts.subject, "lottery");
+    assert.equal(pool.fallbacks, 0);
+    busy = true;
+    assert.equal((await pool.decode(req)).facts.subject, "lottery");
+    assert.equal(pool.fallbacks, 1);
+  } finally {
     pool.close();
   }
 });
