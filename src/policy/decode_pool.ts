@@ -104,11 +104,18 @@ export class DecodePool {
   constructor(size: number, opts: { url?: URL; offload?: () => boolean } = {}) {
     this.#url = opts.url ?? new URL("./decode_worker.ts", import.meta.url);
     this.#offload = opts.offload ?? (() => true);
-    for (let i = 0; i < Math.max(1, size); i++) this.#slots.push(this.#start());
+    this.#size = Math.max(1, size);
   }
 
-  /** Number of workers. */
+  readonly #size: number;
+
+  /** Number of workers (started at the first message handed over: idle memory stays low). */
   get size(): number {
+    return this.#size;
+  }
+
+  /** Workers running now. */
+  get started(): number {
     return this.#slots.length;
   }
 
@@ -161,7 +168,8 @@ export class DecodePool {
 
   /** Decodes on the least busy worker; never rejects. */
   readonly decode: FactsDecoder = (req) => {
-    if (this.#closed || this.#slots.length === 0 || !this.#offload()) return decodeHere(req);
+    if (this.#closed || !this.#offload()) return decodeHere(req);
+    while (this.#slots.length < this.#size) this.#slots.push(this.#start());
     let slot = this.#slots[0];
     for (const s of this.#slots) if (s.jobs.size < slot.jobs.size) slot = s;
     const id = ++this.#seq;

@@ -99,6 +99,7 @@ Deno.test("decode pool: with offload false, messages are decoded here (no worker
     const req = { raw, needs: "full" as const, limits: {}, checkBounds: true, fingerprint: false };
     assert.equal((await pool.decode(req)).facts.subject, "lottery");
     assert.equal(pool.fallbacks, 0);
+    assert.equal(pool.started, 0);
     busy = true;
     assert.equal((await pool.decode(req)).facts.subject, "lottery");
     assert.equal(pool.fallbacks, 1);
