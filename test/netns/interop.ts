@@ -184,7 +184,7 @@ export async function withInteropWorld(
 export interface Outcome {
   /** Per recipient, sorted: "rcpt status dsn". */
   senderStatus?: string[];
-  /** Messages the server stored (Received headers removed), in delivery order. */
+  /** Messages the server stored (Received headers removed), sorted (delivery order is not defined). */
   stored?: string[];
   /** The `client=` the server logged for the message, e.g. "unknown[192.0.2.10]". */
   serverClient?: string[];
@@ -345,6 +345,9 @@ export async function deliverViaSender(
   out.notifications = got.map((b) => summarizeNotification(new TextDecoder().decode(b))).sort();
   out.stored = [];
   for (const b of await w.server.takeMail("inbox")) out.stored.push(await storedForm(b));
+  // Postfix delivers a message's recipients in parallel: their order is not defined, so the
+  // comparison is of the set of stored messages.
+  out.stored.sort();
   await w.sender.clearQueue();
   return out;
 }
@@ -457,6 +460,9 @@ export async function rawDelivery(
   for (const q of qids) await w.server.waitForLog(new RegExp(`: ${q}: removed`), v0, 30_000);
   out.stored = [];
   for (const b of await w.server.takeMail("inbox")) out.stored.push(await storedForm(b));
+  // Postfix delivers a message's recipients in parallel: their order is not defined, so the
+  // comparison is of the set of stored messages.
+  out.stored.sort();
   return out;
 }
 
