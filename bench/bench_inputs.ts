@@ -2,7 +2,9 @@
  * Inputs shared by the policy benches: the same clean text message and the same keyword rules,
  * so that figures from decode_bench.ts and clamav_bench.ts compare.
  */
+import type { EventLog } from "../src/log/log.ts";
 import type { Rule } from "../src/policy/rule.ts";
+import type { Envelope } from "../src/policy/verdict.ts";
 
 /** A clean text/plain message of about `kb` KB, lines folded at 76 characters, CRLF. */
 export function textMessage(kb: number): Uint8Array {
@@ -30,4 +32,50 @@ export function keywordRules(n: number): Rule[] {
     },
     actions: [{ type: "discard" }],
   })) as unknown as Rule[];
+}
+
+/** An event log that drops everything (benches measure the work, not the logging). */
+export const SILENT_LOG: EventLog = { event() {} };
+
+/** The envelope the engine benches judge with (one sender, one recipient, documentation IPs). */
+export function benchEnvelope(): Envelope {
+  return {
+    mailFrom: "alice@example.org",
+    rcptTo: ["bob@example.net"],
+    client: { ip: "192.0.2.10", port: 40000 },
+    server: { ip: "198.51.100.25", port: 25 },
+    helo: "mx.example.org",
+    tls: false,
+    sessionId: "b",
+    transactionId: "b.1",
+  };
+}
+
+/**
+ * Runs `f` `warmup` times, then `rounds` times timed; prints median, p99 and mean in µs (with
+ * `bytes`, the input size) and returns the median.
+ */
+export async function timeAsync(
+  name: string,
+  rounds: number,
+  f: () => Promise<unknown>,
+  opts: { warmup?: number; bytes?: number } = {},
+): Promise<number> {
+  for (let i = 0; i < (opts.warmup ?? 100); i++) await f();
+  const s: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const t = performance.now();
+    await f();
+    s.push((performance.now() - t) * 1000);
+  }
+  s.sort((a, b) => a - b);
+  const mean = s.reduce((a, b) => a + b, 0) / s.length;
+  const median = s[s.length >> 1];
+  const size = opts.bytes === undefined ? "" : `${opts.bytes} bytes, `;
+  console.log(
+    `${name}: median ${median.toFixed(0)} µs, p99 ${
+      s[Math.floor(s.length * 0.99)].toFixed(0)
+    } µs, mean ${mean.toFixed(0)} µs (${size}${rounds} rounds)`,
+  );
+  return median;
 }

@@ -24,7 +24,7 @@ import { PolicyEngine } from "../src/policy/policy_engine.ts";
 import type { Rule } from "../src/policy/rule.ts";
 import type { Envelope } from "../src/policy/verdict.ts";
 import { DNSBL_RECORDS, startDnsmasq } from "../test/engines/dns_fixture.ts";
-import { keywordRules, textMessage } from "./bench_inputs.ts";
+import { benchEnvelope, keywordRules, SILENT_LOG, textMessage, timeAsync } from "./bench_inputs.ts";
 
 const ROUNDS = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 1000);
 const raw = textMessage(10);
@@ -35,35 +35,11 @@ const dnsblRule = {
   when: { kind: "dnsbl", scoreAtLeast: 3 },
   actions: [{ type: "reject", reply: { code: 554, enhanced: "5.7.1", text: "Listed" } }],
 } as unknown as Rule;
-const log: EventLog = { event() {} } as unknown as EventLog;
-const envelope: Envelope = {
-  mailFrom: "alice@example.org",
-  rcptTo: ["bob@example.net"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
-  helo: "mx.example.org",
-  tls: false,
-  sessionId: "b",
-  transactionId: "b.1",
-};
+const log: EventLog = SILENT_LOG;
+const envelope: Envelope = benchEnvelope();
 
-async function measure(name: string, f: () => Promise<unknown>): Promise<number> {
-  for (let i = 0; i < 100; i++) await f();
-  const s: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const t = performance.now();
-    await f();
-    s.push((performance.now() - t) * 1000);
-  }
-  s.sort((a, b) => a - b);
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  const median = s[s.length >> 1];
-  console.log(
-    `${name}: median ${median.toFixed(0)} µs, p99 ${
-      s[Math.floor(s.length * 0.99)].toFixed(0)
-    } µs, mean ${mean.toFixed(0)} µs (${ROUNDS} rounds)`,
-  );
-  return median;
+function measure(name: string, f: () => Promise<unknown>): Promise<number> {
+  return timeAsync(name, ROUNDS, f);
 }
 
 const dns = await startDnsmasq([...DNSBL_RECORDS, "local=/example.org/"]);

@@ -490,74 +490,36 @@ const ENVELOPE_FIELDS: ReadonlySet<FieldName> = new Set([
   "helo",
 ]);
 
-/** Every `virus` leaf of the rules' conditions (the engine scans only when there is one). */
-export function virusLeaves(rules: readonly Rule[]): VirusCondition[] {
-  const walk = (c: Condition): VirusCondition[] => {
-    switch (c.kind) {
-      case "virus":
-        return [c];
-      case "all":
-      case "any":
-        return c.conditions.flatMap(walk);
-      case "not":
-        return walk(c.condition);
-      default:
-        return [];
-    }
+/** Every leaf of kind `kind` in the rules' conditions, through `all`, `any` and `not`. */
+export function leavesOf<K extends Condition["kind"]>(
+  rules: readonly Rule[],
+  kind: K,
+): Extract<Condition, { kind: K }>[] {
+  const walk = (c: Condition): Extract<Condition, { kind: K }>[] => {
+    if (c.kind === kind) return [c as Extract<Condition, { kind: K }>];
+    if (c.kind === "all" || c.kind === "any") return c.conditions.flatMap(walk);
+    if (c.kind === "not") return walk(c.condition);
+    return [];
   };
   return rules.flatMap((r) => walk(r.when));
+}
+
+/** Every `virus` leaf of the rules' conditions (the engine scans only when there is one). */
+export function virusLeaves(rules: readonly Rule[]): VirusCondition[] {
+  return leavesOf(rules, "virus");
 }
 
 /** Every `rspamd` leaf of the rules' conditions (the engine asks Rspamd only when there is one). */
 export function rspamdLeaves(rules: readonly Rule[]): RspamdCondition[] {
-  const walk = (c: Condition): RspamdCondition[] => {
-    switch (c.kind) {
-      case "rspamd":
-        return [c];
-      case "all":
-      case "any":
-        return c.conditions.flatMap(walk);
-      case "not":
-        return walk(c.condition);
-      default:
-        return [];
-    }
-  };
-  return rules.flatMap((r) => walk(r.when));
+  return leavesOf(rules, "rspamd");
 }
 
 /** Every `dnsbl` leaf of the rules' conditions (the engine looks up only when there is one). */
 export function dnsblLeaves(rules: readonly Rule[]): DnsblCondition[] {
-  const walk = (c: Condition): DnsblCondition[] => {
-    switch (c.kind) {
-      case "dnsbl":
-        return [c];
-      case "all":
-      case "any":
-        return c.conditions.flatMap(walk);
-      case "not":
-        return walk(c.condition);
-      default:
-        return [];
-    }
-  };
-  return rules.flatMap((r) => walk(r.when));
+  return leavesOf(rules, "dnsbl");
 }
 
 /** Every `spf`/`dkim`/`dmarc`/`arc` leaf (the engine verifies senders only when there is one). */
 export function authLeaves(rules: readonly Rule[]): AuthCondition[] {
-  const walk = (c: Condition): AuthCondition[] => {
-    switch (c.kind) {
-      case "auth":
-        return [c];
-      case "all":
-      case "any":
-        return c.conditions.flatMap(walk);
-      case "not":
-        return walk(c.condition);
-      default:
-        return [];
-    }
-  };
-  return rules.flatMap((r) => walk(r.when));
+  return leavesOf(rules, "auth");
 }
