@@ -4,7 +4,10 @@
  * addresses and attachments.
  *
  * MIME structure, transfer encodings (base64, quoted-printable) and charsets are decoded by npm
- * `mailparser` (`simpleParser`; charsets through iconv-lite, including EUC-KR). ISO-2022-KR,
+ * `mailparser` (`simpleParser`; charsets through iconv-lite, including EUC-KR). A plain message
+ * (one text/plain part, 7bit/8bit, UTF-8, ASCII header without encoded words: nothing for
+ * mailparser to do) is read straight from its bytes instead, to exactly the facts mailparser
+ * gives (`plain_message.ts`, checked against mailparser by its tests; `decoder: "plain"`). ISO-2022-KR,
  * which neither iconv-lite nor WHATWG decoders know, is fixed up afterwards (`iso_2022_kr.ts`).
  * Header fields are decoded with our own RFC 2047 decoder (`encoded_words.ts`) so that every
  * field, not only the ones mailparser knows, is text.
@@ -36,6 +39,7 @@ import { decodeCharset } from "./charset_decode.ts";
 import { fixIso2022KrText } from "./iso_2022_kr.ts";
 import { htmlToText } from "./html_to_text.ts";
 import { headerReadings, walkMessage } from "./mime_walk.ts";
+import { type PlainReading, readPlainMessage } from "./plain_message.ts";
 import addressparser from "nodemailer/lib/addressparser/index.js";
 
 /** One header field, decoded. */
@@ -94,10 +98,12 @@ export interface MessageFacts {
   /** Every reading of every HTML part as text: as shown (hidden text dropped) and all of it. */
   htmls: string[];
   /**
-   * Which decoder produced the facts; "headers" and "none" when the rules needed only the
+   * Which decoder produced the facts: "plain" when the message had nothing for mailparser to
+   * do and was read straight from its bytes (`plain_message.ts`, the same facts mailparser gives);
+   * "headers" and "none" when the rules needed only the
    * top-level header fields or nothing at all (`decodeForNeeds`; the texts are then empty).
    */
-  decoder: "mailparser" | "fallback" | "headers" | "none";
+  decoder: "plain" | "mailparser" | "fallback" | "headers" | "none";
   /**
    * Why the message was not fully read (a bound passed, a parser failure); empty if it was. A
    * message with problems gets the `content.undecodable` verdict (see `policy_engine.ts`).
@@ -211,8 +217,13 @@ export async function decodeMessage(
   }
   const walk = walkMessage(bytes, lim);
   let facts: MessageFacts;
+  const plain = parser === simpleParser
+    ? readPlainMessage(bytes, lim.maxHeaderBytes, lim.maxHeaders)
+    : undefined;
   try {
-    facts = await parseWithMailparser(parser, bytes, raw.length, lim, headers.fields, problems);
+    facts = plain
+      ? plainFacts(plain, raw.length, lim, headers.fields, problems)
+      : await parseWithMailparser(parser, bytes, raw.length, lim, headers.fields, problems);
   } catch (e) {
     problems.push(
       `mailparser could not decode the message (${
@@ -326,6 +337,35 @@ async function parseWithMailparser(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The facts of a plain message (`plain_message.ts`), mapped as mailparser's are. */
+function plainFacts(
+  plain: PlainReading,
+  size: number,
+  lim: DecodeLimits,
+  headers: HeaderField[],
+  problems: string[],
+): MessageFacts {
+  const cap = (s: string) => capText(s, lim.maxTextChars, problems);
+  const fix = (list: Mailbox[]) =>
+    list.map((m) => ({ name: fixIso2022KrText(m.name), address: m.address }));
+  return {
+    size,
+    subject: cap(fixIso2022KrText(plain.subject)),
+    text: cap(fixIso2022KrText(plain.text)),
+    html: "",
+    headers,
+    from: fix(plain.from),
+    to: fix(plain.to),
+    cc: fix(plain.cc),
+    attachments: [],
+    subjects: [],
+    texts: [],
+    htmls: [],
+    decoder: "plain",
+    problems,
+  };
 }
 
 /** Size of the pieces the parser is fed, and how many pieces go between yields. */

@@ -3,13 +3,23 @@
  * decoding here, and a failing worker never loses a message (it is decoded here instead).
  */
 import assert from "node:assert/strict";
-import { decodeHere, DecodePool, decodeWorkerCount } from "../../src/policy/decode_pool.ts";
+import {
+  cheaperHere,
+  DECODE_HERE_MAX_BYTES,
+  decodeHere,
+  DecodePool,
+  decodeWorkerCount,
+} from "../../src/policy/decode_pool.ts";
 import { MemoryLog } from "../../src/log/log.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import { parseConfig } from "../../src/config/load_config.ts";
 import type { Envelope } from "../../src/policy/verdict.ts";
 
 const FIXTURES = new URL("../fixtures/messages/", import.meta.url);
+/** A message mailparser must decode (quoted-printable): it goes to a worker. */
+const NOT_PLAIN = new TextEncoder().encode(
+  "Subject: lottery\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhello=20\r\n",
+);
 
 Deno.test("decode pool: worker facts and fingerprints equal those decoded here, for every fixture", async () => {
   const pool = new DecodePool(2);
@@ -39,7 +49,7 @@ Deno.test("decode pool: a worker that fails is replaced and its message decoded 
   );
   const pool = new DecodePool(1, { url: broken });
   try {
-    const raw = new TextEncoder().encode("Subject: lottery\r\n\r\nhello\r\n");
+    const raw = NOT_PLAIN;
     const d = await pool.decode({
       raw,
       needs: "full",
@@ -95,7 +105,7 @@ Deno.test("decode pool: with offload false, messages are decoded here (no worker
   let busy = false;
   const pool = new DecodePool(1, { url: broken, offload: () => busy });
   try {
-    const raw = new TextEncoder().encode("Subject: lottery\r\n\r\nhello\r\n");
+    const raw = NOT_PLAIN;
     const req = { raw, needs: "full" as const, limits: {}, checkBounds: true, fingerprint: false };
     assert.equal((await pool.decode(req)).facts.subject, "lottery");
     assert.equal(pool.fallbacks, 0);
@@ -116,4 +126,38 @@ Deno.test("decode pool: worker count from cores, or SSG_DECODE_WORKERS", () => {
   assert.equal(decodeWorkerCount(2, "0"), 0);
   assert.equal(decodeWorkerCount(2, "3"), 3);
   assert.equal(decodeWorkerCount(2, "x"), 1);
+});
+
+Deno.test("decode pool: a small plain message, or one the rules read only the headers of, is decoded here", async () => {
+  const broken = new URL(
+    "data:application/javascript,self.onmessage = () => { throw new Error('boom'); };",
+  );
+  const pool = new DecodePool(1, { url: broken });
+  try {
+    const plain = new TextEncoder().encode("Subject: lottery\r\n\r\nhello\r\n");
+    const req = {
+      raw: plain,
+      needs: "full" as const,
+      limits: {},
+      checkBounds: true,
+      fingerprint: true,
+    };
+    assert.ok(cheaperHere(req));
+    const d = await pool.decode(req);
+    assert.equal(d.facts.subject, "lottery");
+    assert.equal(d.facts.decoder, "plain");
+    assert.deepEqual(d, await decodeHere(req));
+    assert.ok(cheaperHere({ ...req, raw: NOT_PLAIN, needs: "headers" }));
+    assert.equal(pool.started, 0, "no worker was needed");
+    // Too large to read here in one go, plain or not: a worker decodes it.
+    const big = new TextEncoder().encode(
+      "Subject: big\r\n\r\n" + "x".repeat(DECODE_HERE_MAX_BYTES) + "\r\n",
+    );
+    assert.equal(cheaperHere({ ...req, raw: big }), false);
+    assert.equal(cheaperHere({ ...req, raw: NOT_PLAIN }), false);
+    assert.equal((await pool.decode({ ...req, raw: big })).facts.subject, "big");
+    assert.equal(pool.fallbacks, 1);
+  } finally {
+    pool.close();
+  }
 });
