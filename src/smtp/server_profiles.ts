@@ -29,6 +29,8 @@ export interface ServerProfile {
   plainExtensions?: ReadonlyMap<string, string>;
   /** Its last 250 reply to end of data (text lines and enhanced code), when one was seen. */
   deliveryReply?: SmtpReply;
+  /** Its last 221 reply to QUIT, when one was seen: a client's QUIT gets it at once. */
+  goodbyeReply?: SmtpReply;
   /** When the capabilities were learnt (ms, the cache's clock). */
   learnedAt: number;
 }
@@ -102,6 +104,7 @@ export class ServerProfiles {
       tls: seen.tls === true,
       plainExtensions: seen.plainExtensions ? new Map(seen.plainExtensions) : undefined,
       deliveryReply: old?.deliveryReply,
+      goodbyeReply: old?.goodbyeReply,
       learnedAt: this.#now(),
     };
     this.#entries.delete(key);
@@ -111,6 +114,12 @@ export class ServerProfiles {
       this.#entries.delete(first);
     }
     return p;
+  }
+
+  /** Records the server's 221 reply to QUIT, which later sessions give their clients at once. */
+  saidGoodbye(server: { ip: string; port: number }, r: SmtpReply): void {
+    const p = this.#entries.get(keyOf(server));
+    if (p && r.code === 221) p.goodbyeReply = { ...r, lines: [...r.lines] };
   }
 
   /** Records the server's 250 reply to end of data, the shape a discard's reply copies. */

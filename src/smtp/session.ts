@@ -263,11 +263,20 @@ class Session implements CommandHandlers {
     const relay = this.#link.relay;
     if (core.profile && relay?.usable) {
       // Mirroring: the server's own goodbye (Postfix "221 2.0.0 Bye", others "... closing
-      // connection"), one round trip on the inside link; SSG's own text if it gives none.
+      // connection"); SSG's own text if it gives none. Once a session has seen it, later ones
+      // answer at once (it is the same text every time) and the relay's QUIT goes to the server
+      // after the client is gone (`serve()`'s end): a round trip on the inside link saved.
+      const known = core.profile.goodbyeReply;
+      if (known) {
+        core.send(relayedReply(known, "2.0.0"));
+        return Promise.resolve();
+      }
       this.#link.relay = undefined;
       return relay.quit().then((r) => {
-        if (r?.code === 221) core.send(relayedReply(r, "2.0.0"));
-        else core.send(reply(221, "2.0.0", `${core.name} closing connection`));
+        if (r?.code === 221) {
+          core.ctx.profiles?.saidGoodbye(core.ctx.server, r);
+          core.send(relayedReply(r, "2.0.0"));
+        } else core.send(reply(221, "2.0.0", `${core.name} closing connection`));
       });
     }
     core.send(reply(221, "2.0.0", `${core.name} closing connection`));

@@ -53,6 +53,22 @@ Deno.test("A fresh profile greets at once without connecting; the relay connects
   assert.equal(s.connects.length, 1);
 });
 
+Deno.test("Once the server's goodbye is known, QUIT is answered at once and the server still gets its QUIT", async () => {
+  const profiles = new ServerProfiles();
+  // The first session waits for the server's own 221 and remembers it.
+  const first = await transcript(envelope() + MSG + ".\r\nQUIT\r\n", { profiles });
+  assert.match(first.output, /221 2\.0\.0 Bye\r\n$/);
+  // The next one answers QUIT with it before the (slow) server has answered its QUIT.
+  const s = await startSession({ profiles, upstream: { quitDelayMs: 60_000 } });
+  await s.client.write(envelope() + MSG + ".\r\n");
+  for (let i = 0; i < 5; i++) await s.client.reply();
+  await s.client.write("QUIT\r\n");
+  // Waiting for the server would leave the client without a reply until QUIT_WAIT_MS (5 s).
+  assert.equal(await s.client.reply(3000), "221 2.0.0 Bye\r\n");
+  await s.summary;
+  assert.ok(s.servers[0].commands.includes("QUIT"), "the relay leg still ends with QUIT");
+});
+
 Deno.test("An expired profile is learnt again before the greeting", async () => {
   let now = 1_000_000;
   const profiles = new ServerProfiles({ ttlMs: 60_000, now: () => now });
