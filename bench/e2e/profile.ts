@@ -153,6 +153,15 @@ async function main(): Promise<void> {
         span.others.slice(0, 5).map((o) => `${o.name} ${(o.ms / LOAD).toFixed(3)}`).join(", ")
       }; RSS idle ${idle.toFixed(0)} MiB, peak ${span.peakRssMiB.toFixed(0)} MiB`,
   );
+  // Whatever SSG refused or limited during the run (a clean run has none).
+  const refusals = (await Deno.readTextFile(logFile).catch(() => ""))
+    .split("\n").filter((l) => /\bsmtp\.(?:limit|refused|shed)\b/.test(l));
+  console.log(
+    `refusals/limits logged: ${refusals.length}${
+      refusals.length ? `, first: ${refusals[0]}` : ""
+    }` +
+      (r.stderr.trim() ? `; smtp-source: ${r.stderr.trim().slice(0, 300)}` : ""),
+  );
   Deno.kill(ssg.pid, "SIGTERM");
   await ssg.status;
   sink.kill("SIGTERM");

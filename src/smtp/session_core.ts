@@ -190,6 +190,10 @@ export class SessionCore {
   /** Writes buffered replies; false (and the session ends) when the client is gone. */
   async flush(): Promise<boolean> {
     if (this.#out.length === 0) return true;
+    // The session's last replies: the client's admission slot is given back before the client
+    // can read them and connect again (else a client at `max_sessions_per_client` that
+    // reconnects at once could find its old session still counted).
+    if (this.end !== undefined) this.ctx.clientDone?.();
     const bytes = encoder.encode(this.#out.join(""));
     this.#out = [];
     this.#outBytes = 0;

@@ -488,6 +488,11 @@ export interface StartOptions {
   noGreeting?: boolean;
   /** `transcript` only: half-close the client's side after writing the input. */
   endInput?: boolean;
+  /**
+   * When given, records in order every chunk the session writes to the client ("write:" and
+   * the text) and the session giving its admission slot back ("client-done").
+   */
+  events?: string[];
 }
 
 /** A running session seen from the client. */
@@ -508,7 +513,22 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
   const up = fakeUpstream(o.upstream);
   const judge = (o.judge as ReturnType<typeof recordingJudge>) ?? recordingJudge();
   const client = new Peer(d.a);
-  const summary = serveSession(d.b, {
+  let io: SessionIo = d.b;
+  const events = o.events;
+  if (events) {
+    const inner = d.b.writable.getWriter();
+    io = {
+      ...d.b,
+      writable: new WritableStream<Uint8Array>({
+        write: (chunk) => {
+          events.push(`write:${text(chunk)}`);
+          return inner.write(chunk);
+        },
+        close: () => inner.close(),
+      }),
+    };
+  }
+  const summary = serveSession(io, {
     id: "S1",
     client: { ip: "192.0.2.10", port: 40000 },
     server: { ip: "198.51.100.25", port: 25 },
@@ -529,6 +549,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     profiles: o.profiles,
     prefetch: o.prefetch,
     startChecks: o.startChecks,
+    clientDone: events ? () => events.push("client-done") : undefined,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
   return { client, log, servers: up.servers, connects: up.connects, judge, summary, greeting };

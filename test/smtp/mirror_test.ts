@@ -233,3 +233,17 @@ Deno.test("ServerProfiles.forConfig takes the TTL and bound from smtp settings",
   p.learn({ ip: "198.51.100.2", port: 25 }, seen);
   assert.equal(p.size, 1);
 });
+
+Deno.test("The client's admission slot is given back before its 221 is written (it may reconnect at once)", async () => {
+  const events: string[] = [];
+  const s = await startSession({ events });
+  await s.client.write(envelope() + MSG + ".\r\n");
+  for (let i = 0; i < 5; i++) await s.client.reply();
+  await s.client.write("QUIT\r\n");
+  assert.match(await s.client.reply(), /^221 /);
+  await s.summary;
+  const done = events.indexOf("client-done");
+  const goodbye = events.findIndex((e) => e.startsWith("write:221 "));
+  assert.ok(done >= 0 && goodbye >= 0, JSON.stringify(events));
+  assert.ok(done < goodbye, `slot released after the 221: ${JSON.stringify(events.slice(-3))}`);
+});
