@@ -1,5 +1,6 @@
 /**
- * Where a message's added latency goes: the median and p90 of each SMTP step (connect to banner,
+ * Where a message's added latency goes: the median and p90 of each SMTP step (TCP connect, then
+ * the banner,
  * EHLO, MAIL, RCPT, DATA, the ~10 KB message to its 250, QUIT, close), timed by a raw-socket
  * client with TCP_NODELAY, directly to the server and through SSG, one run, one topology.
  * Not a test. Needs root and a built dist/ssg.
@@ -26,6 +27,7 @@ def rd(s):
 steps={}
 for i in range(n):
     t=time.perf_counter(); s=socket.create_connection((server,25)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    steps.setdefault("connect",[]).append(time.perf_counter()-t); t=time.perf_counter()
     rd(s); steps.setdefault("banner",[]).append(time.perf_counter()-t)
     for name,cmd in [("ehlo",b"EHLO b.example\\r\\n"),("mail",b"MAIL FROM:<a@example.org>\\r\\n"),("rcpt",b"RCPT TO:<s@example.net>\\r\\n"),("data",b"DATA\\r\\n"),("eod",(("Subject: x\\r\\n\\r\\n"+body).encode()+b".\\r\\n")),("quit",b"QUIT\\r\\n")]:
         t=time.perf_counter(); s.sendall(cmd); r=rd(s); steps.setdefault(name,[]).append(time.perf_counter()-t)
