@@ -333,7 +333,13 @@ export class Acceptor {
 /** Bytes asked of one read from a client connection (SMTP commands and DATA blocks). */
 const READ_CHUNK_BYTES = 16 * 1024;
 
+/** Connections already closed: a second close() would throw BadResource (a stack trace built
+ * and thrown away; measured ~0.04 ms per message under load, issue 9). */
+const closedConns = new WeakSet<Deno.Conn>();
+
 function safeClose(conn: Deno.Conn): void {
+  if (closedConns.has(conn)) return;
+  closedConns.add(conn);
   try {
     conn.close();
   } catch { /* already closed */ }
@@ -351,9 +357,11 @@ function watchedIo(
   // Reads and writes go to the connection itself, not through conn.readable/conn.writable plus a
   // TransformStream and a second WritableStream (issue 9: three stream layers per chunk). As with
   // Deno's own streams, cancelling the readable closes the connection.
+  // One read buffer per connection; each chunk handed on is a copy of the bytes read (a 6-byte
+  // command line no longer costs a fresh 16 KiB allocation: less garbage per message).
+  const buf = new Uint8Array(READ_CHUNK_BYTES);
   const readable = new ReadableStream<Uint8Array>({
     async pull(c) {
-      const buf = new Uint8Array(READ_CHUNK_BYTES);
       let n: number | null;
       try {
         n = await conn.read(buf);
@@ -369,7 +377,7 @@ function watchedIo(
         } catch { /* cancelled meanwhile */ }
         return;
       }
-      const chunk = buf.subarray(0, n);
+      const chunk = buf.slice(0, n);
       ticket.read(chunk);
       c.enqueue(chunk);
     },
