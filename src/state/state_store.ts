@@ -340,11 +340,6 @@ export class StateStore {
     this.#db.close();
   }
 
-  /** Commits the grouped writes now (no-op when none are pending). */
-  flush(): void {
-    this.#open();
-    if (this.#pending > 0) this.#write(undefined, () => {});
-  }
 
   /** Whether `close()` was called. */
   get closed(): boolean {
