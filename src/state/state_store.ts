@@ -42,9 +42,10 @@
  * lose; no timer left behind).
  *
  * Bulk look-ups: the cluster an exact copy of its first message joins (same signature:
- * similarity 1, so no cluster can be closer) is remembered in a small in-memory map
- * (`BULK_MEMO_SIZE` clusters, the most recently created or matched), so repeated copies skip the
- * band-candidate query. It is a cache of the database: entries go with their cluster (drop,
+ * similarity 1, so no cluster can be closer) is remembered in a small in-memory map keyed by
+ * the first band key (`BULK_MEMO_SIZE` clusters, the most recently created or matched; a hit
+ * counts only if the whole signature is equal), so repeated copies skip the band-candidate
+ * query. It is a cache of the database: entries go with their cluster (drop,
  * eviction, expiry) and the whole map on any failed write or retention change.
  *
  * What it trusts: keys and values are attacker-influenced strings (sender addresses): they are
@@ -164,10 +165,13 @@ export class StateStore {
   #groupTimer: ReturnType<typeof setTimeout> | undefined;
   /** A background group commit that failed, reported by the next write. */
   #groupError: unknown;
-  /** Exact signature (`sigKey`) → live cluster whose stored signature it is, with its `last`. */
-  readonly #memo = new Map<string, { id: number; last: number }>();
+  /**
+   * First band key → a live cluster, its stored signature and its `last` (see the module header);
+   * a hit counts only when the whole signature is equal.
+   */
+  readonly #memo = new Map<number, { id: number; sig: Uint32Array; last: number }>();
   /** Cluster id → its `#memo` key. */
-  readonly #memoKeys = new Map<number, string>();
+  readonly #memoKeys = new Map<number, number>();
   /** Called when a client IP is blacklisted; main wires it to the packet-level block. */
   onBlockClient: ((ip: string, untilMs: number) => void) | undefined;
 
@@ -340,7 +344,6 @@ export class StateStore {
     this.#db.close();
   }
 
-
   /** Whether `close()` was called. */
   get closed(): boolean {
     return this.#closed;
@@ -503,9 +506,9 @@ export class StateStore {
     let cluster = 0;
     this.#write(nowMs, () => {
       const since = nowMs - this.#bulkRetentionMs;
-      const key = sigKey(fp.signature);
+      const key = fp.bands[0];
       const known = this.#memo.get(key);
-      if (known && known.last > since) {
+      if (known && known.last > since && similarity(known.sig, fp.signature) === 1) {
         // An exact copy of the cluster's first message: similarity 1, none can be closer.
         cluster = known.id;
       } else {
@@ -524,19 +527,20 @@ export class StateStore {
             cluster = Number(r.id);
           }
         }
-        if (best === 1) this.#remember(key, cluster, nowMs);
+        if (best === 1) this.#remember(key, cluster, fp.signature, nowMs);
       }
       if (cluster === 0) {
         const sig = new Uint8Array(fp.signature.buffer.slice(0));
         cluster = Number(this.#st.addCluster.run(sig, nowMs, nowMs).lastInsertRowid);
         for (const b of fp.bands) this.#st.addBand.run(b, cluster);
         this.#rows.bulk_clusters++;
-        this.#remember(key, cluster, nowMs);
+        this.#remember(key, cluster, fp.signature, nowMs);
         if (this.#rows.bulk_clusters > this.#maxRows) this.#evictClusters(this.#batch(), cluster);
       } else {
         this.#st.touchCluster.run(nowMs, cluster);
         const k = this.#memoKeys.get(cluster);
-        if (k !== undefined) this.#memo.get(k)!.last = nowMs;
+        const m = k === undefined ? undefined : this.#memo.get(k);
+        if (m?.id === cluster) m.last = nowMs;
       }
       // One row per distinct (cluster, server) and (cluster, recipient), holding when it was
       // last reached: a reach count is bounded by distinct values, not by copies sent.
@@ -722,12 +726,14 @@ export class StateStore {
     this.#groupTimer = undefined;
   }
 
-  /** Remembers that `key` is the exact stored signature of live cluster `id`. */
-  #remember(key: string, id: number, last: number): void {
+  /** Remembers live cluster `id`, whose stored signature is `sig` (first band key `key`). */
+  #remember(key: number, id: number, sig: Uint32Array, last: number): void {
     const old = this.#memoKeys.get(id);
     if (old !== undefined) this.#memo.delete(old);
+    const displaced = this.#memo.get(key);
+    if (displaced !== undefined) this.#memoKeys.delete(displaced.id);
     this.#memo.delete(key);
-    this.#memo.set(key, { id, last });
+    this.#memo.set(key, { id, sig: sig.slice(), last });
     this.#memoKeys.set(id, key);
     if (this.#memo.size > BULK_MEMO_SIZE) {
       const [k, v] = this.#memo.entries().next().value!;
@@ -814,11 +820,6 @@ const TABLES = [
 ] as const;
 /** The tables whose rows are counted and bounded. */
 type TableName = typeof TABLES[number];
-
-/** A signature as an exact map key (its 256 bytes as 128 UTF-16 code units). */
-function sigKey(sig: Uint32Array): string {
-  return String.fromCharCode(...new Uint16Array(sig.buffer, sig.byteOffset, sig.length * 2));
-}
 
 function cut(s: string): string {
   return s.length > MAX_KEY_LENGTH ? s.slice(0, MAX_KEY_LENGTH) : s;
