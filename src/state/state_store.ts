@@ -38,15 +38,15 @@
  * `GROUP_COMMIT_MS` of bulk and counter observations, never a list entry: a campaign's reach or
  * a sender's count is then a few copies lower, which the thresholds' margins absorb. A grouped
  * commit that fails in the background is rolled back (those observations are lost) and
- * reported by the next write, which throws. `:memory:` stores commit every write (nothing to
- * lose; no timer left behind).
+ * reported by the next grouped write, which throws (and is itself skipped); facts are written
+ * as usual. `:memory:` stores commit every write (nothing to lose; no timer left behind).
  *
  * Bulk look-ups: the cluster an exact copy of its first message joins (same signature:
  * similarity 1, so no cluster can be closer) is remembered in a small in-memory map keyed by
  * the first band key (`BULK_MEMO_SIZE` clusters, the most recently created or matched; a hit
  * counts only if the whole signature is equal), so repeated copies skip the band-candidate
- * query. It is a cache of the database: entries go with their cluster (drop,
- * eviction, expiry) and the whole map on any failed write or retention change.
+ * query. It is a cache of the database: entries go with their cluster (drop, eviction, expiry)
+ * and the whole map on any failed write or retention change.
  *
  * What it trusts: keys and values are attacker-influenced strings (sender addresses): they are
  * only ever bound as SQL parameters, never spliced into SQL text, and cut to `MAX_KEY_LENGTH`.
@@ -163,7 +163,7 @@ export class StateStore {
   /** Grouped writes in the open transaction (0: none open). */
   #pending = 0;
   #groupTimer: ReturnType<typeof setTimeout> | undefined;
-  /** A background group commit that failed, reported by the next write. */
+  /** A background group commit that failed, reported by the next grouped write. */
   #groupError: unknown;
   /**
    * First band key → a live cluster, its stored signature and its `last` (see the module header);
@@ -634,14 +634,16 @@ export class StateStore {
 
   /**
    * Runs `fn` in one transaction, after purging a few expired rows (at `nowMs`; none when it is
-   * undefined: the call has no clock). A `grouped` write (a
-   * heuristic observation) may leave the transaction open for later writes to share (see the
-   * module header); any other write commits it, with whatever was pending. `fn` runs inside a
-   * savepoint when it joins an open group, so its failure undoes only its own changes.
+   * undefined: the call has no clock). A `grouped` write (a heuristic observation) may leave the
+   * transaction open for later writes to share (see the module header); any other write commits
+   * it, with whatever was pending. `fn` runs inside a savepoint when it joins an open group, so
+   * its failure undoes only its own changes.
    */
   #write(nowMs: number | undefined, fn: () => void, grouped = false): void {
     this.#open();
-    if (this.#groupError !== undefined) {
+    // Reported by the next grouped write (skipped: an observation), never by a fact's write,
+    // which must not be lost for an earlier heuristic's failure.
+    if (grouped && this.#groupError !== undefined) {
       const e = this.#groupError;
       this.#groupError = undefined;
       throw new StateError(
@@ -696,7 +698,7 @@ export class StateStore {
     this.#endGroup();
   }
 
-  /** The group timer fired: commit; a failure is kept for the next write to report. */
+  /** The group timer fired: commit; a failure is kept for the next grouped write to report. */
   #commitGroup(): void {
     this.#groupTimer = undefined;
     if (this.#closed || this.#pending === 0) return;
