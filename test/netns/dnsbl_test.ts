@@ -112,7 +112,7 @@ e2e(
         assert.equal(finalReply(allowed.transcript)?.code, 250, allowed.transcript);
         dumps = await readSinkDumps(sink.dir);
         assert.equal(dumps.length, 2, "the allowlisted client's message was delivered");
-        assert.match(ssg.log(), /\bpolicy\.verdict\b.*\bdnsbl_score=-2\b/);
+        await ssg.assertLog(/\bpolicy\.verdict\b.*\bdnsbl_score=-2\b/);
 
         // 4. An IPv6 client listed under its reversed nibbles: rejected.
         const listed6 = await send("2001:db8:1::66", t.addr.server6);

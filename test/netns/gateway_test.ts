@@ -106,7 +106,7 @@ e2e(
     const dumps = await readSinkDumps(sink.dir);
     assert.equal(dumps.length, 1, "exactly one message reached the server");
     assertForwardedIntactSsg(dumps[0], CLEAN_MESSAGE, t.addr.client4);
-    assert.match(ssg.log(), /\bflow\.new\b/, "the connection went through SSG's diversion");
+    await ssg.assertLog(/\bflow\.new\b/, "the connection went through SSG's diversion");
     const status = await ssg.stop("SIGTERM");
     assert.equal(status.code, 0, "ssg exits 0 on SIGTERM");
     assert.match(
@@ -167,7 +167,7 @@ e2e(
     const dumps = await readSinkDumps(sink.dir);
     assert.equal(dumps.length, 1, "only the clean message reached the server");
     assertForwardedIntactSsg(dumps[0], CLEAN_MESSAGE, t.addr.client4);
-    const log = ssg.log();
+    const log = await ssg.assertLog(/lottery[^]*pills|pills[^]*lottery/, "both verdicts logged");
     assert.match(log, /lottery/, "the discard is logged with its rule");
     assert.match(log, /pills/, "the reject is logged with its rule");
   },

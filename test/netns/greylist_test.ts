@@ -91,7 +91,7 @@ e2e(
       const second = await send("b@example.net");
       if (Date.now() - t1 < DELAY_S * 1000) {
         assert.equal(rcptReply(second.transcript, "b@example.net")?.code, 451, second.transcript);
-        assert.match(ssg.log(), /\bgreylist\.defer\b.*reason="?early/);
+        await ssg.assertLog(/\bgreylist\.defer\b.*reason="?early/);
       } else {
         console.log("  (slow machine: the early retry came after the delay; not asserted)");
       }
@@ -105,7 +105,7 @@ e2e(
       const dumps = await readSinkDumps(sink.dir);
       assert.equal(dumps.length, 1);
       assertForwardedIntact(dumpWith(dumps, "grey-1@example.org"), m1, t.addr.client4);
-      assert.match(ssg.log(), /\bgreylist\.pass\b.*reason="?retried/);
+      await ssg.assertLog(/\bgreylist\.pass\b.*reason="?retried/);
 
       // 4. A first sighting for c@, then a restart on the same state file.
       const pending = await send("c@example.net");
@@ -141,7 +141,7 @@ e2e(
       );
       const c = await send("c@example.net", msg2);
       assert.equal(finalReply(c.transcript)?.code, 250, `pending triplet kept\n${c.transcript}`);
-      assert.match(ssg.log(), /\bgreylist\.pass\b.*rcpt="?c@example\.net.*reason="?retried/);
+      await ssg.assertLog(/\bgreylist\.pass\b.*rcpt="?c@example\.net.*reason="?retried/);
       assert.equal((await readSinkDumps(sink.dir)).length, 3, "b@, b@ (after restart), c@");
     } finally {
       await sink.stop();

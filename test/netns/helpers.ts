@@ -195,6 +195,22 @@ export class SsgProcess implements AsyncDisposable {
     }
   }
 
+  /**
+   * Asserts that this run's log matches `re`, polling for up to `ms` (default 5 s): SSG writes
+   * its log in batches a few ms after the events (`LOG_FLUSH_MS`), so a line may not be in the
+   * file yet right after the client got its reply. Returns the log text.
+   */
+  async assertLog(re: RegExp, message?: string, ms = 5_000): Promise<string> {
+    const deadline = Date.now() + ms;
+    let text = this.log();
+    while (!re.test(text) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      text = this.log();
+    }
+    assert.match(text, re, message);
+    return text;
+  }
+
   /** Everything SSG said: stdout, stderr and its log file. */
   transcript(): string {
     return `--- ssg stdout ---\n${this.#out.text()}\n--- ssg stderr ---\n${this.#err.text()}\n` +

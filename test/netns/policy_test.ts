@@ -406,7 +406,7 @@ e2e(
     );
     assert.match(received[0][0].message, /Dear Alice Example/);
     assert.match(received[1][0].message, /Dear Bob Sample/);
-    assert.match(ssg.log(), /bulk-campaign/, "the bulk verdict is logged with its rule");
+    await ssg.assertLog(/bulk-campaign/, "the bulk verdict is logged with its rule");
   },
 );
 
@@ -931,8 +931,7 @@ e2e(
     await Deno.writeTextFile(w.ruleFile, edited);
     ssg.child.kill("SIGHUP");
     assert.ok(await logCount(ssg, /\bconfig\.reload\b(?!\.)/, 1), `reloaded\n${ssg.log()}`);
-    assert.match(
-      ssg.log(),
+    await ssg.assertLog(
       /\bconfig\.reload\.partial\b.*gateway\.hostname/,
       "the restart-only change is named",
     );

@@ -250,8 +250,7 @@ e2e(
     );
     assert.equal(connects[1].port, 40002, "once the route is proven, the client's own port");
     assert.doesNotMatch(log, /198\.51\.100\.1\]/, "the gateway's address never reached the server");
-    assert.match(
-      ssg.log(),
+    await ssg.assertLog(
       /\brelay\.connect\b.*\btls="TLSv1\.3 .*\bsource=client\b.*\bannounced=source\b/,
     );
 
@@ -368,7 +367,7 @@ e2e(
     const log = server.log(before);
     for (const c of peers(log, "connect from ")) assert.equal(c.ip, w.t.addr.gwServer4);
     assert.deepEqual(peers(log, "client=").map((a) => a.ip), [w.t.addr.client4]);
-    assert.match(ssg.log(), /\brelay\.connect\b.*\bsource=gateway\b.*\bannounced=xclient\b/);
+    await ssg.assertLog(/\brelay\.connect\b.*\bsource=gateway\b.*\bannounced=xclient\b/);
     assert.doesNotMatch(ssg.log(), /relay\.source_fallback/);
   },
 );

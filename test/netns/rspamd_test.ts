@@ -93,7 +93,7 @@ e2e(
         const dumps = await readSinkDumps(sink.dir);
         assert.equal(dumps.length, 1, "the clean message was delivered");
         assertForwardedIntact(dumps[0], CLEAN, t.addr.client4);
-        assert.match(ssg.log(), /\bpolicy\.verdict\b.*\(no action\)/);
+        await ssg.assertLog(/\bpolicy\.verdict\b.*\(no action\)/);
 
         // 3. Rspamd stopped: the clean message is not scored, so it gets 451 and is kept back.
         await rspamd.stop();

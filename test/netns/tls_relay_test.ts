@@ -46,7 +46,7 @@ Deno.test({
         `three TLS connections, from the client's address:\n${serverLog}`,
       );
       for (const m of tls) assert.equal(m[1], "TLSv1.3");
-      assert.match(w.ssg.log(), /relay\.connect\b.*tls=.?TLSv1\.3/);
+      await w.ssg.assertLog(/relay\.connect\b.*tls=.?TLSv1\.3/);
       assert.doesNotMatch(w.ssg.log(), /relay\.tls_failed/);
     });
   },

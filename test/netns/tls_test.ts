@@ -78,7 +78,7 @@ Deno.test({
       assert.match(dumps[0].message, /^Received: from client\.example\.org /);
       assert.match(dumps[0].message, /by ssg\.gateway\.test \(SSG\) with ESMTPS id /);
       assert.match(dumps[0].message, /encrypted on the outside link/);
-      assert.match(ssg.log(), /\bsmtp\.tls\b.*protocol/);
+      await ssg.assertLog(/\bsmtp\.tls\b.*protocol/);
       const status = await ssg.stop("SIGTERM");
       assert.equal(status.code, 0, ssg.transcript());
     } catch (e) {

@@ -91,7 +91,7 @@ e2e(
         const dumps = await readSinkDumps(sink.dir);
         assert.equal(dumps.length, 1, "the clean message was delivered");
         assertForwardedIntact(dumps[0], CLEAN, t.addr.client4);
-        assert.match(ssg.log(), /\bpolicy\.verdict\b.*\bscan="?clean\b/);
+        await ssg.assertLog(/\bpolicy\.verdict\b.*\bscan="?clean\b/);
 
         // 3. clamd stopped: the clean message is not scanned, so it gets 451 and is kept back.
         await clamd.stop();
