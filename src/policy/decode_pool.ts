@@ -90,7 +90,8 @@ export function cheaperHere(req: DecodeRequest): boolean {
   if (req.raw.length > DECODE_HERE_MAX_BYTES) return false;
   if (req.needs !== "full") return true;
   const lim = { ...DEFAULT_DECODE_LIMITS, ...req.limits };
-  return readPlainMessage(req.raw, lim.maxHeaderBytes, lim.maxHeaders) !== undefined;
+  // Kept for the decode that follows at once (the same bytes are not read twice).
+  return readPlainMessage(req.raw, lim.maxHeaderBytes, lim.maxHeaders, true) !== undefined;
 }
 
 /** Extra time a worker gets past the decode budget before it is given up on. */

@@ -56,10 +56,39 @@ const PLAIN_ENCODING = /^(?:7bit|8bit|binary)$/i;
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
+ * The last reading asked to be kept (`keep`), handed to the next call for the same bytes and
+ * bounds (the decode pool reads a message to choose where to decode it, then decodes it at once:
+ * the second read is this one). One entry, taken when used.
+ */
+let kept:
+  | { bytes: Uint8Array; maxHeaderBytes: number; maxHeaders: number; reading?: PlainReading }
+  | undefined;
+
+/**
  * mailparser's reading of `bytes` when the message is plain (see the module header), else
- * undefined. Never throws.
+ * undefined. Never throws. With `keep`, the result is also kept for the next call on the same
+ * bytes (see `kept`).
  */
 export function readPlainMessage(
+  bytes: Uint8Array,
+  maxHeaderBytes: number,
+  maxHeaders: number,
+  keep = false,
+): PlainReading | undefined {
+  const k = kept;
+  if (
+    k !== undefined && k.bytes === bytes && k.maxHeaderBytes === maxHeaderBytes &&
+    k.maxHeaders === maxHeaders
+  ) {
+    kept = undefined;
+    return k.reading;
+  }
+  const reading = read(bytes, maxHeaderBytes, maxHeaders);
+  kept = keep ? { bytes, maxHeaderBytes, maxHeaders, reading } : undefined;
+  return reading;
+}
+
+function read(
   bytes: Uint8Array,
   maxHeaderBytes: number,
   maxHeaders: number,

@@ -120,7 +120,9 @@ export class DataReader {
   /** Starts decoding right after the DATA command's CRLF. */
   constructor(opts: DataReaderOptions) {
     this.#opts = opts;
-    const initial = Math.min(64 * 1024, Math.max(16, opts.maxMessageBytes));
+    // Most mail fits in 16 KiB (a larger message grows by doubling, one copy each time); a 64 KiB
+    // buffer per message was the largest allocation on the path and fed the GC (issue 9).
+    const initial = Math.min(16 * 1024, Math.max(16, opts.maxMessageBytes));
     if (!this.#reserve(initial)) {
       this.#out = new Uint8Array(0);
       return;
