@@ -19,13 +19,15 @@
  */
 import { Buffer } from "node:buffer";
 import { isIP } from "node:net";
-// @ts-types="./mailauth_types.d.ts"
-import { arc as arcVerify, dkimVerify, spf as spfVerify } from "mailauth";
-// @ts-types="./mailauth_dmarc_types.d.ts"
-import { evaluateDmarc } from "mailauth/lib/dmarc/index.js";
 import { type AuthDns, type MailauthResolver, mailauthResolver } from "./mailauth_resolver.ts";
 
 import { type AuthCheck } from "./auth_values.ts";
+
+let lib: Promise<typeof import("./mailauth_lib.ts")> | undefined;
+/** mailauth, loaded at the first check (see `mailauth_lib.ts`). */
+function mailauth(): Promise<typeof import("./mailauth_lib.ts")> {
+  return lib ??= import("./mailauth_lib.ts");
+}
 
 export { type AuthCheck };
 
@@ -132,6 +134,8 @@ export class MailAuthenticator {
   constructor(options: AuthenticatorOptions) {
     this.#o = options;
     this.#on = new Set(options.checks);
+    // Rules use it: load mailauth now, not within the first message's time budget.
+    mailauth().catch(() => {/* reported by the first check */});
   }
 
   /** Our authserv-id. */
@@ -238,6 +242,7 @@ export class MailAuthenticator {
       : isIP(env.helo)
       ? `[${env.helo}]`
       : env.helo;
+    const { spfVerify } = await mailauth();
     const r = await spfVerify({
       sender: env.mailFrom || undefined,
       ip: env.ip,
@@ -266,6 +271,7 @@ export class MailAuthenticator {
     const minBitLength = this.#o.minKeyBits ?? 1024;
     // mailauth reads a Buffer (or a stream); the Node Buffer shares the bytes, no copy.
     const input = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+    const { dkimVerify, arcVerify, evaluateDmarc } = await mailauth();
     const dkim = await dkimVerify(input, {
       resolver,
       sender: env.mailFrom || undefined,
