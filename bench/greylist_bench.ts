@@ -22,6 +22,7 @@ import { Greylist } from "../src/policy/greylist.ts";
 import { PolicyEngine } from "../src/policy/policy_engine.ts";
 import type { Envelope } from "../src/policy/verdict.ts";
 import { StateStore } from "../src/state/state_store.ts";
+import { timeSync } from "./bench_inputs.ts";
 
 const fillAt = Deno.args.indexOf("--fill");
 const FILL = fillAt >= 0 ? Number(Deno.args[fillAt + 1]) : 10_000;
@@ -49,22 +50,7 @@ const envelope: Envelope = {
   transactionId: "b.1",
 };
 
-function measure(name: string, f: (i: number) => unknown): void {
-  for (let i = 0; i < 200; i++) f(-1 - i);
-  const s: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const t = performance.now();
-    f(i);
-    s.push((performance.now() - t) * 1000);
-  }
-  s.sort((a, b) => a - b);
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  console.log(
-    `${name}: median ${s[s.length >> 1].toFixed(1)} µs, p99 ${
-      s[Math.floor(s.length * 0.99)].toFixed(1)
-    } µs, mean ${mean.toFixed(1)} µs`,
-  );
-}
+const measure = (name: string, f: (i: number) => unknown) => timeSync(name, ROUNDS, f);
 
 const dir = await Deno.makeTempDir({ prefix: "ssg-greylist-bench-" });
 try {

@@ -20,29 +20,14 @@ import { PolicyEngine } from "../src/policy/policy_engine.ts";
 import { fingerprint } from "../src/state/bulk_fingerprint.ts";
 import type { Fingerprint } from "../src/state/bulk_fingerprint.ts";
 import { StateStore } from "../src/state/state_store.ts";
-import { benchEnvelope, SILENT_LOG, textMessage } from "./bench_inputs.ts";
+import { benchEnvelope, SILENT_LOG, textMessage, timeSync } from "./bench_inputs.ts";
 
 const fillAt = Deno.args.indexOf("--fill");
 const FILL = fillAt >= 0 ? Number(Deno.args[fillAt + 1]) : 5000;
 const ROUNDS = Number(Deno.args.find((a, i) => /^\d+$/.test(a) && i !== fillAt + 1) ?? 3000);
 const MEMORY = Deno.args.includes("--memory");
 
-function measure(name: string, f: (i: number) => unknown): void {
-  for (let i = 0; i < 200; i++) f(-1 - i);
-  const s: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const t = performance.now();
-    f(i);
-    s.push((performance.now() - t) * 1000);
-  }
-  s.sort((a, b) => a - b);
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  console.log(
-    `${name}: median ${s[s.length >> 1].toFixed(1)} µs, p99 ${
-      s[Math.floor(s.length * 0.99)].toFixed(1)
-    } µs, mean ${mean.toFixed(1)} µs`,
-  );
-}
+const measure = (name: string, f: (i: number) => unknown) => timeSync(name, ROUNDS, f);
 
 const text = new TextDecoder().decode(textMessage(10));
 const same = fingerprint(text)!;

@@ -47,7 +47,13 @@ const sink = t.spawn(t.ns.server, [
 ], { stdout: "null", stderr: "null" });
 await t.waitForPort(t.ns.server, t.addr.server4, 25);
 const py = async (label: string) => {
-  const r = await t.exec(t.ns.client, ["/usr/bin/python3", "-c", CLIENT, t.addr.server4, (Deno.env.get("N") ?? "60")], {
+  const r = await t.exec(t.ns.client, [
+    "/usr/bin/python3",
+    "-c",
+    CLIENT,
+    t.addr.server4,
+    Deno.env.get("N") ?? "60",
+  ], {
     timeoutMs: 120_000,
   });
   console.log(`== ${label}\n${r.stdout}${r.stderr.slice(0, 500)}`);

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { simpleParser } from "mailparser";
 import { decodeMessage, type MessageFacts, type MimeParser } from "../../src/policy/message.ts";
 import { readPlainMessage } from "../../src/policy/plain_message.ts";
+import { prng as uint32s } from "../packet/packet_helpers.ts";
 
 const enc = new TextEncoder();
 /** mailparser itself, under another identity: `decodeMessage` then never takes the plain path. */
@@ -108,16 +109,10 @@ Deno.test("plain reading: what it refuses goes to mailparser (and facts still eq
   assert.equal(readPlainMessage(many, 20, 1000), undefined);
 });
 
-/** A small seeded PRNG (mulberry32), so that a failing case can be reproduced. */
+/** A seeded PRNG in [0, 1), so that a failing case can be reproduced. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = uint32s(seed);
+  return () => next() / 4294967296;
 }
 
 const NAMES = [
