@@ -16,7 +16,7 @@ import { PolicyEngine } from "../src/policy/policy_engine.ts";
 import type { Envelope } from "../src/policy/verdict.ts";
 import type { Rule } from "../src/policy/rule.ts";
 import { CONTENT_DEFAULTS } from "../src/config/defaults.ts";
-import { keywordRules, textMessage } from "./bench_inputs.ts";
+import { keywordRules, textMessage, timeAsync } from "./bench_inputs.ts";
 
 const ROUNDS = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 2000);
 
@@ -36,22 +36,8 @@ const envelope: Envelope = {
   transactionId: "b.1",
 };
 
-async function measure(name: string, f: () => Promise<unknown>) {
-  for (let i = 0; i < 200; i++) await f();
-  const s: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const t = performance.now();
-    await f();
-    s.push((performance.now() - t) * 1000);
-  }
-  s.sort((a, b) => a - b);
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  console.log(
-    `${name}: median ${s[s.length >> 1].toFixed(0)} µs, p99 ${
-      s[Math.floor(s.length * 0.99)].toFixed(0)
-    } µs, mean ${mean.toFixed(0)} µs (${raw.length} bytes, ${ROUNDS} rounds)`,
-  );
-}
+const measure = (name: string, f: () => Promise<unknown>) =>
+  timeAsync(name, ROUNDS, f, { warmup: 200, bytes: raw.length });
 
 // The same message through mailparser (a parser that is not `simpleParser` itself skips the
 // plain reading, plain_message.ts): the cost before issue 9's fast path, in the same run.
