@@ -63,7 +63,10 @@ const SEEDS = (() => {
   return out;
 })();
 
-/** The normalised tokens of `text` (digit runs → "0", punctuation and white space dropped). */
+/**
+ * The normalised tokens of `text` (digit runs → "0", punctuation and white space dropped): the
+ * definition the fingerprint's own tokenizer follows (and its tests compare against).
+ */
 export function fingerprintTokens(text: string): string[] {
   const t = foldText(
     text.length > MAX_FINGERPRINT_CHARS ? text.slice(0, MAX_FINGERPRINT_CHARS) : text,
@@ -73,15 +76,11 @@ export function fingerprintTokens(text: string): string[] {
 
 /** The fingerprint of `text`, or undefined when it has no words at all. */
 export function fingerprint(text: string): Fingerprint | undefined {
-  const tokens = fingerprintTokens(text);
-  if (tokens.length === 0) return undefined;
-  const hashes = new Set<number>();
-  if (tokens.length < SHINGLE_WORDS) hashes.add(fnv1aWords(tokens, 0, tokens.length));
-  for (let i = 0; i + SHINGLE_WORDS <= tokens.length; i++) {
-    hashes.add(fnv1aWords(tokens, i, i + SHINGLE_WORDS));
-  }
+  const hashes = shingleHashes(text);
+  if (hashes.length === 0) return undefined;
   const signature = new Uint32Array(SIGNATURE_SIZE).fill(0xffffffff);
-  for (const h of hashes) {
+  for (let j = 0; j < hashes.length; j++) {
+    const h = hashes[j];
     for (let i = 0; i < SIGNATURE_SIZE; i++) {
       const v = fmix32(h ^ SEEDS[i]);
       if (v < signature[i]) signature[i] = v;
@@ -96,7 +95,93 @@ export function fingerprint(text: string): Fingerprint | undefined {
     }
     bands.push(b * 0x1_0000_0000 + fmix32(h));
   }
-  return { signature, bands, shingles: hashes.size };
+  return { signature, bands, shingles: hashes.length };
+}
+
+/**
+ * The distinct FNV-1a hashes of the shingles of `text`, ascending: each run of `SHINGLE_WORDS`
+ * tokens of `fingerprintTokens(text)` joined with single spaces (all of them joined when there
+ * are fewer). Empty when `text` has no token.
+ */
+export function shingleHashes(text: string): Uint32Array {
+  const t = foldText(
+    text.length > MAX_FINGERPRINT_CHARS ? text.slice(0, MAX_FINGERPRINT_CHARS) : text,
+  );
+  // The tokens of `fingerprintTokens`, without a string per token or per shingle (issue 9: the
+  // regex replace, the split and the strings were most of the ~0.3 ms and ~280 KB of garbage a
+  // 10 KB message cost): their UTF-16 units laid end to end, each token's end offset kept.
+  const units = new Uint16Array(t.length);
+  const ends: number[] = [];
+  let n = 0;
+  let inWord = false;
+  let inDigits = false;
+  for (let i = 0; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    let k: number;
+    let width = 1;
+    if (c < 0x80) k = ASCII_CLASS[c];
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < t.length) {
+      const d = t.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        k = classify(((c - 0xd800) << 10) + (d - 0xdc00) + 0x10000);
+        width = 2;
+      } else k = classify(c);
+    } else k = bmpClass(c);
+    if (k === OTHER) {
+      if (inWord) ends.push(n);
+      inWord = inDigits = false;
+      continue;
+    }
+    inWord = true;
+    if (k === DIGIT) {
+      // A run of decimal digits is one "0".
+      if (!inDigits) units[n++] = 0x30;
+      inDigits = true;
+      i += width - 1;
+      continue;
+    }
+    inDigits = false;
+    units[n++] = c;
+    if (width === 2) units[n++] = t.charCodeAt(++i);
+  }
+  if (inWord) ends.push(n);
+  if (ends.length === 0) return new Uint32Array(0);
+  // In a typed array, sorted and made distinct in place (no Set of boxed numbers).
+  const count = Math.max(1, ends.length - SHINGLE_WORDS + 1);
+  const hashes = new Uint32Array(count);
+  if (ends.length < SHINGLE_WORDS) hashes[0] = fnv1aTokens(units, ends, 0, ends.length);
+  for (let i = 0; i + SHINGLE_WORDS <= ends.length; i++) {
+    hashes[i] = fnv1aTokens(units, ends, i, i + SHINGLE_WORDS);
+  }
+  hashes.sort();
+  let distinct = 1;
+  for (let i = 1; i < count; i++) {
+    if (hashes[i] !== hashes[distinct - 1]) hashes[distinct++] = hashes[i];
+  }
+  return hashes.subarray(0, distinct);
+}
+
+/** Character classes of the tokenizer: not part of a token, part of one, a decimal digit. */
+const OTHER = 0;
+const WORD = 1;
+const DIGIT = 2;
+const WORD_CHAR = /^[\p{L}\p{N}\p{M}]$/u;
+const DECIMAL_DIGIT = /^\p{Nd}$/u;
+
+/** The class of a code point, by the same Unicode properties `fingerprintTokens` uses. */
+function classify(cp: number): number {
+  const ch = String.fromCodePoint(cp);
+  return DECIMAL_DIGIT.test(ch) ? DIGIT : WORD_CHAR.test(ch) ? WORD : OTHER;
+}
+
+const ASCII_CLASS = Uint8Array.from({ length: 128 }, (_, c) => classify(c));
+/** BMP classes, computed once per code unit value (0: not yet known, else class + 1). */
+const BMP_CLASS = new Uint8Array(0x10000);
+
+function bmpClass(c: number): number {
+  let k = BMP_CLASS[c];
+  if (k === 0) BMP_CLASS[c] = k = classify(c) + 1;
+  return k - 1;
 }
 
 /** Estimated Jaccard similarity of two signatures (fraction of equal positions). */
@@ -107,16 +192,17 @@ export function similarity(a: Uint32Array, b: Uint32Array): number {
 }
 
 /**
- * FNV-1a (32-bit, over UTF-16 code units) of `words[from..to)` joined with single spaces — the
- * same value as hashing the joined string, without building it (issue 9: one string per shingle
- * was most of the fingerprint's cost).
+ * FNV-1a (32-bit, over UTF-16 code units) of tokens `from..to` (their units in `units`, token
+ * `w` ending at `ends[w]`) joined with single spaces — the same value as hashing the joined
+ * token strings, without building them.
  */
-function fnv1aWords(words: readonly string[], from: number, to: number): number {
+function fnv1aTokens(units: Uint16Array, ends: number[], from: number, to: number): number {
   let h = 0x811c9dc5;
   for (let w = from; w < to; w++) {
     if (w > from) h = Math.imul(h ^ 0x20, 0x01000193);
-    const s = words[w];
-    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+    for (let i = w === 0 ? 0 : ends[w - 1], e = ends[w]; i < e; i++) {
+      h = Math.imul(h ^ units[i], 0x01000193);
+    }
   }
   return h >>> 0;
 }

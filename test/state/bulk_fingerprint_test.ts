@@ -3,6 +3,8 @@ import {
   fingerprint,
   fingerprintTokens,
   SAME_CONTENT,
+  SHINGLE_WORDS,
+  shingleHashes,
   similarity,
 } from "../../src/state/bulk_fingerprint.ts";
 
@@ -99,4 +101,97 @@ Deno.test("fingerprint() is linear: 1 MB of text is fingerprinted (capped) in we
   fingerprint("word ".repeat(200_000) + "x".repeat(500_000));
   // Generous: quadratic work on 1 MB would take minutes; a loaded CI machine must not fail this.
   assert.ok(performance.now() - t0 < 15_000);
+});
+
+/**
+ * The fingerprint as first defined: tokens from `fingerprintTokens` (regex replace and split),
+ * each shingle hashed as the joined string. Stored signatures must stay comparable across
+ * versions, so the allocation-free tokenizer of `fingerprint()` must give exactly this.
+ */
+function referenceFingerprint(text: string) {
+  const tokens = fingerprintTokens(text);
+  if (tokens.length === 0) return undefined;
+  const fnv = (s: string) => {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+    return h >>> 0;
+  };
+  const hashes = new Set<number>();
+  if (tokens.length < SHINGLE_WORDS) hashes.add(fnv(tokens.join(" ")));
+  for (let i = 0; i + SHINGLE_WORDS <= tokens.length; i++) {
+    hashes.add(fnv(tokens.slice(i, i + SHINGLE_WORDS).join(" ")));
+  }
+  return hashes;
+}
+
+Deno.test("fingerprint() equals the regex-and-strings definition on generated Unicode text", () => {
+  const pieces = [
+    "Order",
+    "#",
+    "12345",
+    ",",
+    " ",
+    "\t",
+    "\r\n",
+    "ＴＯＴＡＬ",
+    "$99.50",
+    "!",
+    "당첨을",
+    "축하합니다",
+    "café",
+    "e\u0301",
+    "naïve",
+    "Ｌｏｔｔｅｒｙ",
+    "lоttеry",
+    "١٢٣",
+    "٣x٤",
+    "५६",
+    "abc123def",
+    "𝟎𝟏",
+    "𐒠𐒡",
+    "𝐀𝐁𝐂",
+    "😀",
+    "👍🏽",
+    "\u200b",
+    "\u00ad",
+    "ß",
+    "ΣΟΦΟΣ",
+    "\ud800",
+    "\udc00x",
+    "x\ud83d",
+    "-",
+    "_",
+    "'",
+    "’",
+    "—",
+    "½",
+    "Ⅻ",
+    "①",
+    "漢字",
+    "かな",
+    "ไทย",
+    "עברית",
+    "\u0301",
+    "",
+  ];
+  let seed = 0x2026;
+  const rand = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296;
+  let compared = 0;
+  for (let k = 0; k < 3000; k++) {
+    let text = "";
+    const n = Math.floor(rand() * 40);
+    for (let i = 0; i < n; i++) text += pieces[Math.floor(rand() * pieces.length)];
+    const got = fingerprint(text);
+    const ref = referenceFingerprint(text);
+    if (ref === undefined) {
+      assert.equal(got, undefined, JSON.stringify(text));
+      continue;
+    }
+    assert.ok(got, JSON.stringify(text));
+    assert.equal(got.shingles, ref.size, JSON.stringify(text));
+    const sorted = [...ref].sort((a, b) => a - b);
+    assert.deepEqual([...shingleHashes(text)], sorted, JSON.stringify(text));
+    compared++;
+  }
+  assert.ok(compared > 2000);
 });
