@@ -10,7 +10,7 @@
  *
  *   deno run --allow-all bench/e2e/latency.ts [--messages 200] [--size 2048] [--load 1000]
  *     [--sessions 10] [--peers haraka,postfix|none] [--ssg-cpus 0]
- *     [--rules shipped|test] [--ssg-before PATH]
+ *     [--rules shipped|test] [--ssg-before PATH] [--ssg-rounds N]
  *   (or ./scripts/bench.sh, which builds first)
  *
  * (a)/(b) Per-message latency: a small smtplib client inside the client namespace sends N messages
@@ -27,7 +27,8 @@
  * `--rules shipped` (default) judges with the rules, lists and thresholds of rules/default.yaml;
  * `--ssg-before PATH` adds an arm with another build of SSG (e.g. a copy of dist/ssg made before
  * a change), run right before the current one, for before/after figures from one run.
- * `--rules test` with the two rules of the namespace tests. `--ssg-cpus LIST` pins every SSG thread to those CPUs (taskset -a), e.g. 0 for one core.
+ * `--ssg-rounds N` (≤ 4) measures the SSG arms N times in alternating order (before, now; now,
+ * before; ...), one row each. `--rules test` with the two rules of the namespace tests. `--ssg-cpus LIST` pins every SSG thread to those CPUs (taskset -a), e.g. 0 for one core.
  * Bounded: every run has a timeout, N and LOAD are capped.
  *
  * @module
@@ -52,6 +53,7 @@ const { values: opt } = parseArgs({
     "ssg-cpus": { type: "string", default: "" },
     rules: { type: "string", default: "shipped" },
     "ssg-before": { type: "string", default: "" },
+    "ssg-rounds": { type: "string", default: "1" },
   },
 });
 const PEERS: Record<string, PeerStarter> = { haraka: startHaraka, postfix: startPostfix };
@@ -305,6 +307,17 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(ruleFile, benchRuleFile(logFile));
   const ssgBuilds: [string, string][] = [["(b) through SSG (transparent)", ""]];
   if (opt["ssg-before"]) ssgBuilds.unshift(["(b0) SSG, build before", opt["ssg-before"]]);
+  // More rounds alternate the order (AB BA AB ...): the arm measured right after another's load
+  // runs on a machine that has just worked hard, so one order alone favours the first.
+  const rounds = Math.min(Math.max(1, Number(opt["ssg-rounds"]) || 1), 4);
+  if (rounds > 1) {
+    const once = [...ssgBuilds];
+    ssgBuilds.length = 0;
+    for (let r = 1; r <= rounds; r++) {
+      const order = r % 2 === 1 ? once : [...once].reverse();
+      for (const [label, bin] of order) ssgBuilds.push([`${label}, round ${r}`, bin]);
+    }
+  }
   for (const [label, bin] of ssgBuilds) {
     const viaSsg: Arm = { label, target: t.addr.server4, note: "250 after the server's 250" };
     arms.push(viaSsg);
