@@ -69,6 +69,10 @@ const ACCEPTED = [
   "Content-Type: text/plain; charset=us-ascii\r\nMIME-Version: 1.0\r\n\r\nascii\r\n",
   "content-type: text/plain;\r\n charset=utf-8\r\n\r\nfolded type\r\n",
   "X-A: 1\r\nX-B: (weird) : value : with : colons\r\nSubject: s\r\n\r\n.\r\n..\r\n",
+  "\r\nno header section at all\r\n",
+  "\r\n",
+  "Subject: a\r\n \r\n\r\nwhite-space-only continuation\r\n",
+  "Subject: a\r\n\t\r\n b\r\n\r\nx",
 ];
 const REFUSED = [
   "Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nx\r\n", // an encoded word
