@@ -22,6 +22,7 @@ import { loadConfig } from "../config/load_config.ts";
 import { cleanText } from "./clean_text.ts";
 import { QuarantineError, type QuarantineMeta, QuarantineStore } from "./quarantine_store.ts";
 import { type Connect, denoConnect, sendMessage } from "./send_message.ts";
+import { writeAllSync } from "../log/log.ts";
 
 /** Exit code: temporary failure, try again later (sysexits.h EX_TEMPFAIL). */
 export const EXIT_TEMPFAIL = 75;
@@ -69,8 +70,8 @@ export async function quarantineCommand(
   args: string[],
   io: QuarantineCommandIo = {},
 ): Promise<number> {
-  const out = io.stdout ?? ((b: Uint8Array) => writeAll(Deno.stdout, b));
-  const err = io.stderr ?? ((b: Uint8Array) => writeAll(Deno.stderr, b));
+  const out = io.stdout ?? ((b: Uint8Array) => writeAllSync(Deno.stdout, b));
+  const err = io.stderr ?? ((b: Uint8Array) => writeAllSync(Deno.stderr, b));
   const say = (s: string) => out(encoder.encode(s));
   const complain = (s: string) => err(encoder.encode(s));
 
@@ -235,9 +236,4 @@ const TERMINAL_UNSAFE_RE = new RegExp(
 /** Text with every control character except TAB, CR and LF shown as "?" (ESC included). */
 export function terminalSafe(text: string): string {
   return text.replace(TERMINAL_UNSAFE_RE, "?");
-}
-
-function writeAll(w: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  let off = 0;
-  while (off < bytes.length) off += w.writeSync(bytes.subarray(off));
 }

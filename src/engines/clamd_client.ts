@@ -16,6 +16,7 @@
  * Rejected: clamd's SCAN/FILDES (need a shared file system or fd passing, and a spool file SSG does
  * not have); the `clamdscan` command (a process per message).
  */
+import { exchangeWithin, writeAll } from "./exchange_within.ts";
 
 /** Where clamd listens and how long a scan may take. */
 export interface ClamdOptions {
@@ -62,45 +63,30 @@ export class ClamdClient {
         reason: `message of ${message.length} bytes is over the scan limit of ${this.#o.maxBytes}`,
       };
     }
-    let conn: Deno.Conn | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<ScanResult>((resolve) => {
-      timer = setTimeout(() => {
-        resolve({ status: "error", reason: `no answer from clamd within ${this.#o.timeoutMs} ms` });
-        try {
-          conn?.close();
-        } catch { /* closed */ }
-      }, this.#o.timeoutMs);
-    });
-    const work = (async (): Promise<ScanResult> => {
-      const a = this.#o.address;
-      conn = "path" in a
-        ? await Deno.connect({ transport: "unix", path: a.path })
-        : await Deno.connect({ hostname: a.hostname, port: a.port });
-      await writeAll(conn, encoder.encode("zINSTREAM\0"));
-      const head = new Uint8Array(4);
-      const view = new DataView(head.buffer);
-      for (let off = 0; off < message.length; off += CHUNK) {
-        const part = message.subarray(off, Math.min(message.length, off + CHUNK));
-        view.setUint32(0, part.length);
+    const a = this.#o.address;
+    return await exchangeWithin({
+      service: "clamd",
+      address: this.address,
+      timeoutMs: this.#o.timeoutMs,
+      connect: () =>
+        "path" in a
+          ? Deno.connect({ transport: "unix", path: a.path })
+          : Deno.connect({ hostname: a.hostname, port: a.port }),
+      exchange: async (conn) => {
+        await writeAll(conn, encoder.encode("zINSTREAM\0"));
+        const head = new Uint8Array(4);
+        const view = new DataView(head.buffer);
+        for (let off = 0; off < message.length; off += CHUNK) {
+          const part = message.subarray(off, Math.min(message.length, off + CHUNK));
+          view.setUint32(0, part.length);
+          await writeAll(conn, head);
+          await writeAll(conn, part);
+        }
+        view.setUint32(0, 0);
         await writeAll(conn, head);
-        await writeAll(conn, part);
-      }
-      view.setUint32(0, 0);
-      await writeAll(conn, head);
-      return parseReply(await readReply(conn));
-    })().catch((e): ScanResult => ({
-      status: "error",
-      reason: `clamd at ${this.address}: ${e instanceof Error ? e.message : String(e)}`,
-    }));
-    try {
-      return await Promise.race([work, deadline]);
-    } finally {
-      clearTimeout(timer);
-      try {
-        conn?.close();
-      } catch { /* closed */ }
-    }
+        return parseReply(await readReply(conn));
+      },
+    });
   }
 }
 
@@ -126,9 +112,4 @@ export function parseReply(reply: string): ScanResult {
   if (found) return { status: "infected", signature: found[1] };
   const shown = text.replace(/[^\x20-\x7e]/g, "?").slice(0, 200);
   return { status: "error", reason: `clamd answered "${shown || "nothing"}"` };
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }

@@ -20,6 +20,7 @@
  * reads as one malformed address, and reads unbounded bodies unless wrapped); `rspamc` (a process
  * per message); the milter protocol (needs a milter client, and Rspamd's proxy worker).
  */
+import { exchangeWithin, writeAll } from "./exchange_within.ts";
 
 /** Where Rspamd listens and how long and how much a request may take. */
 export interface RspamdOptions {
@@ -108,39 +109,20 @@ export class RspamdClient {
         reason: `message of ${message.length} bytes is over the limit of ${this.#o.maxBytes}`,
       };
     }
-    let conn: Deno.Conn | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<RspamdResult>((resolve) => {
-      timer = setTimeout(() => {
-        resolve({
-          status: "error",
-          reason: `no answer from rspamd within ${this.#o.timeoutMs} ms`,
-        });
-        try {
-          conn?.close();
-        } catch { /* closed */ }
-      }, this.#o.timeoutMs);
+    const a = this.#o.address;
+    return await exchangeWithin({
+      service: "rspamd",
+      address: this.address,
+      timeoutMs: this.#o.timeoutMs,
+      connect: () => Deno.connect({ hostname: a.hostname, port: a.port }),
+      exchange: async (conn) => {
+        // The head and the body are two writes: no Nagle wait between them and the reply.
+        (conn as Deno.TcpConn).setNoDelay(true);
+        await writeAll(conn, encoder.encode(requestHead(this.#o, envelope, message.length)));
+        await writeAll(conn, message);
+        return parseResponse(await readResponse(conn));
+      },
     });
-    const work = (async (): Promise<RspamdResult> => {
-      const a = this.#o.address;
-      conn = await Deno.connect({ hostname: a.hostname, port: a.port });
-      // The head and the body are two writes: no Nagle wait between them and the reply.
-      (conn as Deno.TcpConn).setNoDelay(true);
-      await writeAll(conn, encoder.encode(requestHead(this.#o, envelope, message.length)));
-      await writeAll(conn, message);
-      return parseResponse(await readResponse(conn));
-    })().catch((e): RspamdResult => ({
-      status: "error",
-      reason: `rspamd at ${this.address}: ${e instanceof Error ? e.message : String(e)}`,
-    }));
-    try {
-      return await Promise.race([work, deadline]);
-    } finally {
-      clearTimeout(timer);
-      try {
-        conn?.close();
-      } catch { /* closed */ }
-    }
   }
 }
 
@@ -347,9 +329,4 @@ function indexOfCrlfCrlf(b: Uint8Array, end: number): number {
 function indexOfCrlf(b: Uint8Array, from: number): number {
   for (let i = from; i + 1 < b.length; i++) if (b[i] === 13 && b[i + 1] === 10) return i;
   return -1;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }

@@ -126,7 +126,7 @@ class ReopeningFileSink {
   }
   /** Appends `text` (whole lines, each ending in a newline). */
   write(text: string): void {
-    if (this.#file) writeAll(this.#file, encoder.encode(text));
+    if (this.#file) writeAllSync(this.#file, encoder.encode(text));
   }
   close(): void {
     clearInterval(this.#timer);
@@ -144,8 +144,8 @@ export const LOG_FLUSH_MS = 5;
 /** Pending characters past which lines are written at once. */
 export const LOG_FLUSH_CHARS = 32 * 1024;
 
-/** Writes all of `bytes` to a synchronous writer. */
-function writeAll(w: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+/** Writes all of `bytes` to a synchronous writer (a file, stdout, stderr). */
+export function writeAllSync(w: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
   let off = 0;
   while (off < bytes.length) off += w.writeSync(bytes.subarray(off));
 }
@@ -195,7 +195,7 @@ export class AppLog implements EventLog {
       pendingChars = 0;
       if (stderr) {
         try {
-          writeAll(Deno.stderr, encoder.encode(text));
+          writeAllSync(Deno.stderr, encoder.encode(text));
         } catch { /* stderr closed: keep the file log */ }
       }
       try {

@@ -111,6 +111,34 @@ export interface MessageFacts {
   problems: string[];
 }
 
+/**
+ * Facts with nothing read: every text empty, no mailbox, no attachment. Each decoder starts
+ * from this and fills in what it read.
+ */
+export function emptyFacts(
+  size: number,
+  decoder: MessageFacts["decoder"],
+  headers: HeaderField[] = [],
+  problems: string[] = [],
+): MessageFacts {
+  return {
+    size,
+    subject: "",
+    text: "",
+    html: "",
+    headers,
+    from: [],
+    to: [],
+    cc: [],
+    attachments: [],
+    subjects: [],
+    texts: [],
+    htmls: [],
+    decoder,
+    problems,
+  };
+}
+
 /** Bounds on decoding one message. */
 export interface DecodeLimits {
   /** Bytes of the message parsed (default 1 GiB: all that `smtp.max_message_bytes` admits). */
@@ -190,22 +218,7 @@ export function decodeForNeeds(
     for (const p of headerProblems) if (p && !problems.includes(p)) problems.push(p);
     headers = read.fields;
   }
-  return Promise.resolve({
-    size: raw.length,
-    subject: "",
-    text: "",
-    html: "",
-    headers,
-    from: [],
-    to: [],
-    cc: [],
-    attachments: [],
-    subjects: [],
-    texts: [],
-    htmls: [],
-    decoder: needs,
-    problems,
-  });
+  return Promise.resolve(emptyFacts(raw.length, needs, headers, problems));
 }
 
 /** Decodes `raw` into facts within `limits`; never throws, never rejects. */
@@ -330,11 +343,10 @@ async function parseWithMailparser(
     const cap = (s: string) => capText(s, lim.maxTextChars, problems);
     const html = typeof parsed.html === "string" ? htmlToText(fixIso2022KrText(parsed.html)) : "";
     return {
-      size,
+      ...emptyFacts(size, "mailparser", headers, problems),
       subject: cap(fixIso2022KrText(parsed.subject ?? "")),
       text: cap(fixIso2022KrText(parsed.text ?? "")),
       html: cap(html),
-      headers,
       from: mailboxes(parsed.from),
       to: mailboxes(parsed.to),
       cc: mailboxes(parsed.cc),
@@ -346,11 +358,6 @@ async function parseWithMailparser(
           : "application/octet-stream",
         size: typeof a.size === "number" ? a.size : a.content?.length ?? 0,
       })),
-      subjects: [],
-      texts: [],
-      htmls: [],
-      decoder: "mailparser",
-      problems,
     };
   } finally {
     clearTimeout(timer);
@@ -369,20 +376,12 @@ function plainFacts(
   const fix = (list: Mailbox[]) =>
     list.map((m) => ({ name: fixIso2022KrText(m.name), address: m.address }));
   return {
-    size,
+    ...emptyFacts(size, "plain", headers, problems),
     subject: cap(fixIso2022KrText(plain.subject)),
     text: cap(fixIso2022KrText(plain.text)),
-    html: "",
-    headers,
     from: fix(plain.from),
     to: fix(plain.to),
     cc: fix(plain.cc),
-    attachments: [],
-    subjects: [],
-    texts: [],
-    htmls: [],
-    decoder: "plain",
-    problems,
   };
 }
 
@@ -443,20 +442,10 @@ function fallbackFacts(
   const isHtml = ctype.startsWith("text/html");
   const cap = (s: string) => capText(s, lim.maxTextChars, problems);
   return {
-    size,
+    ...emptyFacts(size, "fallback", headers, problems),
     subject: cap(header("subject")),
     text: isHtml ? "" : cap(text),
     html: isHtml ? cap(htmlToText(text)) : "",
-    headers,
-    from: [],
-    to: [],
-    cc: [],
-    attachments: [],
-    subjects: [],
-    texts: [],
-    htmls: [],
-    decoder: "fallback",
-    problems,
   };
 }
 

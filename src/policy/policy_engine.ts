@@ -100,7 +100,7 @@ import {
 } from "./compile_condition.ts";
 import { domainOf } from "./fields.ts";
 import { Greylist, greylistReply, type GreylistResult } from "./greylist.ts";
-import type { DecodeLimits, MessageFacts } from "./message.ts";
+import { type DecodeLimits, emptyFacts, type MessageFacts } from "./message.ts";
 import { type DecodeNeeds, decodeNeedsOf } from "./decode_needs.ts";
 import { type CompiledList, compileList } from "./named_list.ts";
 import {
@@ -317,22 +317,7 @@ interface CompiledRule {
 }
 
 /** Message facts for evaluating envelope-only conditions at RCPT time (no content yet). */
-const NO_CONTENT: MessageFacts = Object.freeze({
-  size: 0,
-  subject: "",
-  text: "",
-  html: "",
-  headers: [],
-  from: [],
-  to: [],
-  cc: [],
-  attachments: [],
-  subjects: [],
-  texts: [],
-  htmls: [],
-  decoder: "fallback",
-  problems: [],
-}) as unknown as MessageFacts;
+const NO_CONTENT: MessageFacts = Object.freeze(emptyFacts(0, "fallback"));
 
 const TERMINAL: ReadonlySet<Action["type"]> = new Set([
   "forward",
