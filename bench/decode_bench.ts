@@ -9,32 +9,21 @@
  * Run: `deno run -A bench/decode_bench.ts [ROUNDS]` (default 2000). Prints median, p99 and mean
  * in microseconds, after 200 warm-up rounds.
  */
-import type { EventLog } from "../src/log/log.ts";
 import { simpleParser } from "mailparser";
 import { decodeMessage, type MimeParser } from "../src/policy/message.ts";
 import { PolicyEngine } from "../src/policy/policy_engine.ts";
-import type { Envelope } from "../src/policy/verdict.ts";
 import type { Rule } from "../src/policy/rule.ts";
 import { CONTENT_DEFAULTS } from "../src/config/defaults.ts";
-import { keywordRules, textMessage, timeAsync } from "./bench_inputs.ts";
+import { benchEnvelope, keywordRules, SILENT_LOG, textMessage, timeAsync } from "./bench_inputs.ts";
 
 const ROUNDS = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 2000);
 
 const raw = textMessage(10);
 
 const rules = keywordRules(10);
-const log: EventLog = { event() {} } as unknown as EventLog;
+const log = SILENT_LOG;
 const engine = new PolicyEngine(rules, log);
-const envelope: Envelope = {
-  mailFrom: "alice@example.org",
-  rcptTo: ["bob@example.net"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
-  helo: "mx.example.org",
-  tls: false,
-  sessionId: "b",
-  transactionId: "b.1",
-};
+const envelope = benchEnvelope();
 
 const measure = (name: string, f: () => Promise<unknown>) =>
   timeAsync(name, ROUNDS, f, { warmup: 200, bytes: raw.length });

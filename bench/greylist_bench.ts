@@ -22,7 +22,7 @@ import { Greylist } from "../src/policy/greylist.ts";
 import { PolicyEngine } from "../src/policy/policy_engine.ts";
 import type { Envelope } from "../src/policy/verdict.ts";
 import { StateStore } from "../src/state/state_store.ts";
-import { timeSync } from "./bench_inputs.ts";
+import { benchEnvelope, timeSync } from "./bench_inputs.ts";
 
 const fillAt = Deno.args.indexOf("--fill");
 const FILL = fillAt >= 0 ? Number(Deno.args[fillAt + 1]) : 10_000;
@@ -39,16 +39,7 @@ rules:
     when: { authenticated: false }
     action: greylist
 `;
-const envelope: Envelope = {
-  mailFrom: "alice@example.org",
-  rcptTo: ["bob@corp.example"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
-  helo: "mx.example.org",
-  tls: false,
-  sessionId: "b",
-  transactionId: "b.1",
-};
+const envelope: Envelope = { ...benchEnvelope(), rcptTo: ["bob@corp.example"] };
 
 const measure = (name: string, f: (i: number) => unknown) => timeSync(name, ROUNDS, f);
 

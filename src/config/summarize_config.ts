@@ -5,6 +5,7 @@
 import type { SsgConfig } from "./config.ts";
 import { GREYLIST_DEFAULTS } from "./defaults.ts";
 import { describeAuthLeaf } from "../policy/auth_condition.ts";
+import { describeRspamdLeaf } from "../policy/compile_condition.ts";
 import {
   type Action,
   authLeaves,
@@ -302,14 +303,8 @@ export function describeCondition(c: Condition): string {
         : c.value
         ? "virus"
         : "no virus";
-    case "rspamd": {
-      const parts: string[] = [];
-      if (c.scoreAtLeast !== undefined) parts.push(`score ≥ ${c.scoreAtLeast}`);
-      if (c.scoreBelow !== undefined) parts.push(`score < ${c.scoreBelow}`);
-      if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
-      if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
-      return `rspamd ${parts.join(" and ")}`;
-    }
+    case "rspamd":
+      return describeRspamdLeaf(c);
     case "dnsbl": {
       const parts: string[] = [];
       if (c.scoreAtLeast !== undefined) parts.push(`dnsbl score ≥ ${c.scoreAtLeast}`);

@@ -29,7 +29,7 @@ import {
   listWordIn,
 } from "./named_list.ts";
 import { guardRegex, runGuarded } from "./regex_guard.ts";
-import type { Condition, FieldCondition, FieldName } from "./rule.ts";
+import type { Condition, FieldCondition, FieldName, RspamdCondition } from "./rule.ts";
 import type { ScanResult } from "../engines/clamd_client.ts";
 import { describeResult, type RspamdResult } from "../engines/rspamd_client.ts";
 import { describeLookup, type DnsblResult } from "../engines/dns/dnsbl_checker.ts";
@@ -328,14 +328,9 @@ export function compileNode(c: Condition, env: CompileEnv = EMPTY_ENV): Compiled
       });
     }
     case "rspamd": {
-      const parts: string[] = [];
-      if (c.scoreAtLeast !== undefined) parts.push(`score ≥ ${c.scoreAtLeast}`);
-      if (c.scoreBelow !== undefined) parts.push(`score < ${c.scoreBelow}`);
-      if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
-      if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
       const wanted = c.symbols?.map((s) => s.toUpperCase());
       return leaf({
-        describe: `rspamd ${parts.join(" and ")}`,
+        describe: describeRspamdLeaf(c),
         run: (ctx) => {
           const r = ctx.hooks.rspamd;
           if (!r) return { match: null, detail: "not scored: rspamd is never true" };
@@ -617,4 +612,14 @@ function around(text: string, at: number, len: number): string {
   const to = Math.min(text.length, at + len + 20);
   return (from > 0 ? "…" : "") + text.slice(from, Math.min(to, from + 80)) +
     (to < text.length ? "…" : "");
+}
+
+/** How an `rspamd` condition reads in logs, `ssg explain` and the configuration summary. */
+export function describeRspamdLeaf(c: RspamdCondition): string {
+  const parts: string[] = [];
+  if (c.scoreAtLeast !== undefined) parts.push(`score ≥ ${c.scoreAtLeast}`);
+  if (c.scoreBelow !== undefined) parts.push(`score < ${c.scoreBelow}`);
+  if (c.actions) parts.push(`action ${c.actions.map((a) => JSON.stringify(a)).join(" or ")}`);
+  if (c.symbols) parts.push(`symbol ${c.symbols.join(" or ")}`);
+  return `rspamd ${parts.join(" and ")}`;
 }
