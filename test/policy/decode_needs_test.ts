@@ -9,18 +9,14 @@ import { decodeNeedsOf } from "../../src/policy/decode_needs.ts";
 import type { Rule } from "../../src/policy/rule.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope } from "../../src/policy/verdict.ts";
+import { policyEnvelope } from "./policy_helpers.ts";
 
 const enc = new TextEncoder();
-const ENVELOPE: Envelope = {
+const ENVELOPE: Envelope = policyEnvelope({
   mailFrom: "promo@sender.example",
   rcptTo: ["user@example.net"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
   helo: "sender.example",
-  tls: false,
-  sessionId: "S1",
-  transactionId: "S1.1",
-};
+});
 
 function config(rules: string, content = "") {
   return parseConfig(

@@ -11,21 +11,17 @@ import { MemoryLog } from "../../src/log/log.ts";
 import { explainCommand } from "../../src/policy/explain.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope, Verdict } from "../../src/policy/verdict.ts";
+import { policyEnvelope } from "./policy_helpers.ts";
 
 const DIR = new URL("../fixtures/evasion/", import.meta.url);
 const RULES_PATH = new URL("rules.yaml", DIR).pathname;
 const RULES = Deno.readTextFileSync(RULES_PATH);
 
-const ENVELOPE: Envelope = {
+const ENVELOPE: Envelope = policyEnvelope({
   mailFrom: "promo@sender.example",
   rcptTo: ["user@example.net"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
   helo: "sender.example",
-  tls: false,
-  sessionId: "S1",
-  transactionId: "S1.1",
-};
+});
 
 function message(file: string): Uint8Array {
   const raw = Deno.readFileSync(new URL(file, DIR));

@@ -13,6 +13,7 @@ import { explainMessage, renderExplanation } from "../../src/policy/explain.ts";
 import { Greylist, tripletNetwork } from "../../src/policy/greylist.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope } from "../../src/policy/verdict.ts";
+import { policyEnvelope } from "./policy_helpers.ts";
 import { StateStore } from "../../src/state/state_store.ts";
 
 const T0 = Date.UTC(2026, 10, 30, 8, 0, 0);
@@ -233,16 +234,7 @@ Deno.test("Greylist: at most max_entries triplets (the soonest expiring go first
 
 // ---- through the policy engine ---------------------------------------------------------------
 
-const ENVELOPE: Envelope = {
-  mailFrom: "alice@example.com",
-  rcptTo: ["bob@corp.example"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
-  helo: "mail.example.com",
-  tls: false,
-  sessionId: "S1",
-  transactionId: "S1.1",
-};
+const ENVELOPE: Envelope = policyEnvelope({ rcptTo: ["bob@corp.example"] });
 const enc = (s: string) => new TextEncoder().encode(s);
 const MESSAGE = enc("From: <alice@example.com>\r\nSubject: minutes\r\n\r\nHello.\r\n");
 

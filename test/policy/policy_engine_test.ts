@@ -3,21 +3,13 @@ import { parseConfig } from "../../src/config/load_config.ts";
 import { MemoryLog } from "../../src/log/log.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope, Verdict } from "../../src/policy/verdict.ts";
+import { policyEnvelope } from "./policy_helpers.ts";
 
 const FIXTURES = new URL("../fixtures/messages/", import.meta.url);
 const fixture = (name: string) => Deno.readFileSync(new URL(name, FIXTURES));
 const enc = new TextEncoder();
 
-const ENVELOPE: Envelope = {
-  mailFrom: "alice@example.com",
-  rcptTo: ["bob@example.net"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
-  helo: "mail.example.com",
-  tls: false,
-  sessionId: "S1",
-  transactionId: "S1.1",
-};
+const ENVELOPE: Envelope = policyEnvelope();
 
 function engineFor(rulesYaml: string, log = new MemoryLog()) {
   const cfg = parseConfig(`gateway:\n  protect: [198.51.100.0/24]\nrules:\n${rulesYaml}`, "t.yaml");

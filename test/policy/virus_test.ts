@@ -11,21 +11,13 @@ import { MemoryLog } from "../../src/log/log.ts";
 import { explainMessage, renderExplanation } from "../../src/policy/explain.ts";
 import { PolicyEngine } from "../../src/policy/policy_engine.ts";
 import type { Envelope } from "../../src/policy/verdict.ts";
+import { policyEnvelope } from "./policy_helpers.ts";
 import { EICAR, MARKER, messageWithAttachment, startClamd } from "../engines/clamd_fixture.ts";
 
 const CRLF = "\r\n";
 const enc = (s: string) => new TextEncoder().encode(s);
 
-const ENVELOPE: Envelope = {
-  mailFrom: "alice@example.com",
-  rcptTo: ["bob@example.net"],
-  client: { ip: "192.0.2.10", port: 40000 },
-  server: { ip: "198.51.100.25", port: 25 },
-  helo: "mail.example.com",
-  tls: false,
-  sessionId: "S1",
-  transactionId: "S1.1",
-};
+const ENVELOPE: Envelope = policyEnvelope();
 
 const VIRUS_RULES = `rules:
   - name: no-viruses
