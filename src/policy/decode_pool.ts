@@ -23,7 +23,7 @@ import {
   DEFAULT_DECODE_LIMITS,
   type MessageFacts,
 } from "./message.ts";
-import { readPlainMessage } from "./plain_message.ts";
+import { hasPlainHeader } from "./plain_message.ts";
 import type { DecodeNeeds } from "./decode_needs.ts";
 
 /** One decoding job. */
@@ -90,8 +90,9 @@ export function cheaperHere(req: DecodeRequest): boolean {
   if (req.raw.length > DECODE_HERE_MAX_BYTES) return false;
   if (req.needs !== "full") return true;
   const lim = { ...DEFAULT_DECODE_LIMITS, ...req.limits };
-  // Kept for the decode that follows at once (the same bytes are not read twice).
-  return readPlainMessage(req.raw, lim.maxHeaderBytes, lim.maxHeaders, true) !== undefined;
+  // The header decides (its body is read once, by the decode); a plain header over a body that
+  // is not UTF-8 goes through mailparser here, within the size bound above.
+  return hasPlainHeader(req.raw, lim.maxHeaderBytes, lim.maxHeaders);
 }
 
 /** Extra time a worker gets past the decode budget before it is given up on. */

@@ -56,43 +56,50 @@ const PLAIN_ENCODING = /^(?:7bit|8bit|binary)$/i;
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
- * The last reading asked to be kept (`keep`), handed to the next call for the same bytes and
- * bounds (the decode pool reads a message to choose where to decode it, then decodes it at once:
- * the second read is this one). One entry, taken when used.
- */
-let kept:
-  | { bytes: Uint8Array; maxHeaderBytes: number; maxHeaders: number; reading?: PlainReading }
-  | undefined;
-
-/**
  * mailparser's reading of `bytes` when the message is plain (see the module header), else
- * undefined. Never throws. With `keep`, the result is also kept for the next call on the same
- * bytes (see `kept`).
+ * undefined. Never throws.
  */
 export function readPlainMessage(
   bytes: Uint8Array,
   maxHeaderBytes: number,
   maxHeaders: number,
-  keep = false,
 ): PlainReading | undefined {
-  const k = kept;
-  if (
-    k !== undefined && k.bytes === bytes && k.maxHeaderBytes === maxHeaderBytes &&
-    k.maxHeaders === maxHeaders
-  ) {
-    kept = undefined;
-    return k.reading;
+  const head = readPlainHeader(bytes, maxHeaderBytes, maxHeaders);
+  if (!head) return undefined;
+  let text: string;
+  try {
+    text = utf8.decode(bytes.subarray(head.bodyStart));
+  } catch {
+    return undefined; // not UTF-8: mailparser's replacement characters are its own business
   }
-  const reading = read(bytes, maxHeaderBytes, maxHeaders);
-  kept = keep ? { bytes, maxHeaderBytes, maxHeaders, reading } : undefined;
-  return reading;
+  const fields = head.fields;
+  return {
+    subject: fields.get("subject") ?? "",
+    text: text.replace(/\r?\n/g, "\n"),
+    from: mailboxes(fields.get("from")),
+    to: mailboxes(fields.get("to")),
+    cc: mailboxes(fields.get("cc")),
+  };
 }
 
-function read(
+/**
+ * Whether the header section of `bytes` is a plain message's (everything `readPlainMessage`
+ * checks but the body's UTF-8): a cheap test of where a message is best decoded.
+ */
+export function hasPlainHeader(
   bytes: Uint8Array,
   maxHeaderBytes: number,
   maxHeaders: number,
-): PlainReading | undefined {
+): boolean {
+  return readPlainHeader(bytes, maxHeaderBytes, maxHeaders) !== undefined;
+}
+
+/** The fields a plain message's reading needs and where its body starts; undefined if not plain. */
+function readPlainHeader(
+  bytes: Uint8Array,
+  maxHeaderBytes: number,
+  maxHeaders: number,
+): { fields: Map<string, string>; bodyStart: number } | undefined {
   const fields = new Map<string, string>();
   let count = 0;
   let name = "";
@@ -156,19 +163,7 @@ function read(
   for (const f of ["from", "to", "cc"]) {
     if (/xn--/i.test(fields.get(f) ?? "")) return undefined; // mailparser would decode punycode
   }
-  let text: string;
-  try {
-    text = utf8.decode(bytes.subarray(i));
-  } catch {
-    return undefined; // not UTF-8: mailparser's replacement characters are its own business
-  }
-  return {
-    subject: fields.get("subject") ?? "",
-    text: text.replace(/\r?\n/g, "\n"),
-    from: mailboxes(fields.get("from")),
-    to: mailboxes(fields.get("to")),
-    cc: mailboxes(fields.get("cc")),
-  };
+  return { fields, bodyStart: i };
 }
 
 function ascii(bytes: Uint8Array, from: number, to: number): string {
