@@ -188,6 +188,16 @@ export interface RelayConfig {
   sourceProbeTimeout?: number;
   /** `relay.source_fallback_ttl`: how long a server stays in the fallback, s (default 600). */
   sourceFallbackTtl?: number;
+  /**
+   * `relay.reuse_idle`: how long a connection to the server is kept open after a session for the
+   * next session, s (default 2; 0: never reused). Only connections that left with the gateway's
+   * address are kept (src/smtp/relay_pool.ts).
+   */
+  reuseIdle?: number;
+  /** `relay.reuse_sessions`: most client sessions one connection serves (default 100). */
+  reuseSessions?: number;
+  /** `relay.reuse_time`: after this many seconds a connection is not kept again (default 300). */
+  reuseTime?: number;
 }
 
 /** Where and how much to log. */

@@ -66,6 +66,18 @@ export const RELAY_DEFAULTS: Readonly<RelayConfig> = Object.freeze({
   starttls: "opportunistic",
 });
 
+/** Defaults of `relay.reuse_idle`, `reuse_sessions`, `reuse_time` (s, sessions, s). */
+export const RELAY_REUSE_DEFAULTS = Object.freeze({ idle: 2, sessions: 100, time: 300 });
+
+/** The reuse limits a relay configuration sets, defaults applied (idle 0: no reuse). */
+export function reuseLimits(config: RelayConfig): { idle: number; sessions: number; time: number } {
+  return {
+    idle: config.reuseIdle ?? RELAY_REUSE_DEFAULTS.idle,
+    sessions: config.reuseSessions ?? RELAY_REUSE_DEFAULTS.sessions,
+    time: config.reuseTime ?? RELAY_REUSE_DEFAULTS.time,
+  };
+}
+
 /**
  * Defaults of `content:`. Quarantine, not forward: a message SSG could not read may carry what a
  * rule forbids, and forwarding it is the bypass issue 8 closes; not reject or tempfail either,

@@ -132,6 +132,9 @@ const RELAY_KEYS = [
   "source_ports",
   "source_probe_timeout",
   "source_fallback_ttl",
+  "reuse_idle",
+  "reuse_sessions",
+  "reuse_time",
 ] as const;
 const LOG_KEYS = ["file", "level"] as const;
 
@@ -697,6 +700,24 @@ function readRelay(node: YNode, present: boolean, r: YamlReader, keyNode: YNode)
     ) ?? c.starttls;
   }
   readRelaySource(f, c, r);
+  if (f.has("reuse_idle")) {
+    const v = r.duration(f.get("reuse_idle"), `"relay.reuse_idle"`, 0, 300, f.key("reuse_idle"));
+    if (v !== undefined) c.reuseIdle = v;
+  }
+  if (f.has("reuse_sessions")) {
+    const v = r.int(
+      f.get("reuse_sessions"),
+      `"relay.reuse_sessions"`,
+      1,
+      100_000,
+      f.key("reuse_sessions"),
+    );
+    if (v !== undefined) c.reuseSessions = v;
+  }
+  if (f.has("reuse_time")) {
+    const v = r.duration(f.get("reuse_time"), `"relay.reuse_time"`, 1, 86400, f.key("reuse_time"));
+    if (v !== undefined) c.reuseTime = v;
+  }
   return r.issues.length === before ? c : undefined;
 }
 

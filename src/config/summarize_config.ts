@@ -2,8 +2,8 @@
  * The human summary `ssg check FILE` prints for a valid rule file: what is protected, which
  * ports, where diverted flows are answered, the limits in force, and the rules in order.
  */
-import type { SsgConfig } from "./config.ts";
-import { GREYLIST_DEFAULTS } from "./defaults.ts";
+import type { RelayConfig, SsgConfig } from "./config.ts";
+import { GREYLIST_DEFAULTS, reuseLimits } from "./defaults.ts";
 import { describeAuthLeaf } from "../policy/auth_condition.ts";
 import { describeRspamdLeaf } from "../policy/compile_condition.ts";
 import {
@@ -68,6 +68,7 @@ export function summarizeConfig(cfg: SsgConfig): string {
         : ""
     }`,
     describeRelaySource(relaySourceSettings(r)),
+    describeReuse(r),
     s.tls
       ? `smtp tls: STARTTLS offered; cert ${s.tls.certFile} (${s.tls.subject}, valid to ${s.tls.validTo}), key ${s.tls.keyFile}`
       : `smtp tls: off (STARTTLS not offered: set smtp.tls.cert and smtp.tls.key)`,
@@ -326,4 +327,15 @@ function wrap(c: Condition, parent: "all" | "any"): string {
   return (c.kind === "all" || c.kind === "any") && c.kind !== parent && c.conditions.length > 1
     ? `(${text})`
     : text;
+}
+
+/** The `relay.reuse_*` line of the summary. */
+function describeReuse(r: RelayConfig): string {
+  const l = reuseLimits(r);
+  if (l.idle <= 0) return "relay reuse: off (one connection to the server per session)";
+  const applies = r.source === "gateway"
+    ? ""
+    : " (applies with relay.source: gateway only; now every session opens its own)";
+  return `relay reuse: idle connections kept ${formatDuration(l.idle)} for the next session, ` +
+    `at most ${l.sessions} sessions and ${formatDuration(l.time)} each${applies}`;
 }

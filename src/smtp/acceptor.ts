@@ -21,6 +21,7 @@ import type { SessionIo } from "./session_io.ts";
 import type { SessionContext } from "./session_context.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { Admission, clientNetwork, type Ticket } from "./admission.ts";
+import { RelayPool } from "./relay_pool.ts";
 import { ServerProfiles } from "./server_profiles.ts";
 import { connectTcp } from "./relay_connector.ts";
 
@@ -75,6 +76,8 @@ export class Acceptor {
   #sessions = new Map<string, { conn: Deno.Conn; done: Promise<unknown> }>();
   /** What each protected server looks like (greeting, EHLO), shared by all sessions. */
   #profiles: ServerProfiles;
+  /** Relay connections kept open between sessions (relay_pool.ts). */
+  #relayPool = new RelayPool();
   /** The connection limits, shedding and stress (see `admission.ts`). */
   #admission: Admission;
   /** "limit network" pairs already logged as refused in this pressure interval. */
@@ -141,6 +144,7 @@ export class Acceptor {
       sessionsActive: this.#sessions.size,
       sessionsHeld: this.#admission.held,
       inflightBytes: this.#memory.used,
+      ...this.#relayPool.stats(),
     };
   }
 
@@ -282,6 +286,7 @@ export class Acceptor {
       actions: this.#opts.actions,
       memory: this.#memory,
       profiles: this.#profiles,
+      relayPool: this.#relayPool,
       clientDone: release,
     }).then((summary) => {
       const t = this.#totals;
@@ -324,6 +329,7 @@ export class Acceptor {
       clearTimeout(timer);
       for (const s of this.#sessions.values()) safeClose(s.conn);
       await all;
+      await this.#relayPool.close();
       this.#resolveClosed();
     })();
     return this.#closing;

@@ -147,6 +147,14 @@ export class RelayClient {
   #announceNote: string | undefined;
   /** XFORWARD line sent before every MAIL (its attributes last one transaction). */
   #xforward: string | undefined;
+  /** Commands written whose reply is not read yet (a connection with one is never reused). */
+  #pending = 0;
+  /** AUTH was sent: the server's session belongs to one client and is never reused. */
+  #private = false;
+  /** Client sessions this connection has served (see relay_pool.ts). */
+  #sessions = 1;
+  /** When it was opened (performance.now()). */
+  readonly openedAt = performance.now();
 
   private constructor(io: SessionIo, config: RelayConfig) {
     this.#io = io;
@@ -304,6 +312,43 @@ export class RelayClient {
     return this.#usable;
   }
 
+  /** Client sessions this connection has served (1 until it is reused). */
+  get sessions(): number {
+    return this.#sessions;
+  }
+
+  /**
+   * Whether another client's session may use this connection after this one (relay_pool.ts):
+   * it is usable, left with the gateway's address (a connection with the client's address is
+   * that client's), has no command waiting for its reply (replies stay in step), and never
+   * carried AUTH (the server's session would stay authenticated as this client).
+   */
+  get reusable(): boolean {
+    return this.#usable && this.#source === "gateway" && this.#pending === 0 && !this.#private;
+  }
+
+  /**
+   * Hands this connection, idle between transactions, to the session of client `id`: the
+   * identity the server was told is replaced — XCLIENT again (Postfix allows it outside a
+   * transaction; access was decided at connect), or the next XFORWARD line — and the session
+   * count goes up. Throws RelayError when the server refuses the new identity: the connection
+   * must then be closed, never used with the previous client's identity.
+   */
+  async reannounce(id: ClientIdentity, hostname: string): Promise<void> {
+    this.#sessions++;
+    if (this.#announced === "xclient") {
+      this.#announced = "none";
+      const how = await this.announceClient(id, hostname);
+      if (how !== "xclient") {
+        this.close();
+        throw new RelayError("refused", `XCLIENT refused on a reused connection (${how})`);
+      }
+    } else if (this.#announced === "xforward") {
+      const offered = attributeSet(this.#extensions.get("XFORWARD") ?? "");
+      this.#xforward = "XFORWARD " + identityAttributes(id, offered, false).join(" ");
+    }
+  }
+
   /**
    * Sends MAIL FROM, passing SIZE/BODY only when the server advertised SIZE and 8BITMIME.
    * SMTPUTF8, RET and ENVID are passed verbatim when given: the session checks first (with
@@ -357,8 +402,7 @@ export class RelayClient {
     const go = await this.command("DATA");
     if (go.code !== 354) return go;
     const dataMs = secondsToMs(this.#config.dataTimeout);
-    await this.#write(dotStuff(...content), dataMs);
-    return await this.#readReply(dataMs);
+    return await this.#exchange(dotStuff(...content), dataMs, dataMs);
   }
 
   /**
@@ -378,8 +422,7 @@ export class RelayClient {
       o += c.length;
     }
     const dataMs = secondsToMs(this.#config.dataTimeout);
-    await this.#write(out, dataMs);
-    return await this.#readReply(dataMs);
+    return await this.#exchange(out, dataMs, dataMs);
   }
 
   /** Sends one command line (CRLF added) and reads the reply within `replyTimeout`. */
@@ -387,15 +430,25 @@ export class RelayClient {
     if (!this.#usable) throw new RelayError("closed", "Relay connection is not usable");
     const ms = secondsToMs(this.#config.replyTimeout);
     if (this.#xforward !== undefined && line.startsWith("MAIL ")) await this.#sendXforward(ms);
-    await this.#write(encoder.encode(line + "\r\n"), ms);
-    return await this.#readReply(ms);
+    if (/^AUTH /i.test(line)) this.#private = true;
+    return await this.#exchange(encoder.encode(line + "\r\n"), ms, ms);
+  }
+
+  /** Writes `bytes` and reads one reply; counted in `#pending` until the reply is in. */
+  async #exchange(bytes: Uint8Array, writeMs: number, replyMs: number): Promise<SmtpReply> {
+    this.#pending++;
+    try {
+      await this.#write(bytes, writeMs);
+      return await this.#readReply(replyMs);
+    } finally {
+      this.#pending--;
+    }
   }
 
   /** XFORWARD before a MAIL; a refusal stops further XFORWARDs (the mail still goes). */
   async #sendXforward(ms: number): Promise<void> {
     const line = this.#xforward!;
-    await this.#write(encoder.encode(line + "\r\n"), ms);
-    const r = await this.#readReply(ms);
+    const r = await this.#exchange(encoder.encode(line + "\r\n"), ms, ms);
     if (r.code !== 250) {
       this.#xforward = undefined;
       this.#announced = "none";

@@ -1,13 +1,16 @@
 /**
- * The session's connection to the protected server: opened on first need, reused across the
- * session's transactions, reset when a transaction is abandoned, and dropped (with 421 to the
- * client) when the server goes away.
+ * The session's connection to the protected server: opened on first need (or taken from the
+ * connections earlier sessions left idle, relay_pool.ts, when MAIL needs it), reused across the
+ * session's transactions, reset when a transaction is abandoned, dropped (with 421 to the
+ * client) when the server goes away, and at the session's end either kept for the next session
+ * or closed with QUIT (`release`).
  *
  * Trusts: the server's replies only through `RelayClient` (codes checked, text sanitised).
  * Limits: every wait is the relay's (connect, reply and data timeouts in `relay:`). Any failure
  * to reach the server is a 4xx to the client, never a 250 (nothing is lost; the client retries).
  */
 import { type MailParams, RelayClient, RelayError } from "./relay_client.ts";
+import { RelayPool } from "./relay_pool.ts";
 import { reply, type SmtpReply } from "./reply.ts";
 import type { SessionCore } from "./session_core.ts";
 
@@ -18,18 +21,28 @@ export class ServerLink {
   relay: RelayClient | undefined;
   /** Whether the server holds a MAIL of ours that needs an RSET. */
   inTransaction = false;
+  /** The relay was taken from the pool and has not answered a command for this session yet. */
+  #fromPool = false;
 
   /** A link for the session `core`. */
   constructor(core: SessionCore) {
     this.#core = core;
   }
 
-  /** The relay client, connected on first use; undefined (and 451 sent) when unreachable. */
-  async open(): Promise<RelayClient | undefined> {
+  /**
+   * The relay client, connected on first use; undefined (and 451 sent) when unreachable.
+   * `pooled`: a connection an earlier session left idle may be used (only MAIL asks: it alone
+   * retries on a new connection when the idle one turns out closed).
+   */
+  async open(pooled = false): Promise<RelayClient | undefined> {
     if (this.relay?.usable) return this.relay;
     this.relay = undefined;
     this.inTransaction = false;
     try {
+      if (pooled) {
+        const kept = await this.#takeKept();
+        if (kept) return kept;
+      }
       return await this.connect();
     } catch (e) {
       this.error(e, "connect");
@@ -55,6 +68,7 @@ export class ServerLink {
     });
     this.relay = relay;
     this.inTransaction = false;
+    this.#fromPool = false;
     // Every connection refreshes what SSG knows of the server (hello_phase.ts mirrors it).
     ctx.profiles?.learn(ctx.server, {
       greeting: relay.greeting?.lines ?? [],
@@ -82,6 +96,68 @@ export class ServerLink {
       }, "warning");
     }
     return relay;
+  }
+
+  /** The pool key of this session's server, when its connections may be kept (gateway source). */
+  #poolKey(): string | undefined {
+    const ctx = this.#core.ctx;
+    if (!ctx.relayPool || ctx.relay.source !== "gateway") return undefined;
+    return RelayPool.key(ctx.server, ctx.hostname);
+  }
+
+  /** An idle connection of an earlier session, announced for this client; undefined if none. */
+  async #takeKept(): Promise<RelayClient | undefined> {
+    const ctx = this.#core.ctx;
+    const key = this.#poolKey();
+    const relay = key ? ctx.relayPool!.take(key, ctx.relay) : undefined;
+    if (!relay) return undefined;
+    const t0 = performance.now();
+    try {
+      await relay.reannounce(
+        { ...ctx.client, helo: this.#core.helo, proto: this.#core.protocol },
+        ctx.hostname,
+      );
+    } catch (e) {
+      // Refused or gone: never used with the previous client's identity; a new one is opened.
+      relay.close();
+      this.error(e, "reuse");
+      return undefined;
+    }
+    this.relay = relay;
+    this.inTransaction = false;
+    this.#fromPool = true;
+    ctx.log.event("relay.reuse", {
+      session: ctx.id,
+      server: `${ctx.server.ip}:${ctx.server.port}`,
+      ms: Math.round(performance.now() - t0),
+      sessions: relay.sessions,
+      age_s: Math.round((performance.now() - relay.openedAt) / 1000),
+      tls: relay.tls ? `${relay.tls.protocol} ${relay.tls.cipher}` : "none",
+      announced: relay.announced,
+    }, "debug");
+    return relay;
+  }
+
+  /**
+   * The session is over: its connection is kept for the next session when it may be (relay_pool
+   * module doc; an open transaction is reset first), else closed with QUIT. Never throws.
+   */
+  async release(): Promise<void> {
+    const relay = this.relay;
+    if (!relay) return;
+    const key = this.#poolKey();
+    if (key && relay.reusable) {
+      await this.reset();
+      if (
+        this.relay === relay && relay.reusable &&
+        this.#core.ctx.relayPool!.give(key, relay, this.#core.ctx.relay)
+      ) {
+        this.relay = undefined;
+        return;
+      }
+    }
+    this.relay = undefined;
+    await relay.quit();
   }
 
   /** Logs a relay failure. */
@@ -150,9 +226,13 @@ export class ServerLink {
    */
   async mail(address: string, params: MailParams): Promise<SmtpReply | undefined> {
     for (let attempt = 0; attempt < 2; attempt++) {
-      const reused = this.relay?.usable === true;
-      const relay = await this.open();
+      const idle = this.relay?.usable === true;
+      // A second attempt never takes another idle connection: it may be as dead as the first.
+      const relay = await this.open(attempt === 0);
       if (!relay) return undefined;
+      const fromPool = this.#fromPool;
+      this.#fromPool = false;
+      const reused = idle || fromPool;
       const lacking = relay.lacks(params);
       // Offered from a cached profile, gone from the server now: refused as the server would
       // refuse an unknown parameter — never dropped (a DSN request lost) or sent regardless.
@@ -164,6 +244,7 @@ export class ServerLink {
         if (reused && attempt === 0 && e instanceof RelayError && e.kind === "closed") {
           this.error(e, "mail-on-idle-connection");
           relay.close();
+          if (fromPool) this.#stale();
           continue;
         }
         this.lost(e, "mail");
@@ -172,11 +253,18 @@ export class ServerLink {
       if (reused && attempt === 0 && r.code === 421) {
         this.error(new RelayError("closed", "Server closed the idle connection"), "mail");
         relay.close();
+        if (fromPool) this.#stale();
         continue;
       }
       return r;
     }
     return undefined; // not reached: the second attempt always returns
+  }
+
+  /** A kept connection was closed by the server: the pool drops its others to that server. */
+  #stale(): void {
+    const key = this.#poolKey();
+    if (key) this.#core.ctx.relayPool!.stale(key);
   }
 }
 

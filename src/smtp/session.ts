@@ -107,7 +107,7 @@ class Session implements CommandHandlers {
     core.tx = undefined; // gives a half-received BDAT message back to the memory budget
     closeQuietly(core.io);
     core.reader.cancel();
-    await this.#link.relay?.quit();
+    await this.#link.release();
     const summary: SessionSummary = {
       id: ctx.id,
       end: core.end ?? "internal-error",

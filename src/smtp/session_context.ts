@@ -15,6 +15,7 @@ import type {
   Verdict,
 } from "../policy/verdict.ts";
 import type { MemoryBudget } from "./memory_budget.ts";
+import type { RelayPool } from "./relay_pool.ts";
 import type { ServerProfiles } from "./server_profiles.ts";
 import type { SessionIo } from "./session_io.ts";
 
@@ -100,6 +101,9 @@ export interface SessionContext {
    * with SSG's own name and fixed extension list (the behaviour before issue 7).
    */
   profiles?: ServerProfiles;
+  /** Relay connections kept between sessions (`relay.reuse_*`, gateway source only); without
+   * it every session opens and closes its own. */
+  relayPool?: RelayPool;
   /** Called once when the session stops talking to the client (its last reply is being sent),
    * before SSG's own teardown (QUIT to the server): the acceptor gives the client's slot back. */
   clientDone?: () => void;

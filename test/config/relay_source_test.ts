@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../../src/config/config_error.ts";
 import { parseConfig, summarizeConfig } from "../../src/config/load_config.ts";
 import { RELAY_SOURCE_DEFAULTS, relaySourceSettings } from "../../src/config/relay_source.ts";
+import { reuseLimits } from "../../src/config/defaults.ts";
 
 const GATEWAY = `gateway:
   protect: [198.51.100.0/24]
@@ -90,4 +91,39 @@ Deno.test("parseConfig() bounds source_probe_timeout at 50 ms..60 s and source_f
     errors(GATEWAY + `relay: { source_fallback_ttl: ${7 * 86400 + 1} }\n`),
     /source_fallback_ttl/,
   );
+});
+
+Deno.test("parseConfig() reads relay.reuse_idle (0..300 s, 0 = off), reuse_sessions (1..100000) and reuse_time (1 s..1 d); defaults 2 s, 100, 300 s", () => {
+  const ok = (yaml: string) => parseConfig(GATEWAY + `relay: { ${yaml} }\n`, "r.yaml").relay;
+  assert.deepEqual(reuseLimits(parseConfig(GATEWAY, "r.yaml").relay), {
+    idle: 2,
+    sessions: 100,
+    time: 300,
+  });
+  assert.deepEqual(
+    reuseLimits(ok("reuse_idle: 500ms, reuse_sessions: 7, reuse_time: 1h")),
+    { idle: 0.5, sessions: 7, time: 3600 },
+  );
+  assert.equal(ok("reuse_idle: 0").reuseIdle, 0);
+  assert.equal(ok("reuse_idle: 300").reuseIdle, 300);
+  const bad = (yaml: string) => errors(GATEWAY + `relay:\n  ${yaml}\n`);
+  assert.match(
+    bad("reuse_idle: 301"),
+    /r\.yaml:4:.*"relay\.reuse_idle" must be from 0 to 300 seconds/,
+  );
+  assert.match(bad("reuse_idle: soon"), /"relay\.reuse_idle" must be a duration/);
+  assert.match(bad("reuse_sessions: 0"), /"relay\.reuse_sessions"/);
+  assert.match(bad("reuse_time: 0"), /"relay\.reuse_time"/);
+});
+
+Deno.test("summarizeConfig() says whether relay connections are reused, and that only the gateway source reuses them", () => {
+  const gw = summarizeConfig(parseConfig(GATEWAY + "relay: { source: gateway }\n", "r.yaml"));
+  assert.match(
+    gw,
+    /^relay reuse: idle connections kept 2s for the next session, at most 100 sessions and 5m each$/m,
+  );
+  const client = summarizeConfig(parseConfig(GATEWAY, "r.yaml"));
+  assert.match(client, /^relay reuse: .*applies with relay\.source: gateway only/m);
+  const off = summarizeConfig(parseConfig(GATEWAY + "relay: { reuse_idle: 0 }\n", "r.yaml"));
+  assert.match(off, /^relay reuse: off/m);
 });

@@ -278,6 +278,14 @@ export class FakeServer {
     });
   }
 
+  /** Closes the connection from the server's side (a restart, an idle timeout). */
+  closeNow(): Promise<void> {
+    try {
+      this.#io.close();
+    } catch { /* closed */ }
+    return this.done;
+  }
+
   async #send(s: string | null): Promise<boolean> {
     if (s === null) return true; // stay silent
     if (s === "close") {
@@ -482,6 +490,8 @@ export interface StartOptions {
   profiles?: SessionContext["profiles"];
   /** Told what the session learns early (client, HELO, sender). */
   prefetch?: SessionContext["prefetch"];
+  /** Relay connections kept between sessions. */
+  relayPool?: SessionContext["relayPool"];
   /** The policy's checks started at MAIL FROM (SPF). */
   startChecks?: SessionContext["startChecks"];
   /** Do not read the greeting first. */
@@ -549,6 +559,7 @@ export async function startSession(o: StartOptions = {}): Promise<Running> {
     profiles: o.profiles,
     prefetch: o.prefetch,
     startChecks: o.startChecks,
+    relayPool: o.relayPool,
     clientDone: events ? () => events.push("client-done") : undefined,
   });
   const greeting = o.noGreeting ? "" : await client.reply();
