@@ -320,30 +320,23 @@ export class RelayClient {
   /**
    * Whether another client's session may use this connection after this one (relay_pool.ts):
    * it is usable, left with the gateway's address (a connection with the client's address is
-   * that client's), has no command waiting for its reply (replies stay in step), and never
-   * carried AUTH (the server's session would stay authenticated as this client).
+   * that client's), has no command waiting for its reply (replies stay in step), never carried
+   * AUTH (the server's session would stay authenticated as this client), and did not announce
+   * its client with XCLIENT (the server's session now IS that client: Postfix 3.7 refuses a
+   * second XCLIENT on it, measured in test/netns/relay_source_test.ts).
    */
   get reusable(): boolean {
-    return this.#usable && this.#source === "gateway" && this.#pending === 0 && !this.#private;
+    return this.#usable && this.#source === "gateway" && this.#pending === 0 && !this.#private &&
+      this.#announced !== "xclient";
   }
 
   /**
-   * Hands this connection, idle between transactions, to the session of client `id`: the
-   * identity the server was told is replaced — XCLIENT again (Postfix allows it outside a
-   * transaction; access was decided at connect), or the next XFORWARD line — and the session
-   * count goes up. Throws RelayError when the server refuses the new identity: the connection
-   * must then be closed, never used with the previous client's identity.
+   * Hands this connection, idle between transactions, to the session of client `id`: with
+   * XFORWARD the next MAIL carries the new client's attributes; the session count goes up.
    */
-  async reannounce(id: ClientIdentity, hostname: string): Promise<void> {
+  reannounce(id: ClientIdentity): void {
     this.#sessions++;
-    if (this.#announced === "xclient") {
-      this.#announced = "none";
-      const how = await this.announceClient(id, hostname);
-      if (how !== "xclient") {
-        this.close();
-        throw new RelayError("refused", `XCLIENT refused on a reused connection (${how})`);
-      }
-    } else if (this.#announced === "xforward") {
+    if (this.#announced === "xforward") {
       const offered = attributeSet(this.#extensions.get("XFORWARD") ?? "");
       this.#xforward = "XFORWARD " + identityAttributes(id, offered, false).join(" ");
     }

@@ -7,9 +7,10 @@
  * Which connections come here: only those that left with the gateway's address (`relay.source:
  * gateway`; with the client's address the connection is that client's own), usable, with no
  * reply outstanding and never used for AUTH (`RelayClient.reusable`), after the session's last
- * transaction ended (the session sends RSET first when one was open). The next session re-announces
- * its own client on it (XCLIENT again, or its XFORWARD line: `RelayClient.reannounce`); a server
- * that refuses gets a fresh connection instead.
+ * transaction ended (the session sends RSET first when one was open). A connection that announced
+ * its client with XCLIENT is not kept: the server's session has become that client's (Postfix
+ * refuses a second XCLIENT there). With XFORWARD the next session's MAIL carries its own client's
+ * attributes (`RelayClient.reannounce`).
  *
  * What it limits: an idle connection is kept at most `reuseIdle` seconds (then QUIT), serves at
  * most `reuseSessions` sessions and lives at most `reuseTime` seconds; at most

@@ -40,7 +40,7 @@ export class ServerLink {
     this.inTransaction = false;
     try {
       if (pooled) {
-        const kept = await this.#takeKept();
+        const kept = this.#takeKept();
         if (kept) return kept;
       }
       return await this.connect();
@@ -106,30 +106,18 @@ export class ServerLink {
   }
 
   /** An idle connection of an earlier session, announced for this client; undefined if none. */
-  async #takeKept(): Promise<RelayClient | undefined> {
+  #takeKept(): RelayClient | undefined {
     const ctx = this.#core.ctx;
     const key = this.#poolKey();
     const relay = key ? ctx.relayPool!.take(key, ctx.relay) : undefined;
     if (!relay) return undefined;
-    const t0 = performance.now();
-    try {
-      await relay.reannounce(
-        { ...ctx.client, helo: this.#core.helo, proto: this.#core.protocol },
-        ctx.hostname,
-      );
-    } catch (e) {
-      // Refused or gone: never used with the previous client's identity; a new one is opened.
-      relay.close();
-      this.error(e, "reuse");
-      return undefined;
-    }
+    relay.reannounce({ ...ctx.client, helo: this.#core.helo, proto: this.#core.protocol });
     this.relay = relay;
     this.inTransaction = false;
     this.#fromPool = true;
     ctx.log.event("relay.reuse", {
       session: ctx.id,
       server: `${ctx.server.ip}:${ctx.server.port}`,
-      ms: Math.round(performance.now() - t0),
       sessions: relay.sessions,
       age_s: Math.round((performance.now() - relay.openedAt) / 1000),
       tls: relay.tls ? `${relay.tls.protocol} ${relay.tls.cipher}` : "none",

@@ -40,7 +40,7 @@ interface PostfixServer extends AsyncDisposable {
   mark(): number;
 }
 
-function mainCf(dir: string, t: Topology): string {
+function mainCf(dir: string, t: Topology, xclient = true): string {
   return `# Written by test/netns/relay_source_test.ts
 compatibility_level = 3.6
 queue_directory = ${dir}/spool
@@ -68,7 +68,7 @@ mynetworks = 127.0.0.0/8 198.51.100.0/24 [2001:db8:25::]/64
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 # The server's own client blacklist (check_client_access): one client address it refuses.
 smtpd_client_restrictions = check_client_access inline:{ 192.0.2.11=REJECT }
-smtpd_authorized_xclient_hosts = ${t.addr.gwServer4} [${t.addr.gwServer6}]
+smtpd_authorized_xclient_hosts = ${xclient ? `${t.addr.gwServer4} [${t.addr.gwServer6}]` : ""}
 smtpd_authorized_xforward_hosts = ${t.addr.gwServer4} [${t.addr.gwServer6}]
 smtpd_client_port_logging = yes
 smtpd_peername_lookup = no
@@ -92,13 +92,13 @@ function masterCf(template: string): string {
   }).join("\n");
 }
 
-async function startPostfixServer(w: World): Promise<PostfixServer> {
+async function startPostfixServer(w: World, xclient = true): Promise<PostfixServer> {
   const t = w.t;
   const dir = join(w.dir, "postfix");
   await Deno.mkdir(join(dir, "spool"), { recursive: true });
   await Deno.chmod(w.dir, 0o755);
   await Deno.chmod(dir, 0o755);
-  await Deno.writeTextFile(join(dir, "main.cf"), mainCf(dir, t));
+  await Deno.writeTextFile(join(dir, "main.cf"), mainCf(dir, t, xclient));
   const made = await new Deno.Command("openssl", {
     args: ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.server.test"]
       .concat(["-days", "1", "-keyout", join(dir, "server.key"), "-out", join(dir, "server.crt")]),
@@ -355,19 +355,52 @@ e2e(
 );
 
 e2e(
-  "relay.source gateway: the server sees the gateway, and XCLIENT carries the client so the relay attempt is still refused",
+  "relay.source gateway: the server sees the gateway, and XCLIENT carries the client so the relay attempt is still refused; an XCLIENT connection is never reused (one per session)",
   {},
   async (w) => {
     await using server = await startPostfixServer(w);
-    await setRelaySource(w, ["source: gateway"]);
+    await setRelaySource(w, ["source: gateway", "reuse_idle: 30s"]);
     const ssg = await w.startSsg();
     const before = server.mark();
     await sendClean(w, 40021);
     assert.match(await relayAttempt(w) ?? "", RELAY_DENIED);
+    await sendClean(w, 40022);
     const log = server.log(before);
-    for (const c of peers(log, "connect from ")) assert.equal(c.ip, w.t.addr.gwServer4);
-    assert.deepEqual(peers(log, "client=").map((a) => a.ip), [w.t.addr.client4]);
+    const tcpPeers = peers(log, "connect from ");
+    for (const c of tcpPeers) assert.equal(c.ip, w.t.addr.gwServer4);
+    assert.equal(tcpPeers.length, 3, `one relay connection per session:\n${log}`);
+    assert.deepEqual(
+      peers(log, "client=").map((a) => `${a.ip}:${a.port}`),
+      [`${w.t.addr.client4}:40021`, `${w.t.addr.client4}:40022`],
+    );
     await ssg.assertLog(/\brelay\.connect\b.*\bsource=gateway\b.*\bannounced=xclient\b/);
-    assert.doesNotMatch(ssg.log(), /relay\.source_fallback/);
+    assert.doesNotMatch(ssg.log(), /relay\.reuse|relay\.source_fallback|during=reuse/);
+  },
+);
+
+e2e(
+  "relay.source gateway with a server that takes XFORWARD only: the sessions share one kept connection, each MAIL preceded by its own client's XFORWARD, every message delivered",
+  {},
+  async (w) => {
+    await using server = await startPostfixServer(w, false);
+    await setRelaySource(w, ["source: gateway", "reuse_idle: 30s"]);
+    const ssg = await w.startSsg();
+    const before = server.mark();
+    const ports = [40031, 40032, 40033, 40034];
+    for (const port of ports) await sendClean(w, port);
+    const log = server.log(before);
+    const tcpPeers = peers(log, "connect from ");
+    // The first session asks the server's QUIT itself (SSG learns its goodbye text); the other
+    // three share one connection.
+    assert.equal(tcpPeers.length, 2, `two relay connections for four sessions:\n${log}`);
+    const origins = [...log.matchAll(/: client=\S+, orig_client=[^\[]*\[([0-9.]+)\]:([0-9]+)/g)];
+    assert.deepEqual(
+      origins.map((m) => `${m[1]}:${m[2]}`),
+      ports.map((p) => `${w.t.addr.client4}:${p}`),
+      `XFORWARD told the server each message's own client:\n${log}`,
+    );
+    await ssg.assertLog(/\brelay\.connect\b.*\bsource=gateway\b.*\bannounced=xforward\b/);
+    await ssg.assertLog(/\brelay\.reuse\b.*\bsessions=3\b.*\bannounced=xforward\b/);
+    assert.doesNotMatch(ssg.log(), /relay\.error/);
   },
 );
