@@ -10,7 +10,7 @@
  *
  *   deno run --allow-all bench/e2e/latency.ts [--messages 200] [--size 2048] [--load 1000]
  *     [--sessions 10] [--peers haraka,postfix|none] [--ssg-cpus 0]
- *     [--rules shipped|test] [--ssg-before PATH] [--ssg-rounds N]
+ *     [--rules shipped|test] [--ssg-before PATH] [--ssg-rounds N] [--relay-source client|gateway]
  *   (or ./scripts/bench.sh, which builds first)
  *
  * (a)/(b) Per-message latency: a small smtplib client inside the client namespace sends N messages
@@ -28,7 +28,11 @@
  * `--ssg-before PATH` adds an arm with another build of SSG (e.g. a copy of dist/ssg made before
  * a change), run right before the current one, for before/after figures from one run.
  * `--ssg-rounds N` (≤ 4) measures the SSG arms N times in alternating order (before, now; now,
- * before; ...), one row each. `--rules test` with the two rules of the namespace tests. `--ssg-cpus LIST` pins every SSG thread to those CPUs (taskset -a), e.g. 0 for one core.
+ * before; ...), one row each. `--relay-source gateway` runs SSG with `relay.source: gateway`
+ * (the server sees the gateway, as behind the Postfix and Haraka relays; relay connections are
+ * then kept between sessions when the server does not take XCLIENT) instead of the default
+ * client. `--server-xclient no` runs smtp-sink without XCLIENT (`-C`), as a server that does
+ * not offer it (Exchange, Exim, a Postfix that does not authorise the gateway). `--rules test` with the two rules of the namespace tests. `--ssg-cpus LIST` pins every SSG thread to those CPUs (taskset -a), e.g. 0 for one core.
  * Bounded: every run has a timeout, N and LOAD are capped.
  *
  * @module
@@ -54,6 +58,8 @@ const { values: opt } = parseArgs({
     rules: { type: "string", default: "shipped" },
     "ssg-before": { type: "string", default: "" },
     "ssg-rounds": { type: "string", default: "1" },
+    "relay-source": { type: "string", default: "client" },
+    "server-xclient": { type: "string", default: "yes" },
   },
 });
 const PEERS: Record<string, PeerStarter> = { haraka: startHaraka, postfix: startPostfix };
@@ -143,6 +149,7 @@ class Sink {
       "-u",
       "root",
       "-c",
+      ...(opt["server-xclient"] === "no" ? ["-C"] : []),
       "-m",
       "512",
       `${t.addr.server4}:25`,
@@ -273,7 +280,14 @@ async function versions(): Promise<string> {
  * two rules (`--rules test`) or the shipped rules/default.yaml's lists, rules and thresholds.
  */
 function benchRuleFile(logFile: string): string {
-  const base = ruleFileText({ logFile, level: "info" });
+  const source = opt["relay-source"];
+  if (source !== "client" && source !== "gateway") {
+    throw new Error(`--relay-source: "${source}" is not client or gateway`);
+  }
+  const base = ruleFileText({ logFile, level: "info" }).replace(
+    /^relay:\n/m,
+    `relay:\n  source: ${source}\n`,
+  );
   if (opt.rules === "test") return base;
   if (opt.rules !== "shipped") throw new Error(`--rules: "${opt.rules}" is not shipped or test`);
   const shipped = Deno.readTextFileSync(new URL("../../rules/default.yaml", import.meta.url));
@@ -285,7 +299,8 @@ function benchRuleFile(logFile: string): string {
 async function main(): Promise<void> {
   console.log(
     `SSG end-to-end bench: ${N} sequential messages of ~${SIZE} bytes; load: ${LOAD} messages ` +
-      `over ${SESSIONS} sessions; peers: ${peerNames.join(", ") || "none"}; rules: ${opt.rules}`,
+      `over ${SESSIONS} sessions; peers: ${peerNames.join(", ") || "none"}; rules: ${opt.rules}; ` +
+      `relay.source: ${opt["relay-source"]}; server XCLIENT: ${opt["server-xclient"]}`,
   );
   console.log(await versions());
   await using t = await createTopology();

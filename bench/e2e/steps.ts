@@ -5,7 +5,8 @@
  * client with TCP_NODELAY, directly to the server and through SSG, one run, one topology.
  * Not a test. Needs root and a built dist/ssg.
  *
- *   deno run -A bench/e2e/steps.ts [PATH-TO-ANOTHER-SSG-BUILD]   (SRC=gateway for relay.source)
+ *   deno run -A bench/e2e/steps.ts [PATH-TO-ANOTHER-SSG-BUILD]   (SRC=gateway for relay.source;
+ *   XCLIENT=no for a server that does not offer XCLIENT: smtp-sink -C)
  *
  * @module
  */
@@ -42,6 +43,7 @@ const sink = t.spawn(t.ns.server, [
   "-u",
   "root",
   "-c",
+  ...(Deno.env.get("XCLIENT") === "no" ? ["-C"] : []),
   `${t.addr.server4}:25`,
   "512",
 ], { stdout: "null", stderr: "null" });
