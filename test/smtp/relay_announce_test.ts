@@ -223,3 +223,40 @@ Deno.test("RelayClient.reannounce: a kept XFORWARD connection sends the next cli
     "XFORWARD ADDR=203.0.113.7 PORT=41000",
   ]);
 });
+
+Deno.test("RelayClient: with PIPELINING, XFORWARD and MAIL go in one write and both replies are read in order; a refused XFORWARD stops further ones, the MAIL still counts", async () => {
+  for (const xfReply of ["250 2.0.0 Ok", "550 5.7.0 not authorized"]) {
+    const s = scripted(["PIPELINING", "XFORWARD ADDR PORT"], {
+      XFORWARD: xfReply,
+      MAIL: "250 2.1.0 Ok",
+      RSET: "250 2.0.0 Ok",
+    });
+    const writes: string[] = [];
+    const inner = s.io.writable.getWriter();
+    const io: SessionIo = {
+      ...s.io,
+      writable: new WritableStream<Uint8Array>({
+        write: (chunk) => {
+          writes.push(text(chunk));
+          return inner.write(chunk);
+        },
+        close: () => inner.close(),
+      }),
+    };
+    const c = await open(io, "gateway");
+    const r1 = await c.mail("a@example.org");
+    assert.equal(r1.code, 250);
+    assert.ok(
+      writes.includes("XFORWARD ADDR=192.0.2.10 PORT=40000\r\nMAIL FROM:<a@example.org>\r\n"),
+      JSON.stringify(writes),
+    );
+    await c.rset();
+    assert.equal((await c.mail("b@example.org")).code, 250);
+    assert.equal(c.reusable, true, "replies in step after the pipelined pair");
+    await c.quit();
+    await s.done;
+    const xf = s.lines.filter((l) => l.startsWith("XFORWARD")).length;
+    assert.equal(xf, xfReply.startsWith("250") ? 2 : 1);
+    assert.equal(c.announced, xfReply.startsWith("250") ? "xforward" : "none");
+  }
+});
