@@ -244,6 +244,18 @@ export class ServerLink {
         if (fromPool) this.#stale();
         continue;
       }
+      if (fromPool && attempt === 0 && r.code >= 400 && r.code < 500) {
+        // A limit of the connection, not of this mail (Exchange's messages per connection,
+        // Postfix's smtpd_client_message_rate_limit counted per session...): once more on a
+        // connection of this session's own; its answer, whatever it is, goes to the client.
+        this.error(
+          new RelayError("refused", `Server answered MAIL on a kept connection with ${r.code}`),
+          "mail-on-kept-connection",
+        );
+        void relay.quit();
+        this.relay = undefined;
+        continue;
+      }
       return r;
     }
     return undefined; // not reached: the second attempt always returns

@@ -265,7 +265,8 @@ class Session implements CommandHandlers {
       // Mirroring: the server's own goodbye (Postfix "221 2.0.0 Bye", others "... closing
       // connection"); SSG's own text if it gives none. Once a session has seen it, later ones
       // answer at once (it is the same text every time) and the relay's QUIT goes to the server
-      // after the client is gone (`serve()`'s end): a round trip on the inside link saved.
+      // after the client is gone, or the connection is kept for the next session (`serve()`'s
+      // end, `ServerLink.release`): a round trip on the inside link saved.
       const known = core.profile.goodbyeReply;
       if (known) {
         core.send(relayedReply(known, "2.0.0"));

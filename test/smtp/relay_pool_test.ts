@@ -188,3 +188,26 @@ Deno.test("relay reuse: a connection that carried AUTH is never reusable", async
   assert.equal(pool.give("k", relay, gateway()), false);
   await relay.quit();
 });
+
+Deno.test("relay reuse: a 4xx to MAIL on a kept connection (a per-connection limit) is retried once on a new connection; its answer is the client's", async () => {
+  for (const second of ["250 2.1.0 Ok", "451 4.3.0 try later"]) {
+    let mails = 0;
+    const up = upstream({
+      mail: () => {
+        mails++;
+        if (mails === 2) return "452 4.3.1 Too many messages for this session";
+        if (mails === 3) return second;
+        return "250 2.1.0 Ok";
+      },
+    });
+    const pool = new RelayPool();
+    const relay = gateway();
+    await transcript(FULL, { connect: up.connect, relayPool: pool, relay });
+    const b = await transcript(FULL, { connect: up.connect, relayPool: pool, relay });
+    assert.equal(up.connects.length, 2);
+    assert.equal(b.codes[1], Number(second.slice(0, 3)), b.output);
+    assert.equal(up.servers[0].commands.at(-1), "QUIT", "the kept connection is closed politely");
+    assert.equal(b.log.named("relay.error")[0]?.fields.during, "mail-on-kept-connection");
+    await pool.close();
+  }
+});
