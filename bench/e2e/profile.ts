@@ -6,8 +6,10 @@
  * Not a test. Needs root.
  *
  *   deno run -A bench/e2e/profile.ts [--load 3000] [--size 10240] [--sessions 20]
- *     [--rules shipped|test] [--out DIR] [--top 40]
+ *     [--rules shipped|test] [--out DIR] [--top 40] [--relay-source client|gateway]
+ *     [--server-xclient yes|no]
  *
+ * `--relay-source` and `--server-xclient` as in latency.ts (smtp-sink `-C`: no XCLIENT).
  * @module
  */
 import { createTopology } from "../../test/netns/topology.ts";
@@ -25,12 +27,17 @@ const { values: opt } = parseArgs({
     rules: { type: "string", default: "shipped" },
     out: { type: "string", default: "" },
     top: { type: "string", default: "40" },
+    "relay-source": { type: "string", default: "client" },
+    "server-xclient": { type: "string", default: "yes" },
   },
 });
 const LOAD = Math.min(Math.max(1, Number(opt.load)), 20_000);
 
 function ruleFile(logFile: string): string {
-  const base = ruleFileText({ logFile, level: "info" });
+  const base = ruleFileText({ logFile, level: "info" }).replace(
+    /^relay:\n/m,
+    `relay:\n  source: ${opt["relay-source"] === "gateway" ? "gateway" : "client"}\n`,
+  );
   if (opt.rules === "test") return base;
   const shipped = Deno.readTextFileSync(join(REPO_ROOT, "rules", "default.yaml"));
   const lists = /^lists:\n(?:(?:[ #].*)?\n)*/m.exec(shipped)?.[0] ?? "";
@@ -89,6 +96,7 @@ async function main(): Promise<void> {
   await Deno.mkdir(outDir, { recursive: true });
   const sink = t.spawn(t.ns.server, [
     "/usr/sbin/smtp-sink",
+    ...(opt["server-xclient"] === "no" ? ["-C"] : []),
     "-u",
     "root",
     "-m",

@@ -4,6 +4,7 @@
  * SSG"). Not a test: it measures and prints a table. Needs root and a built dist/ssg.
  *
  *   deno run --allow-all bench/e2e/tls_relay.ts [--messages 100] [--capture]
+ *     [--relay-source client|gateway]
  *
  * The server is the interop suite's Postfix (test/netns/interop.ts: STARTTLS with a throwaway
  * certificate, TLS 1.3). A small smtplib client in the client namespace sends N messages one
@@ -12,6 +13,11 @@
  *   (c) from the gateway namespace, STARTTLS    (what SSG's relay leg does, done by Python)
  *   (d) through SSG, relay.starttls: opportunistic (the default: the relay leg uses TLS)
  *   (e) through SSG, relay.starttls: off
+ *   (f) through SSG with TLS on both legs: the client says STARTTLS to SSG (`smtp.tls`, a
+ *       throwaway certificate) and the relay leg uses STARTTLS; compare with (b)
+ * `--relay-source gateway` runs the SSG arms with `relay.source: gateway` against a server that
+ * does not authorise the gateway for XCLIENT (XFORWARD only, as a server without XCLIENT), so
+ * relay connections are kept between sessions (README "Keeping relay connections open").
  * `--baseline PATH` adds arm (d0): the same as (d) with another build of SSG (e.g. one made from
  * the commit before a fix with `git archive C | tar -x -C DIR && DIR/build.sh`), so before and
  * after are measured in the same run, against the same server.
@@ -32,9 +38,11 @@ const { values: opt } = parseArgs({
     messages: { type: "string", default: "100" },
     capture: { type: "boolean", default: false },
     baseline: { type: "string" },
+    "relay-source": { type: "string", default: "client" },
   },
 });
 const N = Math.min(Math.max(1, Number(opt.messages)), 2_000);
+const SOURCE = opt["relay-source"] === "gateway" ? "gateway" : "client";
 
 const CLIENT = `
 import smtplib, ssl, sys, time
@@ -168,18 +176,34 @@ async function startBinary(w: InteropWorld, bin: string): Promise<SsgProcess> {
   return ssg;
 }
 
+/** A throwaway certificate for SSG's own STARTTLS (arm f), in the world's directory. */
+async function gatewayCert(w: InteropWorld): Promise<string> {
+  const cert = join(w.dir, "gw.crt");
+  const key = join(w.dir, "gw.key");
+  const r = await new Deno.Command("openssl", {
+    args: ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+      .concat(["-subj", "/CN=mx.server.test", "-days", "1", "-keyout", key, "-out", cert]),
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  if (!r.success) throw new Error("openssl req failed");
+  return `smtp:\n  tls: { cert: ${JSON.stringify(cert)}, key: ${JSON.stringify(key)} }\n`;
+}
+
 async function ssgArm(
   w: InteropWorld,
   label: string,
   starttls: string,
   binary?: string,
+  clientTls = false,
 ): Promise<Series> {
   await Deno.writeTextFile(
     w.ruleFile,
-    ruleFileText({ logFile: w.logFile, level: "info" }).replace(
-      /^relay:\n/m,
-      `relay:\n  starttls: ${starttls}\n`,
-    ),
+    ruleFileText({
+      logFile: w.logFile,
+      level: "info",
+      extraSections: clientTls ? await gatewayCert(w) : "",
+    }).replace(/^relay:\n/m, `relay:\n  starttls: ${starttls}\n  source: ${SOURCE}\n`),
   );
   const ssg = binary ? await startBinary(w, binary) : await startSsg(w.t, w.ruleFile, w.logFile);
   try {
@@ -188,7 +212,7 @@ async function ssgArm(
     if (opt.capture && starttls !== "off") {
       await captured(w, label, () => series(w, "captured", w.t.ns.client, false, 1));
     }
-    return await series(w, label, w.t.ns.client, false);
+    return await series(w, label, w.t.ns.client, clientTls);
   } finally {
     await ssg.stop("SIGTERM").catch(() => {});
   }
@@ -223,7 +247,11 @@ function seconds(line: string): number {
   return m ? Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]) : NaN;
 }
 
-await withInteropWorld({}, async (w) => {
+// A server without XCLIENT for the gateway (`--relay-source gateway`): XFORWARD only.
+const serverExtra: Record<string, string> = SOURCE === "gateway"
+  ? { smtpd_authorized_xclient_hosts: "" }
+  : {};
+await withInteropWorld(serverExtra, async (w) => {
   const rows: Series[] = [];
   rows.push(await series(w, "(a) direct, plaintext", w.t.ns.client, false));
   rows.push(await series(w, "(b) direct, client STARTTLS", w.t.ns.client, true));
@@ -237,11 +265,20 @@ await withInteropWorld({}, async (w) => {
   }
   rows.push(await ssgArm(w, "(d) through SSG, relay STARTTLS (default)", "opportunistic"));
   rows.push(await ssgArm(w, "(e) through SSG, relay.starttls: off", "off"));
+  if (opt.baseline) {
+    rows.push(
+      await ssgArm(w, "(f0) baseline SSG, TLS on both legs", "opportunistic", opt.baseline, true),
+    );
+  }
+  rows.push(await ssgArm(w, "(f) through SSG, TLS on both legs", "opportunistic", undefined, true));
   const tls = /TLS connection established from unknown\[198\.51\.100\.1\]: (\S+)/.exec(
     w.server.log(),
   );
   console.log(`\nper-message latency, ${N} messages per arm, each on its own connection`);
-  console.log(`server: Postfix ${w.server.name} on ${w.t.addr.server4}; relay TLS: ${tls?.[1]}`);
+  console.log(
+    `server: Postfix ${w.server.name} on ${w.t.addr.server4}; relay TLS: ${tls?.[1]}; ` +
+      `SSG relay.source: ${SOURCE}`,
+  );
   console.log(
     "arm".padEnd(48) + "ok".padStart(6) + "median ms".padStart(11) +
       "p90 ms".padStart(9) + "max ms".padStart(9),
