@@ -322,8 +322,9 @@ export class RelayClient {
    * it is usable, left with the gateway's address (a connection with the client's address is
    * that client's), has no command waiting for its reply (replies stay in step), never carried
    * AUTH (the server's session would stay authenticated as this client), and did not announce
-   * its client with XCLIENT (the server's session now IS that client: Postfix 3.7 refuses a
-   * second XCLIENT on it, measured in test/netns/relay_source_test.ts).
+   * its client with XCLIENT (the server's session now IS that client: Postfix re-checks
+   * smtpd_authorized_xclient_hosts against the announced client and refuses a second XCLIENT,
+   * seen in test/netns/relay_source_test.ts).
    */
   get reusable(): boolean {
     return this.#usable && this.#source === "gateway" && this.#pending === 0 && !this.#private &&
