@@ -402,5 +402,15 @@ e2e(
     await ssg.assertLog(/\brelay\.connect\b.*\bsource=gateway\b.*\bannounced=xforward\b/);
     await ssg.assertLog(/\brelay\.reuse\b.*\bsessions=3\b.*\bannounced=xforward\b/);
     assert.doesNotMatch(ssg.log(), /relay\.error/);
+    // At stop the kept connection gets its QUIT, and the counters say what happened.
+    assert.equal((await ssg.stop("SIGTERM")).code, 0);
+    assert.match(ssg.log(), /\bssg\.stats\b.*\brelayKept=3\b.*\brelayReused=2\b/);
+    assert.ok(
+      await eventually(
+        () => (server.log(before).match(/disconnect from .*\bquit=1\b/g) ?? []).length === 2,
+        5_000,
+      ),
+      `both connections, the kept one too, were closed with QUIT:\n${server.log(before)}`,
+    );
   },
 );
