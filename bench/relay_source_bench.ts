@@ -16,7 +16,8 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createTopology, type Topology } from "../test/netns/topology.ts";
-import { ruleFileText, startSsg, tempDir } from "../test/netns/helpers.ts";
+import { startSsg, tempDir } from "../test/netns/helpers.ts";
+import { benchRuleFile, startSink } from "./e2e/bench_setup.ts";
 import { Diverter, PacketHook } from "../src/divert/diverter.ts";
 import { FlowTable } from "../src/flow/flow_table.ts";
 import { RelayRegistry } from "../src/flow/relay_registry.ts";
@@ -73,11 +74,7 @@ interface Arm {
 async function arm(t: Topology, dir: string, mode: "client" | "gateway"): Promise<Arm> {
   const logFile = join(dir, `ssg-${mode}.log`);
   const ruleFile = join(dir, `rules-${mode}.yaml`);
-  const text = ruleFileText({ logFile, level: "info" }).replace(
-    /^relay:\n/m,
-    `relay:\n  source: ${mode}\n`,
-  );
-  await Deno.writeTextFile(ruleFile, text);
+  await Deno.writeTextFile(ruleFile, benchRuleFile(logFile, "test", mode));
   const ssg = await startSsg(t, ruleFile, logFile);
   const t0 = performance.now();
   const r = await t.exec(t.ns.client, [
@@ -188,15 +185,7 @@ console.log(
 
 await using t = await createTopology();
 await using tmp = await tempDir("ssg-bench-relay-");
-const sink = t.spawn(t.ns.server, [
-  "/usr/sbin/smtp-sink",
-  "-u",
-  "root",
-  "-m",
-  "512",
-  `${t.addr.server4}:25`,
-  "512",
-], { stdout: "null", stderr: "null" });
+const sink = startSink(t);
 await t.waitForPort(t.ns.gateway, t.addr.server4, 25);
 const arms: Arm[] = [];
 for (const mode of ["gateway", "client", "gateway", "client"] as const) {

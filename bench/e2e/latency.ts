@@ -38,7 +38,8 @@
  * @module
  */
 import { createTopology, type Topology } from "../../test/netns/topology.ts";
-import { ruleFileText, SsgProcess, startSsg, tempDir } from "../../test/netns/helpers.ts";
+import { SsgProcess, startSsg, tempDir } from "../../test/netns/helpers.ts";
+import { benchRuleFile, relaySource, startSink } from "./bench_setup.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { PeerStarter, RunningPeer } from "./peers/peer.ts";
@@ -144,17 +145,7 @@ class Sink {
   #mesg = 0;
   readonly child: Deno.ChildProcess;
   constructor(t: Topology) {
-    this.child = t.spawn(t.ns.server, [
-      "/usr/sbin/smtp-sink",
-      "-u",
-      "root",
-      "-c",
-      ...(opt["server-xclient"] === "no" ? ["-C"] : []),
-      "-m",
-      "512",
-      `${t.addr.server4}:25`,
-      "512",
-    ], { stdout: "piped", stderr: "null" });
+    this.child = startSink(t, { counter: true, xclient: opt["server-xclient"] !== "no" });
     this.#pump(this.child.stdout);
   }
   async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
@@ -275,27 +266,6 @@ async function versions(): Promise<string> {
     `postfix ${await one(["postconf", "-d", "-h", "mail_version"])}`;
 }
 
-/**
- * The rule file SSG runs with: the namespace tests' gateway/log/state sections, and either their
- * two rules (`--rules test`) or the shipped rules/default.yaml's lists, rules and thresholds.
- */
-function benchRuleFile(logFile: string): string {
-  const source = opt["relay-source"];
-  if (source !== "client" && source !== "gateway") {
-    throw new Error(`--relay-source: "${source}" is not client or gateway`);
-  }
-  const base = ruleFileText({ logFile, level: "info" }).replace(
-    /^relay:\n/m,
-    `relay:\n  source: ${source}\n`,
-  );
-  if (opt.rules === "test") return base;
-  if (opt.rules !== "shipped") throw new Error(`--rules: "${opt.rules}" is not shipped or test`);
-  const shipped = Deno.readTextFileSync(new URL("../../rules/default.yaml", import.meta.url));
-  const lists = /^lists:\n(?:(?:[ #].*)?\n)*/m.exec(shipped)?.[0] ?? "";
-  const rules = shipped.slice(shipped.search(/^rules:/m));
-  return `${base.slice(0, base.search(/^rules:/m))}${lists}${rules}`;
-}
-
 async function main(): Promise<void> {
   console.log(
     `SSG end-to-end bench: ${N} sequential messages of ~${SIZE} bytes; load: ${LOAD} messages ` +
@@ -319,7 +289,10 @@ async function main(): Promise<void> {
 
   const logFile = join(tmp.path, "ssg.log");
   const ruleFile = join(tmp.path, "rules.yaml");
-  await Deno.writeTextFile(ruleFile, benchRuleFile(logFile));
+  await Deno.writeTextFile(
+    ruleFile,
+    benchRuleFile(logFile, opt.rules!, relaySource(opt["relay-source"])),
+  );
   const ssgBuilds: [string, string][] = [["(b) through SSG (transparent)", ""]];
   if (opt["ssg-before"]) ssgBuilds.unshift(["(b0) SSG, build before", opt["ssg-before"]]);
   // More rounds alternate the order (AB BA AB ...): the arm measured right after another's load

@@ -13,7 +13,8 @@
  * @module
  */
 import { createTopology } from "../../test/netns/topology.ts";
-import { REPO_ROOT, ruleFileText, tempDir } from "../../test/netns/helpers.ts";
+import { REPO_ROOT, tempDir } from "../../test/netns/helpers.ts";
+import { benchRuleFile, relaySource, startSink } from "./bench_setup.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ProcessSampler, rssMiB } from "./proc_stats.ts";
@@ -32,19 +33,6 @@ const { values: opt } = parseArgs({
   },
 });
 const LOAD = Math.min(Math.max(1, Number(opt.load)), 20_000);
-
-function ruleFile(logFile: string): string {
-  const base = ruleFileText({ logFile, level: "info" }).replace(
-    /^relay:\n/m,
-    `relay:\n  source: ${opt["relay-source"] === "gateway" ? "gateway" : "client"}\n`,
-  );
-  if (opt.rules === "test") return base;
-  const shipped = Deno.readTextFileSync(join(REPO_ROOT, "rules", "default.yaml"));
-  const lists = /^lists:\n(?:(?:[ #].*)?\n)*/m.exec(shipped)?.[0] ?? "";
-  return `${base.slice(0, base.search(/^rules:/m))}${lists}${
-    shipped.slice(shipped.search(/^rules:/m))
-  }`;
-}
 
 interface Node {
   id: number;
@@ -94,20 +82,14 @@ async function main(): Promise<void> {
   await using tmp = await tempDir("ssg-prof-");
   const outDir = opt.out || join(tmp.path, "prof");
   await Deno.mkdir(outDir, { recursive: true });
-  const sink = t.spawn(t.ns.server, [
-    "/usr/sbin/smtp-sink",
-    ...(opt["server-xclient"] === "no" ? ["-C"] : []),
-    "-u",
-    "root",
-    "-m",
-    "512",
-    `${t.addr.server4}:25`,
-    "512",
-  ], { stdout: "null", stderr: "null" });
+  const sink = startSink(t, { xclient: opt["server-xclient"] !== "no" });
   await t.waitForPort(t.ns.server, t.addr.server4, 25);
   const logFile = join(tmp.path, "ssg.log");
   const rules = join(tmp.path, "rules.yaml");
-  await Deno.writeTextFile(rules, ruleFile(logFile));
+  await Deno.writeTextFile(
+    rules,
+    benchRuleFile(logFile, opt.rules!, relaySource(opt["relay-source"])),
+  );
   const ssg = t.spawn(t.ns.gateway, [
     Deno.execPath(),
     "run",

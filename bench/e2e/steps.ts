@@ -11,7 +11,8 @@
  * @module
  */
 import { createTopology } from "../../test/netns/topology.ts";
-import { ruleFileText, startSsg, tempDir } from "../../test/netns/helpers.ts";
+import { startSsg, tempDir } from "../../test/netns/helpers.ts";
+import { benchRuleFile, relaySource, startSink } from "./bench_setup.ts";
 import { join } from "node:path";
 const CLIENT = `
 import socket, sys, time
@@ -38,15 +39,7 @@ for k,v in steps.items():
 `;
 await using t = await createTopology();
 await using tmp = await tempDir("ssg-diag-");
-const sink = t.spawn(t.ns.server, [
-  "/usr/sbin/smtp-sink",
-  "-u",
-  "root",
-  "-c",
-  ...(Deno.env.get("XCLIENT") === "no" ? ["-C"] : []),
-  `${t.addr.server4}:25`,
-  "512",
-], { stdout: "null", stderr: "null" });
+const sink = startSink(t, { xclient: Deno.env.get("XCLIENT") !== "no" });
 await t.waitForPort(t.ns.server, t.addr.server4, 25);
 const py = async (label: string) => {
   const r = await t.exec(t.ns.client, [
@@ -63,11 +56,10 @@ const py = async (label: string) => {
 await py("direct");
 const logFile = join(tmp.path, "ssg.log");
 const ruleFile = join(tmp.path, "rules.yaml");
-let text = ruleFileText({ logFile, level: "info" });
-if (Deno.env.get("SRC")) {
-  text = text.replace("relay:\n", `relay:\n  source: ${Deno.env.get("SRC")}\n`);
-}
-await Deno.writeTextFile(ruleFile, text);
+await Deno.writeTextFile(
+  ruleFile,
+  benchRuleFile(logFile, "test", relaySource(Deno.env.get("SRC"))),
+);
 const bin = Deno.args[0] || undefined;
 const ssg = await startSsg(t, ruleFile, logFile, undefined, bin);
 await py("ssg " + (bin ?? "current"));

@@ -31,6 +31,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type InteropWorld, withInteropWorld } from "../../test/netns/interop.ts";
 import { ruleFileText, SsgProcess, startSsg } from "../../test/netns/helpers.ts";
+import { relaySource, withRelaySettings } from "./bench_setup.ts";
 
 const { values: opt } = parseArgs({
   args: Deno.args,
@@ -42,7 +43,7 @@ const { values: opt } = parseArgs({
   },
 });
 const N = Math.min(Math.max(1, Number(opt.messages)), 2_000);
-const SOURCE = opt["relay-source"] === "gateway" ? "gateway" : "client";
+const SOURCE = relaySource(opt["relay-source"]);
 
 const CLIENT = `
 import smtplib, ssl, sys, time
@@ -199,11 +200,15 @@ async function ssgArm(
 ): Promise<Series> {
   await Deno.writeTextFile(
     w.ruleFile,
-    ruleFileText({
-      logFile: w.logFile,
-      level: "info",
-      extraSections: clientTls ? await gatewayCert(w) : "",
-    }).replace(/^relay:\n/m, `relay:\n  starttls: ${starttls}\n  source: ${SOURCE}\n`),
+    withRelaySettings(
+      ruleFileText({
+        logFile: w.logFile,
+        level: "info",
+        extraSections: clientTls ? await gatewayCert(w) : "",
+      }),
+      `starttls: ${starttls}`,
+      `source: ${SOURCE}`,
+    ),
   );
   const ssg = binary ? await startBinary(w, binary) : await startSsg(w.t, w.ruleFile, w.logFile);
   try {

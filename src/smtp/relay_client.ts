@@ -396,7 +396,7 @@ export class RelayClient {
     const go = await this.command("DATA");
     if (go.code !== 354) return go;
     const dataMs = secondsToMs(this.#config.dataTimeout);
-    return await this.#exchange(dotStuff(...content), dataMs, dataMs);
+    return await this.#exchange(dotStuff(...content), dataMs);
   }
 
   /**
@@ -416,7 +416,7 @@ export class RelayClient {
       o += c.length;
     }
     const dataMs = secondsToMs(this.#config.dataTimeout);
-    return await this.#exchange(out, dataMs, dataMs);
+    return await this.#exchange(out, dataMs);
   }
 
   /** Sends one command line (CRLF added) and reads the reply within `replyTimeout`. */
@@ -427,7 +427,7 @@ export class RelayClient {
       return await this.#xforwardThenMail(line, ms);
     }
     if (/^AUTH /i.test(line)) this.#private = true;
-    return await this.#exchange(encoder.encode(line + "\r\n"), ms, ms);
+    return await this.#exchange(encoder.encode(line + "\r\n"), ms);
   }
 
   /**
@@ -439,27 +439,26 @@ export class RelayClient {
   async #xforwardThenMail(line: string, ms: number): Promise<SmtpReply> {
     const xforward = this.#xforward + "\r\n";
     if (!this.#extensions.has("PIPELINING")) {
-      this.#xforwardAnswered(await this.#exchange(encoder.encode(xforward), ms, ms));
-      return await this.#exchange(encoder.encode(line + "\r\n"), ms, ms);
+      this.#xforwardAnswered(await this.#exchange(encoder.encode(xforward), ms));
+      return await this.#exchange(encoder.encode(line + "\r\n"), ms);
     }
     this.#pending += 2;
     try {
       await this.#write(encoder.encode(xforward + line + "\r\n"), ms);
-      const x = await this.#readReply(ms);
-      this.#xforwardAnswered(x);
-      const r = await this.#readReply(ms);
-      return r;
+      this.#xforwardAnswered(await this.#readReply(ms));
+      return await this.#readReply(ms);
     } finally {
       this.#pending -= 2;
     }
   }
 
-  /** Writes `bytes` and reads one reply; counted in `#pending` until the reply is in. */
-  async #exchange(bytes: Uint8Array, writeMs: number, replyMs: number): Promise<SmtpReply> {
+  /** Writes `bytes` and reads one reply, each within `ms`; counted in `#pending` until the
+   * reply is in. */
+  async #exchange(bytes: Uint8Array, ms: number): Promise<SmtpReply> {
     this.#pending++;
     try {
-      await this.#write(bytes, writeMs);
-      return await this.#readReply(replyMs);
+      await this.#write(bytes, ms);
+      return await this.#readReply(ms);
     } finally {
       this.#pending--;
     }

@@ -41,6 +41,19 @@ interface Idle {
   idleMs: number;
 }
 
+/** Still usable and within its idle limit at `now`. */
+function fresh(e: Idle, now: number): boolean {
+  return e.relay.usable && now - e.since <= e.idleMs;
+}
+
+/** The relay settings as text, computed once per settings object (one per configuration). */
+const settingsText = new WeakMap<RelayConfig, string>();
+function settingsOf(config: RelayConfig): string {
+  let text = settingsText.get(config);
+  if (text === undefined) settingsText.set(config, text = JSON.stringify(config));
+  return text;
+}
+
 /** Counters for the `ssg.stats` line. */
 export interface RelayPoolStats {
   /** Connections put aside at a session's end. */
@@ -92,12 +105,12 @@ export class RelayPool {
     const list = this.#idle.get(key);
     if (!list) return undefined;
     const now = this.#now();
-    const settings = JSON.stringify(config);
+    const settings = settingsOf(config);
     let found: RelayClient | undefined;
     while (list.length > 0 && !found) {
       const e = list.pop()!;
       this.#count--;
-      if (e.config === settings && e.relay.usable && now - e.since <= e.idleMs) found = e.relay;
+      if (e.config === settings && fresh(e, now)) found = e.relay;
       else this.#expire(e.relay);
     }
     if (list.length === 0) this.#idle.delete(key);
@@ -122,7 +135,7 @@ export class RelayPool {
     } else if (this.#count >= MAX_IDLE) this.#evictOldest();
     list.push({
       relay,
-      config: JSON.stringify(config),
+      config: settingsOf(config),
       since: this.#now(),
       idleMs: limits.idle * 1000,
     });
@@ -146,12 +159,14 @@ export class RelayPool {
   sweep(): void {
     const now = this.#now();
     for (const [key, list] of this.#idle) {
-      const keep = list.filter((e) => e.relay.usable && now - e.since <= e.idleMs);
-      if (keep.length === list.length) continue;
-      for (const e of list) if (!keep.includes(e)) this.#expire(e.relay);
+      const keep: Idle[] = [];
+      for (const e of list) {
+        if (fresh(e, now)) keep.push(e);
+        else this.#expire(e.relay);
+      }
       this.#count -= list.length - keep.length;
       if (keep.length === 0) this.#idle.delete(key);
-      else this.#idle.set(key, keep);
+      else if (keep.length < list.length) this.#idle.set(key, keep);
     }
     if (this.#count === 0) this.#stopSweeping();
   }
