@@ -102,5 +102,6 @@ DENO_DIR=$dir/deno_dir
 DENO_NO_UPDATE_CHECK=1
 DENO_NO_PROMPT=1
 export DENO_DIR DENO_NO_UPDATE_CHECK DENO_NO_PROMPT
-exec "$dir/deno" run --cached-only --allow-all --no-prompt \
+# V8 heap settings chosen by build.sh (see V8_FLAGS there); SSG_V8_FLAGS replaces them.
+exec "$dir/deno" run --cached-only --allow-all --no-prompt "--v8-flags=${SSG_V8_FLAGS:-@V8_FLAGS@}" \
   --config "$dir/app/deno.json" "$dir/app/main.ts" "$@"

@@ -33,6 +33,38 @@ Deno.test("dist/ssg --version works from another directory and prints the versio
   assert.match(r.stdout + r.stderr, new RegExp(VERSION.replaceAll(".", "\\.")));
 });
 
+Deno.test("dist/ssg starts V8 with build.sh's heap flags, and SSG_V8_FLAGS replaces them", async () => {
+  const bin = requireSsgBinary();
+  const flags = /^V8_FLAGS="([^"]+)"$/m.exec(
+    await Deno.readTextFile(new URL("../../build.sh", import.meta.url)),
+  )?.[1];
+  assert.ok(flags, "build.sh sets V8_FLAGS");
+  if (selfExtractHash(bin)) {
+    const head = new TextDecoder("latin1").decode(
+      (await Deno.readFile(bin)).subarray(0, 8192),
+    );
+    assert.ok(
+      head.includes(`"--v8-flags=\${SSG_V8_FLAGS:-${flags}}"`),
+      "the header passes build.sh's V8_FLAGS to deno run",
+    );
+  }
+  await using cache = await tempDir("ssg-cache-");
+  // An unknown flag is refused by V8 itself: proof that the variable reaches it.
+  const r = await run([bin, "--version"], {
+    timeoutMs: 60_000,
+    env: { SSG_CACHE_DIR: cache.path, SSG_V8_FLAGS: "--no-such-ssg-test-flag" },
+  });
+  if (selfExtractHash(bin)) {
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /did not recognize flag '--no-such-ssg-test-flag'/);
+  }
+  const ok = await run([bin, "--version"], {
+    timeoutMs: 60_000,
+    env: { SSG_CACHE_DIR: cache.path, SSG_V8_FLAGS: flags },
+  });
+  assert.equal(ok.code, 0, ok.stderr);
+});
+
 Deno.test("a self-extracting dist/ssg unpacks once per payload and not again on the next start", async () => {
   const bin = requireSsgBinary();
   const hash = selfExtractHash(bin);
