@@ -168,7 +168,6 @@ export class AppLog implements EventLog {
   #min: number;
   #logger = getLogger(["ssg"]);
   #flushPending: () => void = () => {};
-  #onExit: () => void = () => {};
   private constructor(opts: LogOptions) {
     this.#min = LEVEL_RANK[opts.level ?? "info"];
     if (opts.file) this.#file = new ReopeningFileSink(opts.file);
@@ -220,7 +219,6 @@ export class AppLog implements EventLog {
       }
     };
     // Exit paths that skip close(): Deno.exit(), the end of the program, an uncaught error.
-    log.#onExit = flush;
     addEventListener("unload", flush);
     addEventListener("error", flush);
     addEventListener("unhandledrejection", flush);
@@ -260,9 +258,9 @@ export class AppLog implements EventLog {
   /** Flushes and closes; safe to call twice. */
   async close(): Promise<void> {
     this.#flushPending();
-    removeEventListener("unload", this.#onExit);
-    removeEventListener("error", this.#onExit);
-    removeEventListener("unhandledrejection", this.#onExit);
+    removeEventListener("unload", this.#flushPending);
+    removeEventListener("error", this.#flushPending);
+    removeEventListener("unhandledrejection", this.#flushPending);
     this.#file?.close();
     this.#file = undefined;
     await reset();

@@ -88,13 +88,10 @@ function removeCoarse(e: CoarseEntry): void {
   }
 }
 
+/** Fires the waits that are due; each one's `finish` takes it out of the set (`removeCoarse`). */
 function tickCoarse(): void {
   const now = performance.now();
-  for (const e of coarseWaits) {
-    if (e.at > now) continue;
-    removeCoarse(e);
-    e.fire();
-  }
+  for (const e of coarseWaits) if (e.at <= now) e.fire();
 }
 
 /** Resolves after one turn of the event loop (a MessageChannel message; the ports are closed). */
